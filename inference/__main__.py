@@ -1,0 +1,171 @@
+"""Command line: `python -m inference analyze|generate …` (for researchers and for checks)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from .errors import LensError
+from .limits import Limits
+from .registry import DEMO_SPEC, LensSpec
+from .types import AnalysisInput, AnalysisOptions, GenerationOptions
+
+CLI_LIMITS = Limits(min_temperature=0.0, max_tokens=8192, max_text_chars=200_000)  # 0 = greedy
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LensError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m inference", description=__doc__)
+    sub = ap.add_subparsers(required=True)
+
+    an = sub.add_parser("analyze", help="explain every token of a text")
+    _lens_args(an)
+    _input_args(an)
+    an.add_argument("--best-of-k", type=int, default=1)
+    an.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (argmax)")
+    an.add_argument("--seed", type=int, default=42)
+    an.add_argument("--salience", action="store_true", help="ablation salience of each explanation token")
+    an.add_argument("--kl", action="store_true", help="KL(P||Q); one extra forward per position")
+    an.add_argument("--logit-lens", action="store_true")
+    an.add_argument("--keep-candidates", action="store_true", help="keep all k explanations with their mse")
+    an.add_argument("--last-n-messages", type=int)
+    an.add_argument("--rows-budget", type=int, help="rows (positions x k) per batch")
+    an.add_argument("--json", action="store_true", help="one JSON object {metadata, rows}")
+    an.set_defaults(func=_analyze)
+
+    gen = sub.add_parser("generate", help="continue a text, or reply to a chat")
+    _lens_args(gen)
+    _input_args(gen)
+    gen.add_argument("--n", type=int, default=1)
+    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--seed", type=int, default=42)
+    gen.add_argument(
+        "--chat-reply", action="store_true", help="wrap a text as a user turn; stop at end-of-turn"
+    )
+    gen.add_argument("--json", action="store_true")
+    gen.set_defaults(func=_generate)
+    return ap
+
+
+def _lens_args(ap):
+    ap.add_argument(
+        "--checkpoint", required=True, help='a research .pt, a directory (newest *.pt), or "demo"'
+    )
+    ap.add_argument("--base-model", help="HF directory or name; overrides the checkpoint's model_name")
+    ap.add_argument("--donor-model", help="a fine-tune of the same architecture that plays orig")
+    ap.add_argument("--device")
+
+
+def _input_args(ap):
+    group = ap.add_mutually_exclusive_group(required=True)
+    group.add_argument("--text")
+    group.add_argument("--messages", help='chat JSON: [{"role": "user", "content": "…"}, …]')
+
+
+def _load(args):
+    from .lens import load_lens
+
+    if args.checkpoint == "demo":
+        spec = DEMO_SPEC
+    else:
+        spec = LensSpec(
+            id="cli",
+            name=args.checkpoint,
+            checkpoint=args.checkpoint,
+            base_model=args.base_model,
+            donor_model=args.donor_model,
+        )
+    return load_lens(spec, device=args.device)
+
+
+def _input(args) -> AnalysisInput:
+    if args.messages is None:
+        return AnalysisInput(text=args.text)
+    try:
+        return AnalysisInput(messages=json.loads(args.messages))
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"--messages is not valid JSON: {exc}") from None
+
+
+def _analyze(args) -> int:
+    from .analysis import analyze
+
+    options = AnalysisOptions(
+        best_of_k=args.best_of_k,
+        temperature=args.temperature,
+        seed=args.seed,
+        salience=args.salience,
+        kl=args.kl,
+        logit_lens=args.logit_lens,
+        keep_candidates=args.keep_candidates,
+        last_n_messages=args.last_n_messages,
+    ).validate(CLI_LIMITS)
+    lens = _load(args)
+    result = analyze(lens, _input(args), options, rows_budget=args.rows_budget, limits=CLI_LIMITS)
+    if args.json:
+        json.dump(
+            {"metadata": {**result.metadata, "timings": result.timings}, "rows": result.rows}, sys.stdout
+        )
+        sys.stdout.write("\n")
+    else:
+        _print_table(result)
+    return 0
+
+
+def _print_table(result) -> None:
+    meta = result.metadata
+    print(f"# {meta['name']}  layer {meta['layer']}  T={meta['t_text']}  k={meta['options']['best_of_k']}")
+    header = f"{'pos':>4}  {'token':<14} {'mse':>10} {'rel_rmse':>8}  explanation"
+    print(header)
+    for row in result.rows:
+        extra = ""
+        if row["kl"] is not None:
+            extra += f"  kl={row['kl']:.4f}"
+        if row["logit_lens_top"]:
+            extra += "  lens: " + " ".join(repr(t) for t in row["logit_lens_top"][:3])
+        print(
+            f"{row['position']:>4}  {row['token']!r:<14} {row['mse']:>10.4f} {row['relative_rmse']:>8.4f}  "
+            f"{row['explanation']!r}{extra}"
+        )
+    print(f"# {len(result.rows)} rows, {result.status}, {result.timings.get('total', 0):.2f} s")
+
+
+def _generate(args) -> int:
+    from .generation import generate
+
+    options = GenerationOptions(
+        n=args.n,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        chat_reply=args.chat_reply,
+    )
+    lens = _load(args)
+    t0 = time.perf_counter()
+    out = generate(lens, _input(args), options, limits=CLI_LIMITS)
+    out["seconds"] = time.perf_counter() - t0
+    if args.json:
+        json.dump(out, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        for i, sample in enumerate(out["samples"]):
+            print(f"--- sample {i + 1}{' (end of turn)' if sample['finished'] else ''}")
+            print(sample["text"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,216 @@
+"""Positions → batches → rows: activations, best-of-k explanations, metrics, salience, KL, logit lens.
+
+Deterministic: a row depends only on (lens, input, options, seed, position), never on the batch it ran in.
+Incremental: rows are handed out per finished batch. Cancellation is checked between decode steps.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import torch
+
+from . import ENGINE_VERSION
+from .decoding import decode
+from .encoding import encode, mse, relative_rmse, salience
+from .errors import OptionError
+from .inputs import prepare_input
+from .lens import Lens
+from .limits import DEFAULT_LIMITS, Limits
+from .metrics import kl_divergences, logit_lens_top, orig_forward
+from .sampling import uniforms_for_rows
+from .types import AnalysisInput, AnalysisOptions, AnalysisResult, BatchUpdate, OnBatch, ShouldCancel
+
+DEFAULT_CPU_ROWS = 256
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def default_rows_budget(lens: Lens) -> int:
+    """Rows (positions × k) per batch: LENSWEB_ROWS_BUDGET, else from free CUDA memory, else a CPU default."""
+    env = os.environ.get("LENSWEB_ROWS_BUDGET")
+    if env:
+        return max(1, int(env))
+    if lens.device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(lens.device)
+        cfg = lens.model.config
+        kv_per_row = 2 * cfg.num_hidden_layers * (lens.t_text + 64) * cfg.hidden_size * 2
+        logits_per_row = cfg.vocab_size * 4 * 3
+        return int(max(16, min(4096, 0.5 * free // (kv_per_row + logits_per_row))))
+    return DEFAULT_CPU_ROWS
+
+
+def analyze(
+    lens: Lens,
+    inp: AnalysisInput,
+    options: AnalysisOptions,
+    *,
+    positions: list[int] | None = None,
+    on_batch: OnBatch | None = None,
+    should_cancel: ShouldCancel | None = None,
+    rows_budget: int | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> AnalysisResult:
+    t_start = time.perf_counter()
+    options.validate(limits)
+    prepared = prepare_input(lens.tokenizer, inp, options, limits)
+    todo = _positions_to_run(prepared.positions, positions)
+    already = len(prepared.positions) - len(todo)
+    budget = rows_budget or default_rows_budget(lens)
+    per_batch = max(1, budget // options.best_of_k)
+    timings = {"activations": 0.0, "decode": 0.0, "encode": 0.0, "salience": 0.0, "kl": 0.0}
+
+    def check_cancel():
+        if should_cancel is not None and should_cancel():
+            raise _Cancelled
+
+    rows: list[dict[str, Any]] = []
+    status = "done"
+    with torch.inference_mode():
+        ids = torch.tensor(prepared.token_ids, device=lens.device)
+        t0 = time.perf_counter()
+        orig = orig_forward(lens, ids, full=options.kl)
+        timings["activations"] += time.perf_counter() - t0
+        try:
+            for start in range(0, len(todo), per_batch):
+                check_cancel()
+                batch_positions = todo[start : start + per_batch]
+                new_rows = _analyze_batch(
+                    lens, prepared, orig, batch_positions, options, budget, timings, check_cancel
+                )
+                rows.extend(new_rows)
+                update = BatchUpdate(rows=new_rows, done=already + len(rows), total=len(prepared.positions))
+                if on_batch is not None and on_batch(update) is False:
+                    status = "stopped" if len(rows) < len(todo) else "done"
+                    break
+        except _Cancelled:
+            status = "cancelled"
+    timings["total"] = time.perf_counter() - t_start
+    metadata = analysis_metadata(lens, prepared, options)
+    return AnalysisResult(status=status, rows=rows, metadata=metadata, timings=timings)
+
+
+def analysis_metadata(lens: Lens, prepared, options: AnalysisOptions) -> dict[str, Any]:
+    return {
+        **lens.metadata(),
+        "options": options.to_dict(),
+        "n_tokens": len(prepared.token_ids),
+        "positions": [prepared.positions[0], prepared.positions[-1]] if prepared.positions else [],
+        "token_ids": prepared.token_ids,
+        "rendered_text": prepared.rendered_text,
+        "salience_null_token_id": lens.null_token_id,
+        "logit_lens_final_norm": False,
+        "kl": "KL(P||Q): P the original next-token distribution at p, Q with block-l output at p set to Â_p",
+        "engine_version": ENGINE_VERSION,
+    }
+
+
+def _positions_to_run(all_positions: list[int], requested: list[int] | None) -> list[int]:
+    if requested is None:
+        return list(all_positions)
+    allowed = set(all_positions)
+    bad = sorted(set(requested) - allowed)
+    if bad:
+        raise OptionError(f"positions {bad[:5]} are outside the analysed range of this input")
+    return sorted(set(requested))
+
+
+def _analyze_batch(lens, prepared, orig, positions, options, budget, timings, check_cancel) -> list[dict]:
+    k = options.best_of_k
+    pos = torch.tensor(positions, device=lens.device)
+    acts = orig.acts[pos]  # (B, d) float32
+    current = orig.ids[pos] if lens.ckpt.add_current_token else None
+    uniforms = uniforms_for_rows(options.seed, positions, k, lens.t_text) if options.temperature > 0 else None
+
+    t0 = time.perf_counter()
+    tokens = decode(lens, acts, k, options.temperature, uniforms, check_cancel)  # (B·k, T)
+    t1 = time.perf_counter()
+    check_cancel()
+    cur_k = None if current is None else current.repeat_interleave(k)
+    recon = encode(lens, tokens, cur_k, chunk=budget)
+    all_mse = mse(acts.repeat_interleave(k, dim=0), recon).view(len(positions), k)
+    best = all_mse.argmin(dim=1)  # first on ties
+    best_mse = all_mse.gather(1, best.unsqueeze(1)).squeeze(1)
+    best_tokens = tokens.view(len(positions), k, -1)[torch.arange(len(positions)), best]
+    rel = relative_rmse(acts, best_mse)
+    t2 = time.perf_counter()
+    sal = None
+    if options.salience:
+        check_cancel()
+        sal = salience(lens, best_tokens, current, acts, best_mse, chunk=budget)
+    t3 = time.perf_counter()
+    kl = None
+    if options.kl:
+        check_cancel()
+        best_recon = recon.view(len(positions), k, -1)[torch.arange(len(positions)), best]
+        kl = kl_divergences(lens, orig, positions, best_recon)
+    t4 = time.perf_counter()
+    ll = logit_lens_top(lens, acts) if options.logit_lens else None
+    timings["decode"] += t1 - t0
+    timings["encode"] += t2 - t1
+    timings["salience"] += t3 - t2
+    timings["kl"] += t4 - t3
+    return _rows(
+        lens, prepared, positions, tokens, all_mse, best, best_tokens, best_mse, rel, sal, kl, ll, options
+    )
+
+
+def _rows(lens, prepared, positions, tokens, all_mse, best, best_tokens, best_mse, rel, sal, kl, ll, options):
+    """One host transfer per batch, then plain Python."""
+    k = options.best_of_k
+    best_tokens_l = best_tokens.tolist()
+    best_mse_l = best_mse.tolist()
+    rel_l = rel.tolist()
+    sal_l = sal.tolist() if sal is not None else None
+    kl_l = kl.tolist() if kl is not None else None
+    tokens_l = tokens.tolist() if options.keep_candidates else None
+    all_mse_l = all_mse.tolist() if options.keep_candidates else None
+    decode_one = _token_decoder(lens.tokenizer)
+    rows = []
+    for i, p in enumerate(positions):
+        expl_ids = best_tokens_l[i]
+        expl_tokens = [decode_one(t) for t in expl_ids]
+        row = {
+            "position": p,
+            "token": prepared.tokens[p],
+            "token_id": prepared.token_ids[p],
+            "explanation": lens.tokenizer.decode(expl_ids),  # whole decode: multi-byte characters stay intact
+            "explanation_tokens": expl_tokens,
+            "explanation_token_ids": expl_ids,
+            "token_salience": sal_l[i] if sal_l is not None else None,
+            "mse": best_mse_l[i],
+            "relative_rmse": rel_l[i],
+            "kl": kl_l[i] if kl_l is not None else None,
+            "logit_lens_top": ll[i] if ll is not None else None,
+            "candidates": None,
+        }
+        if tokens_l is not None:
+            row["candidates"] = [
+                {
+                    "explanation_token_ids": tokens_l[i * k + j],
+                    "explanation": lens.tokenizer.decode(tokens_l[i * k + j]),
+                    "mse": all_mse_l[i][j],
+                    "chosen": j == int(best[i]),
+                }
+                for j in range(k)
+            ]
+        rows.append(row)
+    return rows
+
+
+def _token_decoder(tokenizer):
+    cache: dict[int, str] = {}
+
+    def decode_one(token_id: int) -> str:
+        if token_id not in cache:
+            cache[token_id] = tokenizer.decode([token_id])
+        return cache[token_id]
+
+    return decode_one
+
+
+__all__ = ["analyze", "prepare_input", "default_rows_budget"]

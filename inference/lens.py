@@ -1,0 +1,273 @@
+"""A loaded lens: the frozen base (and optional donor), the decoder/encoder tensors and the shared prefixes."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import ENGINE_VERSION
+from .checkpoints import LensCheckpoint, read_checkpoint
+from .errors import CheckpointError, ModelLoadError
+from .models import (
+    KV,
+    embed_tokens,
+    final_layers,
+    hidden_size,
+    input_embed_scale,
+    num_layers,
+    run_prefix,
+)
+from .registry import LensSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Lens:
+    spec: LensSpec
+    ckpt: LensCheckpoint  # tensors on the lens' device and dtype
+    model: Any  # the base causal LM: decoder and encoder
+    orig: Any  # the model explained: the donor if any, else the base
+    tokenizer: Any
+    device: torch.device
+    dtype: torch.dtype
+    base_path: str
+    identity: str
+    untrained: bool
+    patched_blocks: int
+    null_token_id: int
+    decoder_prefix: KV = field(repr=False, default_factory=list)
+    encoder_prefix: KV = field(repr=False, default_factory=list)
+    encoder_prefix_len: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def layer(self) -> int:
+        return self.ckpt.layer
+
+    @property
+    def t_text(self) -> int:
+        return self.ckpt.t_text
+
+    @property
+    def n_layers(self) -> int:
+        return num_layers(self.model)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "lens_id": self.spec.id,
+            "name": self.spec.name,
+            "description": self.spec.description,
+            "checkpoint": "demo" if self.spec.is_demo else str(self.ckpt.path),
+            "checkpoint_sha256": self.ckpt.sha256,
+            "base_model": self.base_path,
+            "donor_model": self.spec.donor_model,
+            "layer": self.layer,
+            "t_text": self.t_text,
+            "patched_blocks": self.patched_blocks,
+            "encoder_output_layer": self.ckpt.output_layer,
+            "add_current_token": self.ckpt.add_current_token,
+            "identity": self.identity,
+            "untrained": self.untrained,
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "engine_version": ENGINE_VERSION,
+        }
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    name = requested or os.environ.get("LENSWEB_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def pick_dtype(device: torch.device, requested: str | None = None) -> torch.dtype:
+    """float32 on CPU (exact agreement with the research code); bf16 where CUDA supports it."""
+    name = requested or os.environ.get("LENSWEB_DTYPE")
+    if name:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_tokenizer(spec: LensSpec):
+    """The tokenizer alone: cheap, for bounds checks where the model is not loaded."""
+    if spec.is_demo:
+        from .demo_base import ensure_demo_base
+
+        return _load_tokenizer_from(str(ensure_demo_base()))
+    base = _base_location(spec, read_checkpoint(spec.checkpoint))
+    return _load_tokenizer_from(base)
+
+
+def load_lens(spec: LensSpec, device: str | None = None, dtype: str | None = None) -> Lens:
+    """Load base model(s), tensors and shared prefixes. Slow (seconds): call it in the worker only."""
+    import time
+
+    t0 = time.perf_counter()
+    dev = pick_device(device)
+    dt = pick_dtype(dev, dtype)
+    if spec.is_demo:
+        from .demo import demo_checkpoint
+        from .demo_base import ensure_demo_base
+
+        base = str(ensure_demo_base())
+        model = _load_model(base, dev, dt)
+        tokenizer = _load_tokenizer_from(base)
+        ckpt = demo_checkpoint(model, tokenizer)
+        untrained = True
+    else:
+        ckpt = read_checkpoint(spec.checkpoint)
+        base = _base_location(spec, ckpt)
+        model = _load_model(base, dev, dt)
+        tokenizer = _load_tokenizer_from(base)
+        untrained = False
+    t_model = time.perf_counter()
+    orig = _load_model(spec.donor_model, dev, dt) if spec.donor_model else model
+    if orig is not model:
+        _check_same_architecture(model, orig, spec.donor_model)
+    ckpt.check_against(hidden_size(model), num_layers(model))
+    ckpt = ckpt.to(dev, dt)
+    ckpt = _scale_prompts(model, ckpt)
+    lens = Lens(
+        spec=spec,
+        ckpt=ckpt,
+        model=model,
+        orig=orig,
+        tokenizer=tokenizer,
+        device=dev,
+        dtype=dt,
+        base_path=base,
+        identity=_identity(ckpt.sha256, base, spec.donor_model),
+        untrained=untrained,
+        patched_blocks=ckpt.patched_blocks(num_layers(model)),
+        null_token_id=_null_token_id(tokenizer),
+    )
+    _build_prefixes(lens)
+    lens.timings = {"load_models": t_model - t0, "total": time.perf_counter() - t0}
+    return lens
+
+
+def _build_prefixes(lens: Lens) -> None:
+    """The left decoder prompt and the encoder soft prompt do not depend on A: their K/V are computed once."""
+    with torch.inference_mode():
+        lens.decoder_prefix = run_prefix(lens.model, lens.ckpt.decoder.prompt_left, stop_after=None)
+        lens.encoder_prefix = run_prefix(
+            lens.model, lens.ckpt.encoder.soft_prompt, stop_after=lens.ckpt.output_layer
+        )
+        lens.encoder_prefix_len = lens.ckpt.encoder.soft_prompt.shape[0]
+
+
+def _base_location(spec: LensSpec, ckpt: LensCheckpoint) -> str:
+    """An explicit base model wins; else config["model_name"], tried as a path, beside the checkpoint, as a name."""
+    if spec.base_model:
+        return spec.base_model
+    name = ckpt.config.get("model_name")
+    if not name:
+        raise CheckpointError("the checkpoint names no model_name; give base_model in the lens registry")
+    candidates = [Path(name).expanduser()]
+    if ckpt.path is not None:
+        candidates += [ckpt.path.parent / name, ckpt.path.parent.parent / name]
+    for cand in candidates:
+        if cand.is_dir():
+            return str(cand)
+    return name  # a hub name, resolved from the local cache only
+
+
+def _load_model(location: str, device: torch.device, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            location, dtype=dtype, local_files_only=True, attn_implementation="sdpa"
+        )
+    except Exception as exc:  # transformers raises OSError, ValueError, … for a missing or broken model
+        raise ModelLoadError(f"cannot load model {location!r}: {exc}") from exc
+    model.to(device).eval()
+    model.requires_grad_(False)
+    return model
+
+
+def _load_tokenizer_from(location: str):
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    try:
+        if (Path(location) / "tokenizer.json").is_file():
+            # tokenizer.json is the exact pipeline; AutoTokenizer may rebuild a slow class from vocab + merges
+            # and lose pre-tokenizer steps (transformers 5 drops SmolLM2's digit splitting that way).
+            return PreTrainedTokenizerFast.from_pretrained(location, local_files_only=True)
+        return AutoTokenizer.from_pretrained(location, local_files_only=True)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the tokenizer of {location!r}: {exc}") from exc
+
+
+def _check_same_architecture(base, donor, name: str) -> None:
+    if (hidden_size(base), num_layers(base)) != (hidden_size(donor), num_layers(donor)):
+        raise ModelLoadError(
+            f"donor model {name!r} has hidden size {hidden_size(donor)} and {num_layers(donor)} blocks; "
+            f"the base has {hidden_size(base)} and {num_layers(base)}"
+        )
+
+
+def _scale_prompts(model, ckpt: LensCheckpoint) -> LensCheckpoint:
+    """Gemma-3 scales embeddings in its embedding module, not in the model: pre-scale the stored prompts."""
+    scale = input_embed_scale(model)
+    if scale != 1.0:
+        ckpt.decoder.prompt_left = ckpt.decoder.prompt_left * scale
+        ckpt.decoder.prompt_right = ckpt.decoder.prompt_right * scale
+        ckpt.encoder.soft_prompt = ckpt.encoder.soft_prompt * scale
+        if ckpt.encoder.soft_prompt_postfix is not None:
+            ckpt.encoder.soft_prompt_postfix = ckpt.encoder.soft_prompt_postfix * scale
+    return ckpt
+
+
+def _null_token_id(tokenizer) -> int:
+    """Salience replaces a token with the single-space token, else EOS (spec §5)."""
+    ids = tokenizer.encode(" ", add_special_tokens=False)
+    return ids[0] if ids else tokenizer.eos_token_id
+
+
+def _identity(ckpt_sha: str, base: str, donor: str | None) -> str:
+    """A content hash of checkpoint and models: a moved file keeps its identity, a changed one does not."""
+    h = hashlib.sha256(ckpt_sha.encode())
+    for location in (base, donor):
+        h.update(b"|")
+        if location:
+            h.update(model_fingerprint(location).encode())
+    return h.hexdigest()[:32]
+
+
+def model_fingerprint(location: str) -> str:
+    """sha256 over a model directory's config and weight files (sampled beyond 2 GiB, so 27B models load fast)."""
+    path = Path(location)
+    if not path.is_dir():
+        return f"name:{location}"
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.suffix not in (".json", ".safetensors", ".bin", ".model", ".txt", ".jinja") or not f.is_file():
+            continue
+        h.update(f.name.encode())
+        size = f.stat().st_size
+        h.update(str(size).encode())
+        with f.open("rb") as fh:
+            if size <= 2 << 30:
+                for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            else:
+                for offset in range(0, size, size // 64):
+                    fh.seek(offset)
+                    h.update(fh.read(1 << 16))
+    return h.hexdigest()
+
+
+def embed(lens: Lens, ids: torch.Tensor) -> torch.Tensor:
+    return embed_tokens(lens.model, ids)
+
+
+__all__ = ["Lens", "load_lens", "load_tokenizer", "pick_device", "pick_dtype", "embed", "final_layers"]

@@ -1,0 +1,131 @@
+"""The lens registry: which lenses a deployment serves (TOML named by LENSWEB_LENS_REGISTRY, else the demo)."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import RegistryError, UnknownLensError
+
+DEMO_CHECKPOINT = "demo"
+
+
+@dataclass(frozen=True)
+class LensSpec:
+    id: str
+    name: str
+    checkpoint: str  # a .pt path, a directory (newest *.pt), or "demo"
+    base_model: str | None = None  # HF directory or name; overrides the checkpoint's config["model_name"]
+    donor_model: str | None = None  # a fine-tune of the same architecture that plays orig
+    default: bool = False
+    description: str = ""
+
+    @property
+    def is_demo(self) -> bool:
+        return self.checkpoint == DEMO_CHECKPOINT
+
+
+DEMO_SPEC = LensSpec(
+    id="demo-smollm2-l8",
+    name="Demo: SmolLM2-135M-Instruct, layer 8 (untrained)",
+    checkpoint=DEMO_CHECKPOINT,
+    default=True,
+    description=(
+        "An untrained, Patchscope-style lens: the decoder and encoder prompts are the research prompts' "
+        "token embeddings and both projections are the identity. Explanations show what SmolLM2 says "
+        "about its own layer-8 activation, not what a trained lens would."
+    ),
+)
+
+
+@dataclass(frozen=True)
+class LensRegistry:
+    lenses: tuple[LensSpec, ...]
+
+    @property
+    def default(self) -> LensSpec:
+        return next((spec for spec in self.lenses if spec.default), self.lenses[0])
+
+    def get(self, lens_id: str | None) -> LensSpec:
+        if lens_id is None:
+            return self.default
+        for spec in self.lenses:
+            if spec.id == lens_id:
+                return spec
+        known = ", ".join(spec.id for spec in self.lenses)
+        raise UnknownLensError(f"unknown lens {lens_id!r}; this server has: {known}")
+
+    @property
+    def ids(self) -> list[str]:
+        return [spec.id for spec in self.lenses]
+
+
+def load_registry(path: str | Path | None = None) -> LensRegistry:
+    """Read the registry file (or LENSWEB_LENS_REGISTRY); without either, the demo lens alone."""
+    path = path or os.environ.get("LENSWEB_LENS_REGISTRY") or None
+    if path is None:
+        return LensRegistry((DEMO_SPEC,))
+    path = Path(path).expanduser()
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise RegistryError(f"lens registry {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RegistryError(f"lens registry {path} is not valid TOML: {exc}") from None
+    entries = data.get("lens")
+    if not isinstance(entries, list) or not entries:
+        raise RegistryError(f"lens registry {path} needs at least one [[lens]] table")
+    specs = tuple(_spec_from_table(entry, i, path.parent) for i, entry in enumerate(entries))
+    _check_unique(specs, path)
+    return LensRegistry(specs)
+
+
+def _spec_from_table(entry: dict, index: int, base_dir: Path) -> LensSpec:
+    where = f"[[lens]] #{index + 1}"
+    for key in ("id", "name", "checkpoint"):
+        if not isinstance(entry.get(key), str) or not entry[key]:
+            raise RegistryError(f"{where} needs a non-empty string '{key}'")
+    allowed = set(LensSpec.__dataclass_fields__)
+    unknown = set(entry) - allowed
+    if unknown:
+        raise RegistryError(f"{where} ({entry['id']}) has unknown key(s): {', '.join(sorted(unknown))}")
+    checkpoint = entry["checkpoint"]
+    if checkpoint != DEMO_CHECKPOINT:
+        checkpoint = str(_relative_to(base_dir, checkpoint))
+    elif entry.get("base_model"):
+        raise RegistryError(f"{where}: the demo lens brings its own base model; drop 'base_model'")
+    if checkpoint != DEMO_CHECKPOINT and not entry.get("base_model") and entry.get("base_model") is not None:
+        raise RegistryError(f"{where}: 'base_model' must not be empty")
+    return LensSpec(
+        id=entry["id"],
+        name=entry["name"],
+        checkpoint=checkpoint,
+        base_model=_maybe_path(base_dir, entry.get("base_model")),
+        donor_model=_maybe_path(base_dir, entry.get("donor_model")),
+        default=bool(entry.get("default", False)),
+        description=str(entry.get("description", "")),
+    )
+
+
+def _relative_to(base_dir: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base_dir / p)
+
+
+def _maybe_path(base_dir: Path, value: str | None) -> str | None:
+    """Relative paths resolve against the registry file; a value that is no existing path stays a hub name."""
+    if not value:
+        return None
+    candidate = _relative_to(base_dir, value)
+    return str(candidate) if candidate.exists() else value
+
+
+def _check_unique(specs: tuple[LensSpec, ...], path: Path) -> None:
+    ids = [spec.id for spec in specs]
+    dupes = {i for i in ids if ids.count(i) > 1}
+    if dupes:
+        raise RegistryError(f"lens registry {path} repeats id(s): {', '.join(sorted(dupes))}")
+    if sum(spec.default for spec in specs) > 1:
+        raise RegistryError(f"lens registry {path} marks more than one lens as default")

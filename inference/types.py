@@ -1,0 +1,186 @@
+"""Plain value types shared by the engine and its callers (the web app, the CLI, the benches)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import InputError, OptionError
+from .limits import DEFAULT_LIMITS, Limits
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """Every option that changes an analysis' result (and so belongs in a cache key), plus `keep_candidates`."""
+
+    best_of_k: int = 1
+    temperature: float = 1.0
+    seed: int = 42
+    salience: bool = True
+    kl: bool = False
+    logit_lens: bool = False
+    keep_candidates: bool = False
+    last_n_messages: int | None = None
+
+    def validate(self, limits: Limits = DEFAULT_LIMITS) -> AnalysisOptions:
+        _check_int("best_of_k", self.best_of_k, 1, limits.max_best_of_k)
+        _check_float("temperature", self.temperature, limits.min_temperature, limits.max_temperature)
+        _check_int("seed", self.seed, 0, 2**31 - 1)
+        for name in ("salience", "kl", "logit_lens", "keep_candidates"):
+            if not isinstance(getattr(self, name), bool):
+                raise OptionError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.last_n_messages is not None:
+            _check_int("last_n_messages", self.last_n_messages, 1, limits.max_last_n_messages)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AnalysisOptions:
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise OptionError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class AnalysisInput:
+    """A plain text, or a chat as a list of {role, content} messages (exactly one of the two)."""
+
+    text: str | None = None
+    messages: tuple[dict[str, str], ...] | None = None
+
+    def __post_init__(self):
+        if self.messages is not None and not isinstance(self.messages, tuple):
+            object.__setattr__(self, "messages", tuple(self.messages))
+
+    @property
+    def is_chat(self) -> bool:
+        return self.messages is not None
+
+    def validate(self, limits: Limits = DEFAULT_LIMITS) -> AnalysisInput:
+        if (self.text is None) == (self.messages is None):
+            raise InputError("give either a text or a list of chat messages, not both or neither")
+        if self.text is not None:
+            if not isinstance(self.text, str):
+                raise InputError("text must be a string")
+            if not self.text.strip():
+                raise InputError("the text is empty")
+            if len(self.text) > limits.max_text_chars:
+                raise InputError(
+                    f"the text has {len(self.text):,} characters; the limit is {limits.max_text_chars:,}"
+                )
+            return self
+        if not self.messages:
+            raise InputError("the chat has no messages")
+        if len(self.messages) > limits.max_messages:
+            raise InputError(
+                f"the chat has {len(self.messages)} messages; the limit is {limits.max_messages}"
+            )
+        total = 0
+        for i, message in enumerate(self.messages):
+            if not isinstance(message, dict) or set(message) - {"role", "content"}:
+                raise InputError(f"message {i + 1} must be an object with 'role' and 'content' only")
+            role, content = message.get("role"), message.get("content")
+            if role not in ROLES:
+                raise InputError(f"message {i + 1} has role {role!r}; use one of {', '.join(ROLES)}")
+            if not isinstance(content, str):
+                raise InputError(f"message {i + 1} needs a string 'content'")
+            total += len(content)
+        if total == 0:
+            raise InputError("every chat message is empty")
+        if total > limits.max_text_chars:
+            raise InputError(f"the chat has {total:,} characters; the limit is {limits.max_text_chars:,}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.messages is not None:
+            return {"messages": [dict(m) for m in self.messages]}
+        return {"text": self.text}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AnalysisInput:
+        if "messages" in data and data["messages"] is not None:
+            msgs = data["messages"]
+            if not isinstance(msgs, list):
+                raise InputError("messages must be a list of {role, content} objects")
+            return cls(messages=tuple(msgs))
+        return cls(text=data.get("text"))
+
+
+@dataclass
+class PreparedInput:
+    """Token ids to run and which positions to analyse (all, or from the start of the N-th last turn)."""
+
+    token_ids: list[int]
+    tokens: list[str]
+    positions: list[int]
+    rendered_text: str
+
+    @property
+    def total(self) -> int:
+        return len(self.positions)
+
+
+@dataclass
+class BatchUpdate:
+    """Handed to `on_batch` after every finished batch: the new rows and progress so far."""
+
+    rows: list[dict[str, Any]]
+    done: int
+    total: int
+
+
+@dataclass
+class AnalysisResult:
+    status: str  # "done" or "cancelled"
+    rows: list[dict[str, Any]]
+    metadata: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "metadata": self.metadata, "rows": self.rows, "timings": self.timings}
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    n: int = 1
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 42
+    chat_reply: bool = False  # one assistant reply that stops at end-of-turn
+
+    def validate(self, limits: Limits = DEFAULT_LIMITS) -> GenerationOptions:
+        _check_int("n", self.n, 1, limits.max_samples)
+        _check_int("max_new_tokens", self.max_new_tokens, 1, limits.max_new_tokens)
+        _check_float("temperature", self.temperature, 0.0, limits.max_temperature)
+        _check_float("top_p", self.top_p, 0.01, 1.0)
+        _check_int("seed", self.seed, 0, 2**31 - 1)
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+ShouldCancel = Callable[[], bool]
+OnBatch = Callable[[BatchUpdate], None]
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OptionError(f"{name} must be a whole number, got {value!r}")
+    if not lo <= value <= hi:
+        raise OptionError(f"{name} must be between {lo} and {hi}, got {value}")
+
+
+def _check_float(name: str, value: Any, lo: float, hi: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise OptionError(f"{name} must be a number, got {value!r}")
+    if not lo <= value <= hi:
+        raise OptionError(f"{name} must be between {lo} and {hi}, got {value}")
