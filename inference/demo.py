@@ -49,6 +49,11 @@ def demo_config() -> dict:
     }
 
 
+def demo_sha256() -> str:
+    """Stands in for a checkpoint hash: the demo's tensors follow from its config and the base weights."""
+    return hashlib.sha256(json.dumps(demo_config(), sort_keys=True).encode()).hexdigest()
+
+
 def demo_checkpoint(model, tokenizer) -> LensCheckpoint:
     embed = model.get_input_embeddings().weight.detach().float().cpu()
     d = embed.shape[1]
@@ -57,7 +62,7 @@ def demo_checkpoint(model, tokenizer) -> LensCheckpoint:
     config = demo_config()
     return LensCheckpoint(
         path=None,
-        sha256=hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest(),
+        sha256=demo_sha256(),
         config=config,
         layer=DEMO_LAYER,
         t_text=DEMO_T,

@@ -243,11 +243,33 @@ def _identity(ckpt_sha: str, base: str, donor: str | None) -> str:
     return h.hexdigest()[:32]
 
 
+def spec_identity(spec: LensSpec) -> str:
+    """The identity `load_lens(spec).identity` will have, without loading any weights (for cache keys)."""
+    if spec.is_demo:
+        from .demo import demo_sha256
+        from .demo_base import ensure_demo_base
+
+        return _identity(demo_sha256(), str(ensure_demo_base()), spec.donor_model)
+    ckpt = read_checkpoint(spec.checkpoint)
+    return _identity(ckpt.sha256, _base_location(spec, ckpt), spec.donor_model)
+
+
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
 def model_fingerprint(location: str) -> str:
-    """sha256 over a model directory's config and weight files (sampled beyond 2 GiB, so 27B models load fast)."""
+    """sha256 over a model directory's config and weight files, remembered per (path, mtimes) in-process."""
     path = Path(location)
     if not path.is_dir():
         return f"name:{location}"
+    key = (str(path.resolve()), tuple(sorted((f.name, f.stat().st_mtime_ns) for f in path.iterdir())))
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = _hash_model_dir(path)
+    return _FINGERPRINTS[key]
+
+
+def _hash_model_dir(path: Path) -> str:
+    """Sampled beyond 2 GiB per file, so that 27B models still load quickly."""
     h = hashlib.sha256()
     for f in sorted(path.iterdir()):
         if f.suffix not in (".json", ".safetensors", ".bin", ".model", ".txt", ".jinja") or not f.is_file():
