@@ -185,7 +185,9 @@ def _load_model(location: str, device: torch.device, dtype: torch.dtype):
 
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            location, dtype=dtype, local_files_only=True, attn_implementation="sdpa"
+            location,
+            dtype=dtype,
+            local_files_only=True,  # default attention: SDPA where the family has it
         )
     except Exception as exc:  # transformers raises OSError, ValueError, … for a missing or broken model
         raise ModelLoadError(f"cannot load model {location!r}: {exc}") from exc
