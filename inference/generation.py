@@ -51,7 +51,8 @@ def generate(
     kwargs: dict[str, Any] = {
         "max_new_tokens": options.max_new_tokens,
         "do_sample": sample,
-        "num_return_sequences": options.n,
+        # greedy samples are all alike: compute one and repeat it (transformers refuses n > 1 without sampling)
+        "num_return_sequences": options.n if sample else 1,
         "stopping_criteria": StoppingCriteriaList([_Cancel()]),
         "pad_token_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
         "eos_token_id": stop_ids or None,
@@ -61,8 +62,11 @@ def generate(
     with torch.inference_mode(), torch.random.fork_rng(devices=_rng_devices(lens)):
         torch.manual_seed(options.seed)
         out = lens.orig.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **kwargs)
+    sequences = out[:, len(ids) :].tolist()
+    if not sample:
+        sequences = sequences * options.n
     samples = []
-    for seq in out[:, len(ids) :].tolist():
+    for seq in sequences:
         finished = False
         if stop_ids:
             for i, t in enumerate(seq):

@@ -162,6 +162,8 @@ class GenerationOptions:
         _check_float("temperature", self.temperature, 0.0, limits.max_temperature)
         _check_float("top_p", self.top_p, 0.01, 1.0)
         _check_int("seed", self.seed, 0, 2**31 - 1)
+        if not isinstance(self.chat_reply, bool):
+            raise OptionError(f"chat_reply must be true or false, got {self.chat_reply!r}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

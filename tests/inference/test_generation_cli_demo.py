@@ -28,7 +28,14 @@ def test_continuations_are_seeded_and_sized(tiny_lens):
     assert c["samples"] != a["samples"]
 
 
+def test_greedy_samples_repeat_the_argmax_continuation(tiny_lens):
+    out = generate(tiny_lens, AnalysisInput(text="Once"), GenerationOptions(n=3, max_new_tokens=4, temperature=0))
+    assert len(out["samples"]) == 3 and out["samples"][0] == out["samples"][1] == out["samples"][2]
+
+
 def test_generation_options_are_bounded(tiny_lens):
+    with pytest.raises(OptionError, match="chat_reply"):
+        generate(tiny_lens, AnalysisInput(text="x"), GenerationOptions(chat_reply="yes"))
     with pytest.raises(OptionError, match="max_new_tokens"):
         generate(tiny_lens, AnalysisInput(text="x"), GenerationOptions(max_new_tokens=10_000))
     with pytest.raises(OptionError, match="top_p"):
