@@ -29,7 +29,9 @@ def test_continuations_are_seeded_and_sized(tiny_lens):
 
 
 def test_greedy_samples_repeat_the_argmax_continuation(tiny_lens):
-    out = generate(tiny_lens, AnalysisInput(text="Once"), GenerationOptions(n=3, max_new_tokens=4, temperature=0))
+    out = generate(
+        tiny_lens, AnalysisInput(text="Once"), GenerationOptions(n=3, max_new_tokens=4, temperature=0)
+    )
     assert len(out["samples"]) == 3 and out["samples"][0] == out["samples"][1] == out["samples"][2]
 
 

@@ -1,0 +1,84 @@
+"""Per-user daily caps, checked at submit for the browser and the API alike.
+
+Analyses count positions (the sum of progress_total of the user's analyses created today, UTC), so one long
+text costs what it costs the GPU. A cap of 0 turns the check off.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+
+from django.conf import settings
+from django.db.models import Q, Sum
+from django.utils import timezone
+
+from lensweb.analyses.services import SubmissionError
+
+
+class QuotaExceeded(SubmissionError):
+    """A SubmissionError (the browser form shows it above the form), with the seconds until the cap resets."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def day_bounds(now=None) -> tuple[datetime, int]:
+    """The start of today (in TIME_ZONE) and the seconds left until tomorrow."""
+    now = timezone.localtime(now or timezone.now())
+    start = timezone.make_aware(datetime.combine(now.date(), time.min), now.tzinfo)
+    return start, max(1, int((start + timedelta(days=1) - now).total_seconds()))
+
+
+def positions_today(user, now=None) -> int:
+    from lensweb.analyses.models import Analysis
+
+    start, _ = day_bounds(now)
+    today = Analysis.objects.filter(owner=user, created_at__gte=start)
+    # answered from the result cache: nothing was computed for them
+    # (an exclude() would drop rows without the key too: SQL's NOT NULL is NULL)
+    computed = today.filter(Q(metadata__cached__isnull=True) | Q(metadata__cached=False))
+    total = computed.aggregate(n=Sum("progress_total"))
+    return total["n"] or 0
+
+
+def check_daily_positions(user, adding: int, now=None) -> None:
+    """Raise QuotaExceeded if `adding` more positions would take `user` past today's cap."""
+    cap = settings.LENSWEB_MAX_POSITIONS_PER_DAY
+    if not cap:
+        return
+    used = positions_today(user, now)
+    if used + adding > cap:
+        _, seconds = day_bounds(now)
+        raise QuotaExceeded(
+            f"this analysis has {adding:,} positions and you have used {used:,} of your {cap:,} positions "
+            f"today; the count starts again at midnight UTC, in {seconds // 3600} h {seconds % 3600 // 60} min",
+            seconds,
+        )
+
+
+def generated_tokens_today(user, now=None) -> int:
+    from lensweb.api.models import Generation
+
+    start, _ = day_bounds(now)
+    return sum(
+        int(o.get("n", 1)) * int(o.get("max_new_tokens", 0))
+        for o in Generation.objects.filter(owner=user, created_at__gte=start).values_list(
+            "options", flat=True
+        )
+    )
+
+
+def check_daily_generation_tokens(user, adding: int, now=None) -> None:
+    """Generations count n × max_new_tokens (what they may cost, known at submit)."""
+    cap = settings.LENSWEB_MAX_GENERATED_TOKENS_PER_DAY
+    if not cap:
+        return
+    used = generated_tokens_today(user, now)
+    if used + adding > cap:
+        _, seconds = day_bounds(now)
+        raise QuotaExceeded(
+            f"this generation may produce {adding:,} tokens and you have used {used:,} of your {cap:,} "
+            f"generated tokens today; the count starts again at midnight UTC",
+            seconds,
+        )

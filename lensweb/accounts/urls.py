@@ -1,0 +1,21 @@
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from . import views
+from .ratelimits import ratelimit_page
+
+# Per client IP, POSTs only: guessing passwords is slow; showing the form is not limited.
+login_view = ratelimit_page(
+    "accounts.login", "ip", "LENSWEB_LOGIN_RATE", method="POST", what="login attempts"
+)(auth_views.LoginView.as_view(redirect_authenticated_user=True))
+
+urlpatterns = [
+    path("login/", login_view, name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("signup/", views.signup, name="signup"),
+    path("settings/", views.settings_page, name="account-settings"),
+    path("settings/keys/", views.create_api_key, name="api-key-create"),
+    path("settings/keys/<int:key_id>/revoke/", views.revoke_api_key, name="api-key-revoke"),
+    path("password/", auth_views.PasswordChangeView.as_view(), name="password_change"),
+    path("password/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
+]

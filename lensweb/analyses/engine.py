@@ -1,0 +1,136 @@
+"""The one door from the web app into the engine. Imports `inference` lazily so that web processes
+never import torch for nothing, and so the model loads only where a worker asks for it."""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+from typing import Any
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+ENGINE_ALIASES = {"inference": "lensweb.analyses.engine.InferenceEngine"}
+
+# The one lens this process holds, ((spec, its files' stamp), lens): workers of one process share it, and
+# loading another lens first lets go of it (one model on the device at a time).
+_loaded: tuple[tuple, Any] | None = None
+_loaded_lock = threading.Lock()
+
+
+def _files_stamp(spec) -> tuple:
+    """Names, sizes and mtimes of the lens' files: a checkpoint replaced at the same path loads anew."""
+    stamp = []
+    for location in (spec.checkpoint, spec.base_model, spec.donor_model):
+        path = location and os.path.expanduser(location)
+        try:
+            if path and os.path.isdir(path):
+                entries = sorted(os.scandir(path), key=lambda e: e.name)
+                stamp.append(tuple((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries))
+            elif path and os.path.exists(path):
+                info = os.stat(path)
+                stamp.append((info.st_size, info.st_mtime_ns))
+            else:
+                stamp.append(None)  # "demo", a hub name, or missing (loading says which)
+        except OSError:
+            stamp.append(None)
+    return tuple(stamp)
+
+
+class InferenceEngine:
+    """Adapter over `inference`: registry, cheap tokenizer (cached per lens), lens loading (one lens per
+    process, cached), analysis and generation."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._registry = None  # (the LENSWEB_LENS_REGISTRY it was read from, LensRegistry)
+        self._tokenizers: dict[Any, tuple[tuple, Any]] = {}  # spec -> (its files' stamp, tokenizer)
+
+    def registry(self):
+        """The registry LENSWEB_LENS_REGISTRY names; read again only when that variable changes."""
+        path = os.environ.get("LENSWEB_LENS_REGISTRY") or None
+        with self._lock:
+            if self._registry is None or self._registry[0] != path:
+                from inference.registry import load_registry
+
+                self._registry = (path, load_registry(path))
+            return self._registry[1]
+
+    def lenses(self) -> list:
+        return list(self.registry().lenses)
+
+    def default_lens(self):
+        return self.registry().default
+
+    def get_spec(self, lens_id: str):
+        return self.registry().get(lens_id)
+
+    def lens_notes(self, spec) -> dict[str, Any]:
+        """What the page says about a lens before any job has loaded it (the demo lens is the untrained,
+        Patchscope-style one; a loaded lens' metadata says `untrained` too)."""
+        return {"untrained": bool(spec.is_demo), "description": spec.description or ""}
+
+    def tokenizer(self, spec):
+        """Cached per lens while its files are unchanged (a replaced or broken checkpoint is read again,
+        so the error shows here, before a worker lets go of the lens it holds)."""
+        stamp = _files_stamp(spec)
+        with self._lock:
+            cached = self._tokenizers.get(spec)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        from inference.lens import load_tokenizer
+
+        tok = load_tokenizer(spec)
+        with self._lock:
+            self._tokenizers[spec] = (stamp, tok)
+        return tok
+
+    def prepare(self, spec, inp, options, limits):
+        from inference.analysis import prepare_input
+
+        return prepare_input(self.tokenizer(spec), inp, options, limits)
+
+    def load(self, spec):
+        """The loaded lens of `spec`: this process' cached one if its files are unchanged, else loaded now
+        (slow: seconds), after letting go of the cached one."""
+        global _loaded
+        key = (spec, _files_stamp(spec))
+        with _loaded_lock:
+            if _loaded is not None and _loaded[0] == key:
+                return _loaded[1]
+            _loaded = None
+            gc.collect()
+            from inference.lens import load_lens
+
+            lens = load_lens(spec)
+            _loaded = (key, lens)
+            return lens
+
+    def metadata(self, lens) -> dict[str, Any]:
+        return dict(lens.metadata())
+
+    def analyze(self, lens, inp, options, **kwargs):
+        from inference.analysis import analyze
+
+        return analyze(lens, inp, options, **kwargs)
+
+    def generate(self, lens, inp, options, should_cancel=None, *, limits=None) -> dict[str, Any]:
+        """Continuations or a chat reply: `inference.generation.generate`'s result dict."""
+        from inference.generation import generate
+        from inference.limits import DEFAULT_LIMITS
+
+        return generate(lens, inp, options, should_cancel=should_cancel, limits=limits or DEFAULT_LIMITS)
+
+
+_engines: dict[str, Any] = {}
+
+
+def get_engine():
+    """The engine settings.LENSWEB_ENGINE names ("inference", or a dotted path to a class with the same
+    methods); one instance per process (it caches tokenizers)."""
+    path = ENGINE_ALIASES.get(settings.LENSWEB_ENGINE, settings.LENSWEB_ENGINE)
+    engine = _engines.get(path)
+    if engine is None:
+        engine = _engines[path] = import_string(path)()
+    return engine

@@ -1,0 +1,84 @@
+"""The JSON shapes of the API (described, field by field, in openapi.py)."""
+
+from __future__ import annotations
+
+from django.urls import reverse
+
+from lensweb.analyses import services as analyses
+from lensweb.analyses.models import Analysis
+
+from . import services
+from .models import Generation
+
+
+def _time(value):
+    return value.isoformat() if value else None
+
+
+def analysis_json(
+    request, job: Analysis, *, rows_after: int | None = None, include_rows: bool = True
+) -> dict:
+    data = {
+        "id": job.pk,
+        "status": job.status,
+        "lens": job.lens_id,
+        "queue_position": analyses.queue_position(job),
+        "progress": {"done": job.progress_done, "total": job.progress_total},
+        "cancel_requested": job.cancel_requested,
+        "input": job.input,
+        "options": job.options,
+        "metadata": job.metadata or {},
+        "error": job.error or None,
+        "created_at": _time(job.created_at),
+        "started_at": _time(job.started_at),
+        "finished_at": _time(job.finished_at),
+        "url": request.build_absolute_uri(reverse("api:analysis", args=[job.pk])),
+    }
+    if include_rows:
+        rows = job.rows.all()
+        if rows_after is not None:
+            rows = rows.filter(position__gt=rows_after)
+        data["rows"] = list(rows.values_list("data", flat=True))
+    return data
+
+
+def submitted_json(request, job: Analysis, cached: bool = False) -> dict:
+    position = analyses.queue_position(job)
+    if position is None:  # a worker took it already: say so, rather than "queued" with no position
+        job.refresh_from_db()
+    return {
+        "id": job.pk,
+        "status": job.status,
+        "queue_position": position,
+        "cached": cached,
+        "url": request.build_absolute_uri(reverse("api:analysis", args=[job.pk])),
+    }
+
+
+def generation_json(request, generation: Generation) -> dict:
+    return {
+        "id": generation.pk,
+        "status": generation.status,
+        "lens": generation.lens_id,
+        "queue_position": services.queue_position(generation),
+        "cancel_requested": generation.cancel_requested,
+        "input": generation.input,
+        "options": generation.options,
+        "result": generation.result,
+        "error": generation.error or None,
+        "timings": generation.timings or {},
+        "created_at": _time(generation.created_at),
+        "started_at": _time(generation.started_at),
+        "finished_at": _time(generation.finished_at),
+        "url": request.build_absolute_uri(reverse("api:generation", args=[generation.pk])),
+    }
+
+
+def lens_json(spec, notes: dict) -> dict:
+    return {
+        "id": spec.id,
+        "name": spec.name,
+        "description": notes.get("description") or getattr(spec, "description", "") or "",
+        "default": bool(getattr(spec, "default", False)),
+        "untrained": bool(notes.get("untrained")),
+    }

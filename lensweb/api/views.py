@@ -1,0 +1,263 @@
+"""The JSON API over the core's services: the same validation, bounds, queue and fairness as the browser.
+
+Each view: @api_view (key, limits, methods, JSON errors) → parse → a service → a serializer.
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.http import JsonResponse
+
+from lensweb.accounts.quotas import QuotaExceeded, check_daily_positions
+from lensweb.accounts.ratelimits import retry_after
+from lensweb.analyses import services as analyses
+from lensweb.analyses.engine import get_engine
+from lensweb.analyses.models import Analysis
+from lensweb.analyses.services import SubmissionError
+from lensweb.cache import services as result_cache
+
+from . import openapi, serializers
+from . import services as generations
+from .auth import api_view
+from .errors import ApiError, bad_request, not_found, rate_limited
+from .models import Generation
+
+ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+ANALYSIS_FIELDS = {"text", "messages", "lens", "options"}
+# How long to ask a client to wait when the queue (theirs or everyone's) is full or no worker is up.
+BUSY_RETRY_AFTER = 30
+
+
+# --- request parsing ----------------------------------------------------------------------------------
+
+
+def read_json(request) -> dict:
+    """The body as a JSON object. The size is checked before anything is parsed (413)."""
+    limit = settings.LENSWEB_API_MAX_BODY_BYTES
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise bad_request("the Content-Length header is not a number", code="invalid_json") from None
+    too_large = ApiError(
+        413,
+        "payload_too_large",
+        f"the request body is larger than {limit:,} bytes; send a shorter text or chat",
+    )
+    if declared > limit:
+        raise too_large
+    raw = request.read(limit + 1)
+    if len(raw) > limit:
+        raise too_large
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad_request(f"the body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise bad_request("the body must be a JSON object", code="invalid_body")
+    return data
+
+
+def parse_submission(body: dict, allowed: set[str]) -> tuple[str | None, dict, dict]:
+    """(lens id, input data, options data) from a submission body; types only, the engine checks values."""
+    unknown = set(body) - allowed
+    if unknown:
+        raise bad_request(
+            f"unknown field(s): {', '.join(sorted(unknown))}; expected {', '.join(sorted(allowed))}",
+            field=sorted(unknown)[0],
+            code="invalid_body",
+        )
+    text, messages = body.get("text"), body.get("messages")
+    if (text is None) == (messages is None):
+        raise bad_request(
+            'give either "text" (a string) or "messages" (a list of {role, content}), not both or neither',
+            field="text",
+            code="invalid_input",
+        )
+    if text is not None and not isinstance(text, str):
+        raise bad_request('"text" must be a string', field="text", code="invalid_input")
+    if messages is not None and not isinstance(messages, list):
+        raise bad_request(
+            '"messages" must be a list of {role, content} objects', field="messages", code="invalid_input"
+        )
+    lens = body.get("lens")
+    if lens is not None and (not isinstance(lens, str) or not lens):
+        raise bad_request(
+            '"lens" must be a lens id (a string); see GET /api/v1/lenses', field="lens", code="unknown_lens"
+        )
+    options = body.get("options", {})
+    if options is None:
+        options = {}
+    if not isinstance(options, dict):
+        raise bad_request('"options" must be an object', field="options", code="invalid_option")
+    return lens, ({"text": text} if text is not None else {"messages": messages}), options
+
+
+def submission_error(exc: SubmissionError, is_chat: bool, option_fields) -> ApiError:
+    """A 400 with the engine's own error code and the field it concerns."""
+    field = exc.field
+    code = getattr(exc.__cause__, "code", None)
+    if code not in ("invalid_input", "invalid_option", "unknown_lens"):
+        code = "invalid_option" if field in option_fields else "invalid_input"
+    if field == "text" and is_chat:
+        field = "messages"
+    if field is None and code == "invalid_option":
+        field = "options"
+    if field in option_fields:
+        field = f"options.{field}"
+    return ApiError(400, code, exc.message, field=field)
+
+
+def check_submit_rate(request, group: str) -> None:
+    """The browser's per-user submit limit (same group for analyses: the API and the form share it)."""
+    seconds = retry_after(request, group, "user", settings.LENSWEB_SUBMIT_RATE)
+    if seconds is not None:
+        raise rate_limited(seconds, f"you are submitting too fast; try again in {seconds} s")
+
+
+def check_worker_available() -> None:
+    if not analyses.live_workers().exists():
+        raise ApiError(
+            503,
+            "no_worker",
+            "no worker is running to take this job; try again later (the operator has been told by /readyz)",
+            retry_after=BUSY_RETRY_AFTER,
+        )
+
+
+def capacity_error(exc: SubmissionError) -> ApiError:
+    if isinstance(exc, QuotaExceeded):
+        return rate_limited(exc.retry_after, exc.message, code="quota_exceeded")
+    return rate_limited(BUSY_RETRY_AFTER, exc.message, code="queue_full")
+
+
+# --- analyses ---------------------------------------------------------------------------------------------
+
+
+def _get_analysis_for_user(request, analysis_id) -> Analysis:
+    """The owner's analysis, or any for staff; another user's analysis is 404."""
+    try:
+        if request.user.is_staff:
+            return Analysis.objects.get(pk=analysis_id)
+        return analyses.check_job_for_user(request.user, analysis_id)
+    except Analysis.DoesNotExist:
+        raise not_found("analysis") from None
+
+
+@api_view(("POST",))
+def analyses_collection(request):
+    check_submit_rate(request, "analyses.submit")
+    lens, input_data, options_data = parse_submission(read_json(request), ANALYSIS_FIELDS)
+    try:
+        spec, inp, options, prepared = analyses.check_prepared_submission(lens, input_data, options_data)
+    except SubmissionError as exc:
+        raise submission_error(exc, "messages" in input_data, analyses.OPTION_FIELDS) from None
+    cached = result_cache.peek(result_cache.key_for(spec, prepared, options))
+    try:
+        check_daily_positions(request.user, len(prepared.positions))
+        if not cached:  # a cache hit takes no place in the queue and needs no worker
+            analyses.check_capacity(request.user)
+    except SubmissionError as exc:
+        raise capacity_error(exc) from None
+    if not cached:
+        check_worker_available()
+    try:
+        job = analyses.do_submit(request.user, spec.id, input_data, options_data)
+    except SubmissionError as exc:  # validated above: only a cap reached meanwhile lands here
+        raise capacity_error(exc) from None
+    return _submitted(
+        request, job, cached=job.status == Analysis.Status.DONE and bool(job.metadata.get("cached"))
+    )
+
+
+def _submitted(request, job: Analysis, cached: bool) -> JsonResponse:
+    body = serializers.submitted_json(request, job, cached=cached)
+    response = JsonResponse(body, status=200 if job.status == Analysis.Status.DONE else 202)
+    response["Location"] = body["url"]
+    return response
+
+
+@api_view(("GET", "DELETE"))
+def analysis_detail(request, analysis_id: int):
+    job = _get_analysis_for_user(request, analysis_id)
+    if request.method == "DELETE":
+        if job.owner_id != request.user.pk:
+            raise ApiError(403, "forbidden", "staff may read any analysis, but only its owner may cancel it")
+        job = analyses.do_cancel(request.user, job.pk)
+        return JsonResponse(serializers.analysis_json(request, job, include_rows=False))
+    after = request.GET.get("after")
+    if after is not None:
+        try:
+            after = int(after)
+        except ValueError:
+            raise bad_request('"after" must be a position (a whole number)', field="after") from None
+    return JsonResponse(serializers.analysis_json(request, job, rows_after=after))
+
+
+# --- lenses ---------------------------------------------------------------------------------------------
+
+
+@api_view(("GET",))
+def lenses(request):
+    engine = get_engine()
+    try:
+        specs = engine.lenses()
+    except Exception as exc:  # a broken registry: say so rather than 500
+        raise ApiError(503, "lenses_unavailable", f"the lens registry cannot be read: {exc}") from None
+    return JsonResponse({"lenses": [serializers.lens_json(spec, engine.lens_notes(spec)) for spec in specs]})
+
+
+# --- generations ----------------------------------------------------------------------------------------
+
+
+def _get_generation_for_user(request, generation_id) -> Generation:
+    try:
+        return generations.check_generation_for_user(request.user, generation_id)
+    except Generation.DoesNotExist:
+        raise not_found("generation") from None
+
+
+@api_view(("POST",))
+def generations_collection(request):
+    check_submit_rate(request, "api.generations.submit")
+    lens, input_data, options_data = parse_submission(read_json(request), ANALYSIS_FIELDS)
+    try:
+        generations.check_generation_submission(lens, input_data, options_data)
+    except SubmissionError as exc:
+        raise submission_error(exc, "messages" in input_data, generations.GENERATION_OPTION_FIELDS) from None
+    check_worker_available()
+    try:
+        generation = generations.do_submit_generation(request.user, lens, input_data, options_data)
+    except SubmissionError as exc:  # validated above: only the caps land here
+        raise capacity_error(exc) from None
+    generation.refresh_from_db()  # a worker may have taken it already
+    body = serializers.generation_json(request, generation)
+    response = JsonResponse(body, status=202)
+    response["Location"] = body["url"]
+    return response
+
+
+@api_view(("GET", "DELETE"))
+def generation_detail(request, generation_id: int):
+    generation = _get_generation_for_user(request, generation_id)
+    if request.method == "DELETE":
+        if generation.owner_id != request.user.pk:
+            raise ApiError(
+                403, "forbidden", "staff may read any generation, but only its owner may cancel it"
+            )
+        generation = generations.do_cancel_generation(generation)
+    return JsonResponse(serializers.generation_json(request, generation))
+
+
+# --- the document and unknown routes ------------------------------------------------------------------
+
+
+@api_view(("GET",), authenticated=False)
+def openapi_document(request):
+    return JsonResponse(openapi.document())
+
+
+@api_view(ALL_METHODS, authenticated=False)
+def unknown_route(request, rest=""):
+    raise ApiError(404, "not_found", f"there is no API route {request.path}; see /api/v1/openapi.json")

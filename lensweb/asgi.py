@@ -1,0 +1,25 @@
+"""ASGI entry point: HTTP (Django), WebSocket (/ws/analyses/), and the `lens-inference` worker channel."""
+
+import os
+
+from lensweb.settings import default_module
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", default_module())
+
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+django_asgi_app = get_asgi_application()  # before importing consumers: it sets Django up
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+
+from lensweb.analyses.routing import websocket_urlpatterns, worker_channels  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "channel": ChannelNameRouter(worker_channels),
+    }
+)

@@ -1,0 +1,65 @@
+"""The result cache: finished results keyed by everything they depend on (inference.cachekey), and the
+link from each analysis submitted while the cache was on to its key (and to the job it waits for)."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+from django.db import models
+from django.utils import timezone
+
+from lensweb.analyses.models import Analysis
+
+
+class CachedResult(models.Model):
+    """One finished result. Holds no owner data: any user's identical request is answered from it."""
+
+    key = models.CharField(max_length=64, unique=True)  # inference.cachekey.result_key
+    lens_id = models.CharField(max_length=100, db_index=True)
+    lens_identity = models.CharField(max_length=64)  # content hash of checkpoint and models, not a path
+    engine_version = models.CharField(max_length=20, db_index=True)
+    options = models.JSONField()
+    n_tokens = models.PositiveIntegerField()
+    blob = models.BinaryField()  # the rows, as zlib-compressed JSON (rows with k candidates are large)
+    metadata = models.JSONField(default=dict, blank=True)  # the lens' metadata and the summary
+    timings = models.JSONField(default=dict, blank=True)
+    computed_seconds = models.FloatField()
+    size_bytes = models.PositiveIntegerField()
+    hits = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    last_hit_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "cached result"
+
+    def __str__(self):
+        return f"{self.lens_id} {self.key[:12]}… ({self.n_tokens} tokens)"
+
+    @staticmethod
+    def pack(rows: list[dict]) -> bytes:
+        return zlib.compress(json.dumps(rows, separators=(",", ":")).encode(), 6)
+
+    @property
+    def rows(self) -> list[dict]:
+        return json.loads(zlib.decompress(bytes(self.blob)))
+
+
+class CacheLink(models.Model):
+    """How an analysis relates to the cache: its key (stored under it when done) and, for a follower, the
+    identical job it waits for instead of computing twice. Workers never claim a follower of a live leader."""
+
+    analysis = models.OneToOneField(
+        Analysis, on_delete=models.CASCADE, primary_key=True, related_name="cache_link"
+    )
+    key = models.CharField(max_length=64, db_index=True)
+    lens_identity = models.CharField(max_length=64)
+    engine_version = models.CharField(max_length=20)  # the web process' version, which the key names
+    n_tokens = models.PositiveIntegerField()
+    leader = models.ForeignKey(
+        Analysis, null=True, blank=True, on_delete=models.SET_NULL, related_name="cache_followers"
+    )
+
+    def __str__(self):
+        return f"analysis {self.analysis_id} → {self.key[:12]}…"

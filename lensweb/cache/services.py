@@ -1,0 +1,445 @@
+"""The result cache: look up, attach, store, complete followers, evict. The database is the record; a Redis
+front (LENSWEB_CACHE_FRONT, set when REDIS_URL is) keeps recently used entries for LENSWEB_CACHE_REDIS_TTL.
+
+The analyses services call four functions: `key_for` and `lookup` before a submit, `attach` once its row
+exists, `job_ended` when a job reaches a final state. A result is stored only when a worker finished it
+`done` with every position, computed by the lens identity its key names, under this engine version.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.core.cache import caches
+from django.db import transaction
+from django.db.models import Count, F, Sum
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from inference import cachekey
+from lensweb.analyses import notify
+from lensweb.analyses.models import Analysis, AnalysisRow
+
+from .models import CachedResult, CacheLink
+
+log = logging.getLogger(__name__)
+
+Status = Analysis.Status
+UNFINISHED = (Status.QUEUED, Status.RUNNING)
+# Result metadata that describes one user's copy, not the computation: never stored in an entry.
+COPY_KEYS = ("cached", "computed_seconds", "followed")
+
+
+@dataclass(frozen=True)
+class Key:
+    key: str
+    lens_identity: str
+    n_tokens: int
+    engine_version: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    key: str
+    rows: list[dict]
+    metadata: dict
+    timings: dict
+    computed_seconds: float
+
+
+# --- keys --------------------------------------------------------------------------------------------------
+
+_identities: dict[tuple, str] = {}
+_identity_lock = threading.Lock()
+
+
+def _stamp(location: str | None) -> tuple:
+    """Cheap change detection (names, sizes, mtimes) so that a replaced checkpoint gets a fresh hash."""
+    if not location:
+        return ()
+    path = Path(location).expanduser()
+    try:
+        if path.is_dir():
+            return tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir()))
+        stat = path.stat()
+        return (stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        return ()
+
+
+def lens_identity(spec) -> str | None:
+    """`inference.lens.spec_identity(spec)`, computed once per lens (and per change of its files) in this
+    process: it hashes the checkpoint and model files. None when the lens cannot be hashed (the fake
+    engine's, a missing file): such requests bypass the cache and the worker reports the real error."""
+    stamp = tuple(
+        (value, _stamp(value))
+        for value in (spec.checkpoint, getattr(spec, "base_model", None), getattr(spec, "donor_model", None))
+    )
+    memo = (spec.id, stamp)
+    with _identity_lock:
+        if memo in _identities:
+            return _identities[memo]
+    try:
+        from inference.lens import spec_identity
+
+        identity = spec_identity(spec)
+    except Exception:
+        log.warning("lens %s: no identity, so its results are not cached", spec.id, exc_info=True)
+        identity = None
+    with _identity_lock:
+        _identities[memo] = identity
+    return identity
+
+
+def key_for(spec, prepared, options) -> Key | None:
+    """The cache key of a prepared submission, or None when the cache is off or the lens has no identity."""
+    if not settings.LENSWEB_RESULT_CACHE:
+        return None
+    identity = lens_identity(spec)
+    if identity is None:
+        return None
+    return Key(
+        cachekey.result_key(identity, prepared.token_ids, prepared.positions, options),
+        identity,
+        len(prepared.token_ids),
+        cachekey.ENGINE_VERSION,
+    )
+
+
+# --- the optional Redis front ----------------------------------------------------------------------------
+
+
+def _front():
+    alias = settings.LENSWEB_CACHE_FRONT
+    return caches[alias] if alias else None
+
+
+def _front_key(key: str) -> str:
+    return f"result:{key}"
+
+
+def _front_get(key: str) -> dict | None:
+    front = _front()
+    if front is None:
+        return None
+    try:
+        return front.get(_front_key(key))
+    except Exception:  # the front is an optimisation: the database answers when Redis is away
+        log.warning("result cache front: get failed", exc_info=True)
+        return None
+
+
+def _front_set(entry: CachedResult) -> None:
+    front = _front()
+    if front is None:
+        return
+    value = {
+        "blob": bytes(entry.blob),
+        "metadata": entry.metadata,
+        "timings": entry.timings,
+        "computed_seconds": entry.computed_seconds,
+    }
+    try:
+        front.set(_front_key(entry.key), value, timeout=settings.LENSWEB_CACHE_REDIS_TTL)
+    except Exception:
+        log.warning("result cache front: set failed", exc_info=True)
+
+
+def _front_delete(keys) -> None:
+    front = _front()
+    keys = list(keys)
+    if front is None or not keys:
+        return
+    try:
+        front.delete_many([_front_key(k) for k in keys])
+    except Exception:
+        log.warning("result cache front: delete failed", exc_info=True)
+
+
+# --- looking up ---------------------------------------------------------------------------------------------
+
+
+def peek(key: Key | None) -> bool:
+    """Whether the cache holds `key`, without counting a hit."""
+    return key is not None and CachedResult.objects.filter(key=key.key).exists()
+
+
+def lookup(key: Key | None) -> Hit | None:
+    """The entry for `key`, counting a hit. The front answers first; the database's hit counter, updated on
+    every hit, also tells whether the entry still exists (an entry cleared from the database is gone)."""
+    if key is None:
+        return None
+    now = timezone.now()
+    cached = _front_get(key.key)
+    if cached is not None:
+        if CachedResult.objects.filter(key=key.key).update(hits=F("hits") + 1, last_hit_at=now):
+            return Hit(
+                key.key,
+                CachedResult(blob=cached["blob"]).rows,
+                cached["metadata"],
+                cached["timings"],
+                cached["computed_seconds"],
+            )
+        _front_delete([key.key])
+        return None
+    entry = CachedResult.objects.filter(key=key.key).first()
+    if entry is None:
+        return None
+    CachedResult.objects.filter(pk=entry.pk).update(hits=F("hits") + 1, last_hit_at=now)
+    _front_set(entry)
+    return Hit(entry.key, entry.rows, entry.metadata, entry.timings, entry.computed_seconds)
+
+
+def _leader_for(key: Key) -> Analysis | None:
+    """An unfinished job with this key that does not itself wait for another one."""
+    link = (
+        CacheLink.objects.filter(
+            key=key.key, analysis__status__in=UNFINISHED, analysis__cancel_requested=False
+        )
+        .exclude(leader__status__in=UNFINISHED)
+        .select_related("analysis")
+        .order_by("analysis_id")
+        .first()
+    )
+    return link.analysis if link else None
+
+
+def attach(job: Analysis, key: Key | None, hit: Hit | None) -> None:
+    """Called in the submit's transaction, once `job` exists: a hit completes it at once; an identical
+    unfinished job makes it a follower that waits for that one; otherwise it is remembered under its key."""
+    if key is None:
+        return
+    if hit is not None:
+        _complete_from(job, hit, extra={})
+        return
+    leader = _leader_for(key)
+    CacheLink.objects.create(
+        analysis=job,
+        key=key.key,
+        lens_identity=key.lens_identity,
+        engine_version=key.engine_version,
+        n_tokens=key.n_tokens,
+        leader=leader,
+    )
+    if leader is not None:
+        # True, not the leader's id: that job is someone else's (admins see it on the CacheLink)
+        Analysis.objects.filter(pk=job.pk).update(metadata={"followed": True})
+        job.refresh_from_db()
+
+
+def _complete_from(job: Analysis, hit: Hit, extra: dict) -> bool:
+    """A finished copy for `job`'s owner (if still queued: not cancelled meanwhile): its own rows, and
+    metadata marked cached with the original computation time."""
+    metadata = {**hit.metadata, **extra, "cached": True, "computed_seconds": hit.computed_seconds}
+    completed = Analysis.objects.filter(pk=job.pk, status=Status.QUEUED).update(
+        status=Status.DONE,
+        progress_done=len(hit.rows),
+        progress_total=len(hit.rows),
+        metadata=metadata,
+        timings=hit.timings,
+        finished_at=timezone.now(),
+        worker=None,
+        heartbeat_at=None,
+    )
+    if completed:
+        AnalysisRow.objects.bulk_create(
+            [AnalysisRow(analysis_id=job.pk, position=row["position"], data=row) for row in hit.rows],
+            ignore_conflicts=True,
+        )
+    job.refresh_from_db()
+    return bool(completed)
+
+
+# --- when a job ends -------------------------------------------------------------------------------------
+
+
+def job_ended(job: Analysis) -> None:
+    """Done: store the result, then complete the followers with it. Cancelled or failed: the followers
+    compute themselves (the first becomes the leader of the others)."""
+    with transaction.atomic():
+        if job.status == Status.DONE:
+            link = CacheLink.objects.filter(analysis=job).first()
+            if link is None:
+                return
+            hit = _result_of(job)
+            if _storable(job, link, hit):
+                key = Key(link.key, link.lens_identity, link.n_tokens, link.engine_version)
+                store(key, job.lens_id, job.options, hit)
+            complete_followers(job, hit)
+        elif job.status in Analysis.FINAL:
+            release_followers(job)
+
+
+def _result_of(job: Analysis) -> Hit:
+    rows = list(
+        AnalysisRow.objects.filter(analysis_id=job.pk).order_by("position").values_list("data", flat=True)
+    )
+    seconds = (
+        (job.finished_at - job.started_at).total_seconds() if job.started_at and job.finished_at else 0.0
+    )
+    metadata = {k: v for k, v in (job.metadata or {}).items() if k not in COPY_KEYS}
+    return Hit("", rows, metadata, dict(job.timings or {}), round(seconds, 3))
+
+
+def _storable(job: Analysis, link: CacheLink, hit: Hit) -> bool:
+    """Every position, computed by the lens and engine version the key names (by the worker, which may
+    differ from the web process that made the key: a checkpoint swapped since, a rolling upgrade)."""
+    if not hit.rows or len(hit.rows) != job.progress_total or job.metadata.get("cached"):
+        return False
+    identity, version = job.metadata.get("identity"), job.metadata.get("engine_version")
+    if identity != link.lens_identity or version != link.engine_version:
+        log.warning(
+            "analysis %s: computed by lens %s, engine %s, but keyed for %s, engine %s: not cached",
+            job.pk, identity, version, link.lens_identity, link.engine_version,
+        )  # fmt: skip
+        return False
+    return True
+
+
+def store(key: Key, lens_id: str, options: dict, hit: Hit) -> CachedResult:
+    blob = CachedResult.pack(hit.rows)
+    entry, _ = CachedResult.objects.update_or_create(
+        key=key.key,
+        defaults={
+            "lens_id": lens_id,
+            "lens_identity": key.lens_identity,
+            "engine_version": key.engine_version,
+            "options": options,
+            "n_tokens": key.n_tokens,
+            "blob": blob,
+            "metadata": hit.metadata,
+            "timings": hit.timings,
+            "computed_seconds": hit.computed_seconds,
+            "size_bytes": len(blob),
+        },
+    )
+    _front_set(entry)
+    evict()
+    return entry
+
+
+def complete_followers(leader: Analysis, hit: Hit) -> list[int]:
+    """The leader's rows to each follower still waiting, streamed to its owner's socket."""
+    completed = []
+    for job in Analysis.objects.filter(cache_link__leader=leader, status=Status.QUEUED):
+        if _complete_from(job, hit, extra={"followed": True}):
+            completed.append(job.pk)
+            transaction.on_commit(lambda job=job: (notify.job_rows(job, hit.rows), notify.job_state(job)))
+    return completed
+
+
+def release_followers(leader: Analysis) -> list[int]:
+    from lensweb.analyses.services import ring_doorbell  # analyses.services imports this module
+
+    links = list(
+        CacheLink.objects.filter(leader=leader, analysis__status=Status.QUEUED).order_by("analysis_id")
+    )
+    if not links:
+        return []
+    first, rest = links[0], links[1:]
+    CacheLink.objects.filter(pk=first.pk).update(leader=None)
+    CacheLink.objects.filter(pk__in=[link.pk for link in rest]).update(leader=first.analysis_id)
+    Analysis.objects.filter(pk__in=[link.pk for link in links]).update(metadata={})
+    log.info(
+        "analysis %s ended %s: %s computes for its %d followers",
+        leader.pk,
+        leader.status,
+        first.pk,
+        len(links),
+    )
+    transaction.on_commit(lambda: (ring_doorbell(), notify.queue_moved()))
+    return [link.pk for link in links]
+
+
+# --- eviction and clearing -------------------------------------------------------------------------------
+
+
+def _delete(entries) -> int:
+    keys = list(entries.values_list("key", flat=True))
+    count, _ = CachedResult.objects.filter(key__in=keys).delete()
+    _front_delete(keys)
+    return count
+
+
+def evict(now=None, max_age_days: float | None = None, max_bytes: int | None = None) -> int:
+    """Entries older than max_age_days, then the least recently used until the total fits max_bytes
+    (settings LENSWEB_CACHE_MAX_AGE_DAYS / LENSWEB_CACHE_MAX_BYTES by default; 0 turns a limit off)."""
+    now = now or timezone.now()
+    max_age_days = settings.LENSWEB_CACHE_MAX_AGE_DAYS if max_age_days is None else max_age_days
+    max_bytes = settings.LENSWEB_CACHE_MAX_BYTES if max_bytes is None else max_bytes
+    evicted = 0
+    if max_age_days:
+        evicted += _delete(CachedResult.objects.filter(created_at__lt=now - timedelta(days=max_age_days)))
+    if max_bytes:
+        total = CachedResult.objects.aggregate(n=Sum("size_bytes"))["n"] or 0
+        if total > max_bytes:
+            doomed = []
+            entries = CachedResult.objects.annotate(used=Coalesce("last_hit_at", "created_at")).order_by(
+                "used", "id"
+            )
+            for pk, size in entries.values_list("pk", "size_bytes").iterator():
+                if total <= max_bytes:
+                    break
+                doomed.append(pk)
+                total -= size
+            evicted += _delete(CachedResult.objects.filter(pk__in=doomed))
+    return evicted
+
+
+def clear(
+    lens_id: str | None = None, older_than_days: float | None = None, engine_version: str | None = None
+) -> int:
+    """Delete the entries that match every filter given (no filter: all of them)."""
+    entries = CachedResult.objects.all()
+    if lens_id:
+        entries = entries.filter(lens_id=lens_id)
+    if older_than_days is not None:
+        entries = entries.filter(created_at__lt=timezone.now() - timedelta(days=older_than_days))
+    if engine_version:
+        entries = entries.filter(engine_version=engine_version)
+    return _delete(entries)
+
+
+@dataclass(frozen=True)
+class CacheSize:
+    entries: int
+    size_bytes: int
+    hits: int
+
+
+def size() -> CacheSize:
+    totals = CachedResult.objects.aggregate(n=Count("id"), bytes=Sum("size_bytes"), hits=Sum("hits"))
+    return CacheSize(totals["n"], totals["bytes"] or 0, totals["hits"] or 0)
+
+
+# --- warming ---------------------------------------------------------------------------------------------
+
+WARMER_USERNAME = "cache-warmer"
+
+
+def warmer_user():
+    """The service user that owns the jobs `manage.py warm_cache` queues (created without a password)."""
+    from django.contrib.auth import get_user_model
+
+    user, created = get_user_model().objects.get_or_create(username=WARMER_USERNAME)
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    return user
+
+
+def store_computed(
+    key: Key, spec_id: str, options, rows: list[dict], metadata: dict, timings: dict, seconds: float
+):
+    """A result computed outside the queue (`warm_cache --local`): stored as a worker's would be."""
+    from lensweb.analyses.services import summarize_rows  # analyses.services imports this module
+
+    rows = sorted(rows, key=lambda row: row["position"])
+    metadata = {**metadata, "summary": summarize_rows(rows)}
+    hit = Hit(key.key, rows, metadata, dict(timings or {}), round(seconds, 3))
+    return store(key, spec_id, options.to_dict(), hit)

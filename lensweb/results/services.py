@@ -1,0 +1,199 @@
+"""Rules for reading, sharing, deleting, comparing and importing analyses (check_* look up and refuse,
+do_* write), so that views and the JSON API agree on who sees what."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from lensweb.analyses import services as analyses_services
+from lensweb.analyses.models import Analysis, AnalysisRow
+
+from . import export
+from .models import OPTIONAL_COLUMNS, ResultsPreference, ShareLink
+
+
+class CompareError(Exception):
+    """Two analyses that cannot be put side by side; the message says why."""
+
+
+# --- who may see what --------------------------------------------------------------------------------
+
+
+def check_viewable(user, analysis_id) -> Analysis:
+    """The analysis if `user` owns it or is staff; Analysis.DoesNotExist otherwise (never 'forbidden':
+    someone else's analysis does not exist for you)."""
+    analyses = Analysis.objects.all() if user.is_staff else Analysis.objects.filter(owner=user)
+    return analyses.get(pk=analysis_id)
+
+
+def check_owned(user, analysis_id) -> Analysis:
+    """Changing an analysis (share, delete) is for its owner only, staff included."""
+    return Analysis.objects.get(pk=analysis_id, owner=user)
+
+
+def check_shared(token: str) -> Analysis:
+    link = ShareLink.objects.select_related("analysis").get(token=token)
+    return link.analysis
+
+
+def rows_of(analysis: Analysis) -> list[dict]:
+    return list(
+        AnalysisRow.objects.filter(analysis=analysis).order_by("position").values_list("data", flat=True)
+    )
+
+
+# --- sharing -------------------------------------------------------------------------------------------
+
+
+def share_link_of(analysis: Analysis) -> ShareLink | None:
+    return ShareLink.objects.filter(analysis=analysis).first()
+
+
+def do_share(user, analysis_id) -> ShareLink:
+    analysis = check_owned(user, analysis_id)
+    link, _ = ShareLink.objects.get_or_create(analysis=analysis, defaults={"created_by": user})
+    return link
+
+
+def do_unshare(user, analysis_id) -> None:
+    analysis = check_owned(user, analysis_id)
+    ShareLink.objects.filter(analysis=analysis).delete()
+
+
+# --- deleting ------------------------------------------------------------------------------------------
+
+
+def do_delete(user, analysis_id) -> None:
+    """A queued or running job is cancelled first (the worker must stop writing rows), then deleted."""
+    analysis = check_owned(user, analysis_id)
+    if not analysis.is_final:
+        analyses_services.do_cancel(user, analysis.pk)
+    analysis.delete()
+
+
+# --- history -------------------------------------------------------------------------------------------
+
+
+def history(user, q: str = "", lens: str = "", status: str = ""):
+    found = Analysis.objects.filter(owner=user).order_by("-created_at", "-id")
+    if q:
+        found = found.filter(Q(input__text__icontains=q) | Q(input__messages__icontains=q))
+    if lens:
+        found = found.filter(lens_id=lens)
+    if status:
+        found = found.filter(status=status)
+    return found
+
+
+def lenses_used(user) -> list[str]:
+    return list(
+        Analysis.objects.filter(owner=user).order_by("lens_id").values_list("lens_id", flat=True).distinct()
+    )
+
+
+# --- preferences ---------------------------------------------------------------------------------------
+
+
+def preference_for(user) -> ResultsPreference | None:
+    if not user.is_authenticated:
+        return None
+    return ResultsPreference.objects.filter(user=user).first()
+
+
+def do_save_preference(user, *, columns=None, scale=None, palette=None) -> ResultsPreference:
+    pref, _ = ResultsPreference.objects.get_or_create(user=user)
+    if columns is not None:
+        pref.columns = [c for c in OPTIONAL_COLUMNS if c in columns]
+    if scale in ResultsPreference.Scale.values:
+        pref.scale = scale
+    if palette in ResultsPreference.Palette.values:
+        pref.palette = palette
+    pref.save()
+    return pref
+
+
+# --- compare -------------------------------------------------------------------------------------------
+
+
+def token_ids_of(analysis: Analysis, rows: list[dict]) -> list[int | None]:
+    ids = (analysis.metadata or {}).get("token_ids")
+    if isinstance(ids, list) and ids:
+        return ids
+    return [r.get("token_id") for r in rows]
+
+
+def check_comparable(a: Analysis, rows_a: list[dict], b: Analysis, rows_b: list[dict]) -> None:
+    ids_a, ids_b = token_ids_of(a, rows_a), token_ids_of(b, rows_b)
+    if None in ids_a or None in ids_b:
+        tokens_a, tokens_b = [r.get("token") for r in rows_a], [r.get("token") for r in rows_b]
+        if tokens_a != tokens_b:
+            raise CompareError(
+                f"#{a.pk} and #{b.pk} are not over the same tokens, so their rows cannot be aligned. "
+                "Compare two analyses of the same text with the same tokenizer."
+            )
+        return
+    if ids_a != ids_b:
+        at = next(
+            (i for i, (x, y) in enumerate(zip(ids_a, ids_b, strict=False)) if x != y),
+            min(len(ids_a), len(ids_b)),
+        )
+        raise CompareError(
+            f"#{a.pk} and #{b.pk} have different token ids ({len(ids_a)} and {len(ids_b)} tokens, first "
+            f"difference at position {at}), so their rows cannot be aligned. Compare two analyses of the "
+            "same text with lenses that share a tokenizer."
+        )
+
+
+# --- import --------------------------------------------------------------------------------------------
+
+
+def max_import_bytes() -> int:
+    return getattr(settings, "LENSWEB_MAX_IMPORT_BYTES", export.DEFAULT_MAX_IMPORT_BYTES)
+
+
+def parse_upload(content: bytes, filename: str) -> list[export.ImportedTranscript]:
+    return export.parse_import(content, filename, max_bytes=max_import_bytes())
+
+
+def _summary(rows: list[dict]) -> dict:
+    mses = [r["mse"] for r in rows if isinstance(r.get("mse"), int | float)]
+    if not mses:
+        return {"rows": 0}
+    return {"rows": len(mses), "mean_mse": sum(mses) / len(mses), "max_mse": max(mses)}
+
+
+def do_import(user, transcripts: list[export.ImportedTranscript], filename: str) -> list[Analysis]:
+    """Each transcript becomes a finished, read-only analysis in the user's history (all or none)."""
+    now = timezone.now()
+    created = []
+    with transaction.atomic():
+        for t in transcripts:
+            metadata = {
+                **t.metadata,
+                "imported": True,
+                "imported_from": filename[:200],
+                "imported_at": now.isoformat(),
+                "summary": _summary(t.rows),
+            }
+            analysis = Analysis.objects.create(
+                owner=user,
+                lens_id=t.lens_id,
+                input=t.input,
+                options=t.options,
+                status=Analysis.Status.DONE,
+                metadata=metadata,
+                timings=t.timings,
+                progress_done=len(t.rows),
+                progress_total=len(t.rows),
+                created_at=now,
+                finished_at=now,
+            )
+            AnalysisRow.objects.bulk_create(
+                [AnalysisRow(analysis=analysis, position=r["position"], data=r) for r in t.rows],
+                batch_size=500,
+            )
+            created.append(analysis)
+    return created

@@ -1,0 +1,23 @@
+from django.urls import path
+
+from . import views
+
+app_name = "results"
+
+urlpatterns = [
+    path("analyses/history/", views.history, name="history"),
+    path("analyses/compare/", views.compare, name="compare"),
+    path("analyses/import/", views.import_file, name="import"),
+    path("analyses/<int:analysis_id>/", views.detail, name="detail"),
+    path("analyses/<int:analysis_id>/export.json", views.export_json, name="export_json"),
+    path("analyses/<int:analysis_id>/export.csv", views.export_csv, name="export_csv"),
+    path("analyses/<int:analysis_id>/candidates/<int:position>/", views.candidates, name="candidates"),
+    path("analyses/<int:analysis_id>/share/", views.share, name="share"),
+    path("analyses/<int:analysis_id>/delete/", views.delete, name="delete"),
+    path("results/preferences/", views.preferences, name="preferences"),
+    path("results/colours.css", views.colours_css, name="colours_css"),
+    path("s/<str:token>/", views.shared, name="shared"),
+    path("s/<str:token>/candidates/<int:position>/", views.shared_candidates, name="shared_candidates"),
+    path("s/<str:token>/export.json", views.shared_export_json, name="shared_export_json"),
+    path("s/<str:token>/export.csv", views.shared_export_csv, name="shared_export_csv"),
+]

@@ -1,0 +1,396 @@
+"""Thin views over services: every view starts with an access helper that returns the analysis or 404.
+A full page and its htmx fragment come from the same template (the fragment is the included partial)."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_not_required
+from django.core.files.uploadhandler import FileUploadHandler, StopUpload
+from django.core.paginator import Paginator
+from django.http import Http404, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.cache import patch_cache_control
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from lensweb.analyses.models import Analysis, AnalysisRow
+
+from . import colours, display, export, services
+from .chart import mse_chart
+from .models import OPTIONAL_COLUMNS, ResultsPreference, ShareLink
+
+HISTORY_PAGE_SIZE = 25
+
+
+def _is_htmx(request) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def _get_analysis_for_user(request, analysis_id) -> Analysis:
+    """Owner or staff; 404 for everyone else (an analysis you may not see does not exist for you)."""
+    try:
+        return services.check_viewable(request.user, analysis_id)
+    except Analysis.DoesNotExist:
+        raise Http404("no such analysis") from None
+
+
+def _get_owned_analysis(request, analysis_id) -> Analysis:
+    try:
+        return services.check_owned(request.user, analysis_id)
+    except Analysis.DoesNotExist:
+        raise Http404("no such analysis") from None
+
+
+def _get_shared_analysis(token: str) -> Analysis:
+    try:
+        return services.check_shared(token)
+    except ShareLink.DoesNotExist:
+        raise Http404("this share link does not exist or was turned off") from None
+
+
+# --- one analysis --------------------------------------------------------------------------------------
+
+
+def _results_context(request, analysis: Analysis, *, shared_token: str | None = None) -> dict:
+    rows = services.rows_of(analysis)
+    preference = services.preference_for(request.user)
+    state = display.Display.from_request(request.GET, preference)
+    scheme = colours.build_scheme(rows, state.scale, state.palette)
+    add_current = bool((analysis.metadata or {}).get("add_current_token"))
+    views = display.row_views(rows, scheme, add_current)
+    shown = display.sort_and_filter(views, state) if state.view == "table" else views
+    if state.view == "fulltext":
+        for v in views:
+            v.fulltext_cls = v.classes[state.metric]
+            v.fulltext_value = v.text(state.metric) or "–"
+            v.fulltext_label = colours.METRIC_LABELS[state.metric]
+    has_kl = any(v.kl is not None for v in views)
+    has_ll = any(v.logit_lens for v in views)
+    columns = [c for c in state.columns if (c != "kl" or has_kl) and (c != "logit_lens" or has_ll)]
+    if shared_token:
+        base_url = reverse("results:shared", args=[shared_token])
+        candidates_url = base_url + "candidates/"
+        export_json = reverse("results:shared_export_json", args=[shared_token])
+        export_csv = reverse("results:shared_export_csv", args=[shared_token])
+    else:
+        base_url = reverse("results:detail", args=[analysis.pk])
+        candidates_url = base_url + "candidates/"
+        export_json = reverse("results:export_json", args=[analysis.pk])
+        export_csv = reverse("results:export_csv", args=[analysis.pk])
+    is_owner = request.user.is_authenticated and analysis.owner_id == request.user.pk and not shared_token
+    return {
+        "analysis": analysis,
+        "rows": shown,
+        "all_rows": views,
+        "n_rows": len(views),
+        "state": state,
+        "scheme": scheme,
+        "salience_scale": scheme["salience"],
+        "metric_scale": scheme[state.metric],
+        "columns": columns,
+        "numeric_columns": sum(c in columns for c in ("mse", "relative_rmse", "kl")),
+        "column_choices": [(c, display.COLUMN_LABELS[c]) for c in OPTIONAL_COLUMNS],
+        "sort_columns": [c for c in ("mse", "relative_rmse", "kl") if c in columns],
+        "has_kl": has_kl,
+        "has_salience": any(isinstance(r.get("token_salience"), list) for r in rows),
+        "has_candidates": any(v.candidates for v in views),
+        "views": [(v, display.VIEW_LABELS[v]) for v in display.VIEWS],
+        "metrics": [(m, colours.METRIC_LABELS[m]) for m in display.FULLTEXT_METRICS if m != "kl" or has_kl],
+        "scales": ResultsPreference.Scale.choices,
+        "palettes": ResultsPreference.Palette.choices,
+        "chart": mse_chart(rows),
+        "metadata_items": display.metadata_items(analysis),
+        "untrained_note": display.UNTRAINED_NOTE,
+        "base_url": base_url,
+        "candidates_url": candidates_url,
+        "export_json_url": export_json,
+        "export_csv_url": export_csv,
+        "shared_token": shared_token,
+        "is_owner": is_owner,
+        "can_save_preferences": request.user.is_authenticated,
+        "share_link": services.share_link_of(analysis) if is_owner else None,
+        "colours_version": colours.palette_version(),
+    }
+
+
+def _render_results(request, context):
+    if _is_htmx(request) and request.headers.get("HX-Target") == "results-body":
+        return render(request, "results/partials/results-body.html", context)
+    return render(request, "results/detail.html", context)
+
+
+@require_GET
+def detail(request, analysis_id):
+    analysis = _get_analysis_for_user(request, analysis_id)
+    return _render_results(request, _results_context(request, analysis))
+
+
+@login_not_required
+@require_GET
+def shared(request, token):
+    analysis = _get_shared_analysis(token)
+    response = _render_results(request, _results_context(request, analysis, shared_token=token))
+    response["X-Robots-Tag"] = "noindex"
+    response["Referrer-Policy"] = "no-referrer"  # the token must not leak to links followed from the page
+    return response
+
+
+def _candidates(request, analysis: Analysis, position: int):
+    row = (
+        AnalysisRow.objects.filter(analysis=analysis, position=position)
+        .values_list("data", flat=True)
+        .first()
+    )
+    found = display.candidates(row) if row else None
+    if found is None:
+        raise Http404("no candidates were kept for this position")
+    return render(request, "results/partials/candidates.html", {"candidates": found})
+
+
+@require_GET
+def candidates(request, analysis_id, position):
+    return _candidates(request, _get_analysis_for_user(request, analysis_id), position)
+
+
+@login_not_required
+@require_GET
+def shared_candidates(request, token, position):
+    return _candidates(request, _get_shared_analysis(token), position)
+
+
+@require_POST
+def share(request, analysis_id):
+    analysis = _get_owned_analysis(request, analysis_id)
+    if request.POST.get("enabled") == "1":
+        services.do_share(request.user, analysis.pk)
+    else:
+        services.do_unshare(request.user, analysis.pk)
+    context = {"analysis": analysis, "share_link": services.share_link_of(analysis), "is_owner": True}
+    if _is_htmx(request):
+        return render(request, "results/partials/share-box.html", context)
+    return redirect("results:detail", analysis.pk)
+
+
+@require_POST
+def preferences(request):
+    columns = request.POST.getlist("cols") if request.POST.get("cols_sent") else None
+    services.do_save_preference(
+        request.user, columns=columns, scale=request.POST.get("scale"), palette=request.POST.get("palette")
+    )
+    if _is_htmx(request):
+        return HttpResponse(status=204)
+    target = request.POST.get("next") or ""
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        target = reverse("results:history")
+    return redirect(target)
+
+
+# --- export --------------------------------------------------------------------------------------------
+
+
+def _download(content: bytes, content_type: str, filename: str) -> HttpResponse:
+    response = HttpResponse(content, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def _export(analysis: Analysis, kind: str) -> HttpResponse:
+    rows = services.rows_of(analysis)
+    if kind == "json":
+        return _download(
+            export.export_json(analysis, rows), "application/json", f"analysis-{analysis.pk}.json"
+        )
+    return _download(
+        export.export_csv(analysis, rows), "text/csv; charset=utf-8", f"analysis-{analysis.pk}.csv"
+    )
+
+
+@require_GET
+def export_json(request, analysis_id):
+    return _export(_get_analysis_for_user(request, analysis_id), "json")
+
+
+@require_GET
+def export_csv(request, analysis_id):
+    return _export(_get_analysis_for_user(request, analysis_id), "csv")
+
+
+@login_not_required
+@require_GET
+def shared_export_json(request, token):
+    return _export(_get_shared_analysis(token), "json")
+
+
+@login_not_required
+@require_GET
+def shared_export_csv(request, token):
+    return _export(_get_shared_analysis(token), "csv")
+
+
+# --- history, delete, import ---------------------------------------------------------------------------
+
+
+@require_GET
+def history(request):
+    q = (request.GET.get("q") or "").strip()[:200]
+    lens = request.GET.get("lens") or ""
+    status = request.GET.get("status") or ""
+    if status not in Analysis.Status.values:
+        status = ""
+    page = Paginator(services.history(request.user, q, lens, status), HISTORY_PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    shared_ids = set(
+        ShareLink.objects.filter(analysis__in=list(page.object_list)).values_list("analysis_id", flat=True)
+    )
+    context = {
+        "page": page,
+        "q": q,
+        "lens": lens,
+        "status": status,
+        "lenses": services.lenses_used(request.user),
+        "statuses": Analysis.Status.choices,
+        "shared_ids": shared_ids,
+        "filter_query": "&".join(f"{k}={v}" for k, v in (("q", q), ("lens", lens), ("status", status)) if v),
+    }
+    if _is_htmx(request) and request.headers.get("HX-Target") == "history-list":
+        return render(request, "results/partials/history-list.html", context)
+    return render(request, "results/history.html", context)
+
+
+@require_POST
+def delete(request, analysis_id):
+    analysis = _get_owned_analysis(request, analysis_id)
+    services.do_delete(request.user, analysis.pk)
+    if _is_htmx(request):
+        return HttpResponse("")  # the row's hx-swap="outerHTML" removes it
+    messages.info(request, f"Analysis #{analysis_id} deleted.")
+    return redirect("results:history")
+
+
+class _ImportSizeLimit(FileUploadHandler):
+    """Stops reading an upload past the import limit, so a huge file never lands on disk or in memory."""
+
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+        self.exceeded = False
+
+    def receive_data_chunk(self, raw_data, start):
+        if start + len(raw_data) > self.limit:
+            self.exceeded = True
+            raise StopUpload(connection_reset=False)  # the rest is read and dropped; the page can answer
+        return raw_data
+
+    def file_complete(self, file_size):
+        return None  # the next handlers build the file
+
+
+@csrf_exempt  # only so the upload handlers can be changed before the body is read; checked below
+@require_http_methods(["GET", "POST"])
+def import_file(request):
+    limiter = _ImportSizeLimit(services.max_import_bytes())
+    request.upload_handlers.insert(0, limiter)
+    return _import_file(request, limiter)
+
+
+@csrf_protect
+def _import_file(request, limiter: _ImportSizeLimit):
+    error, created = "", []
+    limit = limiter.limit
+    if request.method == "POST":
+        upload = request.FILES.get("file")
+        if limiter.exceeded:
+            error = f"The file is over the import limit of {export.size_text(limit)}. Split it into several files."
+        elif upload is None:
+            error = "Choose a file to import (the research site's JSON or JSONL export)."
+        else:
+            try:
+                transcripts = services.parse_upload(upload.read(limit + 1), upload.name)
+                created = services.do_import(request.user, transcripts, upload.name)
+            except export.ImportFormatError as exc:
+                error = str(exc)
+        if created and not _is_htmx(request):
+            messages.info(
+                request, f"Imported {len(created)} {'analysis' if len(created) == 1 else 'analyses'}."
+            )
+            return redirect("results:history")
+    context = {"error": error, "created": created, "max_import": export.size_text(limit)}
+    return render(request, "results/import.html", context, status=400 if error else 200)
+
+
+# --- compare -------------------------------------------------------------------------------------------
+
+
+@require_GET
+def compare(request):
+    try:
+        ids = [int(request.GET.get("a", "")), int(request.GET.get("b", ""))]
+    except ValueError:
+        return render(
+            request,
+            "results/compare.html",
+            {"error": "Give two analyses to compare: /analyses/compare/?a=<id>&b=<id>."},
+            status=400,
+        )
+    a, b = (_get_analysis_for_user(request, i) for i in ids)
+    rows_a, rows_b = services.rows_of(a), services.rows_of(b)
+    context = {"a": a, "b": b}
+    try:
+        services.check_comparable(a, rows_a, b, rows_b)
+    except services.CompareError as exc:
+        context["error"] = str(exc)
+        return render(request, "results/compare.html", context, status=400)
+    preference = services.preference_for(request.user)
+    state = display.Display.from_request(request.GET, preference)
+    # One scheme over both analyses: the same colour means the same number on both sides.
+    scheme = colours.build_scheme(rows_a + rows_b, state.scale, state.palette)
+    views_a = {
+        v.position: v for v in display.row_views(rows_a, scheme, bool(a.metadata.get("add_current_token")))
+    }
+    views_b = {
+        v.position: v for v in display.row_views(rows_b, scheme, bool(b.metadata.get("add_current_token")))
+    }
+    pairs = []
+    for position in sorted(set(views_a) | set(views_b)):
+        va, vb = views_a.get(position), views_b.get(position)
+        delta = vb.mse - va.mse if va and vb and va.mse is not None and vb.mse is not None else None
+        pairs.append(
+            {
+                "position": position,
+                "a": va,
+                "b": vb,
+                "delta": display.number(delta),
+                "better": None if delta is None else ("b" if delta < 0 else "a" if delta > 0 else ""),
+            }
+        )
+    context.update(
+        pairs=pairs,
+        legend_caption=scheme["salience"].describe().replace("this analysis", "both analyses"),
+        scheme=scheme,
+        salience_scale=scheme["salience"],
+        state=state,
+        meta_a=display.metadata_items(a),
+        meta_b=display.metadata_items(b),
+        mean_a=(a.metadata.get("summary") or {}).get("mean_mse"),
+        mean_b=(b.metadata.get("summary") or {}).get("mean_mse"),
+        colours_version=colours.palette_version(),
+        untrained_note=display.UNTRAINED_NOTE,
+    )
+    return render(request, "results/compare.html", context)
+
+
+# --- the colour classes --------------------------------------------------------------------------------
+
+
+@login_not_required
+@require_GET
+def colours_css(request):
+    response = HttpResponse(colours.palette_css(), content_type="text/css; charset=utf-8")
+    patch_cache_control(response, public=True, max_age=86400)
+    return response

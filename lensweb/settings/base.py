@@ -1,0 +1,222 @@
+"""Settings read from the environment in one place. Development defaults; see production.py and test.py."""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+
+env = environ.Env()
+
+SECRET_KEY = env("SECRET_KEY", default="insecure-development-key-set-SECRET_KEY-in-production")
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    # Before "channels": our `runworker` (which also starts the lens worker) shadows channels' one.
+    "lensweb.accounts",
+    "lensweb.analyses",
+    "lensweb.api",
+    "lensweb.monitoring",
+    "lensweb.results",
+    "lensweb.cache",
+    "channels",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "lensweb.security.ContentSecurityPolicyMiddleware",  # every response, static files included
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "lensweb.urls"
+ASGI_APPLICATION = "lensweb.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded worker writes from its own thread while requests read: WAL + IMMEDIATE avoid lock errors.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env("REDIS_URL", default="")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                # redis-py 8 reads with a 5 s socket timeout, as long as channels_redis' blocking
+                # BZPOPMIN: every idle receive would race it and sometimes die. Give reads more room.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+                "prefix": env("REDIS_PREFIX", default="lensweb"),
+                "capacity": 1500,
+                "expiry": 60,
+            },
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "analyses:index"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = env("STATIC_ROOT", default=None)  # collectstatic target, for production
+# Serve straight from static/ (no collectstatic step needed for `make run`).
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    "loggers": {"daphne": {"level": "WARNING"}, "django.channels": {"level": "WARNING"}},
+}
+
+# --- lensweb: every web-side limit and timing, env-overridable -------------------------------------
+# Which engine runs analyses: "inference" (the real one), or a dotted path to a class with its methods.
+LENSWEB_ENGINE = env("LENSWEB_ENGINE", default="inference")
+# Run the worker inside `manage.py serve` (needed with the in-memory layer, which is per process).
+LENSWEB_EMBEDDED_WORKER = env.bool("LENSWEB_EMBEDDED_WORKER", default=not REDIS_URL)
+LENSWEB_MAX_TEXT_CHARS = env.int("LENSWEB_MAX_TEXT_CHARS", default=20_000)
+LENSWEB_MAX_TOKENS = env.int("LENSWEB_MAX_TOKENS", default=1_024)
+LENSWEB_MAX_BEST_OF_K = env.int("LENSWEB_MAX_BEST_OF_K", default=64)
+LENSWEB_MAX_QUEUED_PER_USER = env.int("LENSWEB_MAX_QUEUED_PER_USER", default=20)
+LENSWEB_MAX_QUEUE = env.int("LENSWEB_MAX_QUEUE", default=200)
+LENSWEB_SUBMIT_RATE = env("LENSWEB_SUBMIT_RATE", default="60/m")
+LENSWEB_WS_MAX_MESSAGE_BYTES = env.int("LENSWEB_WS_MAX_MESSAGE_BYTES", default=4096)
+LENSWEB_WS_MAX_MESSAGES_PER_MINUTE = env.int("LENSWEB_WS_MAX_MESSAGES_PER_MINUTE", default=120)
+LENSWEB_RECENT_JOBS = env.int("LENSWEB_RECENT_JOBS", default=10)
+# Worker timings (seconds): heartbeat, queue poll (doorbells only cut latency), stale after.
+LENSWEB_HEARTBEAT_INTERVAL = env.float("LENSWEB_HEARTBEAT_INTERVAL", default=5.0)
+LENSWEB_POLL_INTERVAL = env.float("LENSWEB_POLL_INTERVAL", default=3.0)
+LENSWEB_STALE_AFTER = env.float("LENSWEB_STALE_AFTER", default=30.0)
+# A job whose worker died this many times is failed rather than retried (it may be what kills them).
+LENSWEB_MAX_ATTEMPTS = env.int("LENSWEB_MAX_ATTEMPTS", default=3)
+LENSWEB_DEMO_USERNAME = "demo"
+LENSWEB_DEMO_PASSWORD = env("LENSWEB_DEMO_PASSWORD", default="lensweb-demo")
+# Production refuses to start while the demo user still has the demo password.
+LENSWEB_REFUSE_DEMO_PASSWORD = False
+
+# --- accounts and the API (lensweb.accounts, lensweb.api) ------------------------------------------
+# Self sign-up: off; administrators create users (admin, createsuperuser).
+LENSWEB_ALLOW_SIGNUP = env.bool("LENSWEB_ALLOW_SIGNUP", default=False)
+# Rate limits ("count/period", django-ratelimit syntax; empty turns one off). Per client IP for the
+# anonymous routes, per user on the authenticated ones. The API's submits share LENSWEB_SUBMIT_RATE with
+# the browser form.
+LENSWEB_LOGIN_RATE = env("LENSWEB_LOGIN_RATE", default="10/m")
+LENSWEB_SIGNUP_RATE = env("LENSWEB_SIGNUP_RATE", default="5/h")
+LENSWEB_KEY_CREATE_RATE = env("LENSWEB_KEY_CREATE_RATE", default="20/h")
+LENSWEB_API_RATE = env("LENSWEB_API_RATE", default="600/m")
+LENSWEB_API_AUTH_FAILURE_RATE = env("LENSWEB_API_AUTH_FAILURE_RATE", default="30/m")
+# Daily caps per user (0: none): analysed positions, and generated tokens (n × max_new_tokens).
+LENSWEB_MAX_POSITIONS_PER_DAY = env.int("LENSWEB_MAX_POSITIONS_PER_DAY", default=100_000)
+LENSWEB_MAX_GENERATED_TOKENS_PER_DAY = env.int("LENSWEB_MAX_GENERATED_TOKENS_PER_DAY", default=100_000)
+LENSWEB_MAX_QUEUED_GENERATIONS_PER_USER = env.int("LENSWEB_MAX_QUEUED_GENERATIONS_PER_USER", default=5)
+LENSWEB_MAX_API_KEYS_PER_USER = env.int("LENSWEB_MAX_API_KEYS_PER_USER", default=20)
+# API request bodies over this many bytes are refused (413) before parsing: a 20 000-character chat in
+# JSON, escapes included, fits.
+LENSWEB_API_MAX_BODY_BYTES = env.int("LENSWEB_API_MAX_BODY_BYTES", default=256 * 1024)
+# The limiter's counters: shared through Redis when there is one (several processes must agree), else
+# in this process' memory.
+RATELIMIT_USE_CACHE = "ratelimit"
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    **globals().get("CACHES", {}),
+    "ratelimit": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "ratelimit"}
+    ),
+}
+# Behind a reverse proxy, the META key (or dotted path to a function of the request) holding the client IP.
+RATELIMIT_IP_META_KEY = env("RATELIMIT_IP_META_KEY", default=None)
+
+# --- monitoring (lensweb.monitoring): dashboard, /metrics, the request log --------------------------
+# /metrics: a staff session, or `Authorization: Bearer <this token>` when set; with no token set, also
+# plain requests from loopback that came through no proxy (no X-Forwarded-For / Forwarded header).
+LENSWEB_METRICS_TOKEN = env("LENSWEB_METRICS_TOKEN", default="")
+# Request log entries older than this are purged (hourly from the app, or `manage.py purge_request_log`);
+# 0 keeps them forever.
+LENSWEB_REQUEST_LOG_RETENTION_DAYS = env.int("LENSWEB_REQUEST_LOG_RETENTION_DAYS", default=30)
+# POST/PUT/PATCH/DELETE under these paths are logged (the browser's submit and cancel, and the API).
+LENSWEB_REQUEST_LOG_PREFIXES = ["/analyses/", "/api/v1/"]
+LENSWEB_REQUEST_LOG_API_PREFIX = "/api/"
+MIDDLEWARE += ["lensweb.monitoring.middleware.RequestLogMiddleware"]  # last: it sees request.user
+
+# --- results: import size limit ----------------------------------------------------------------------
+LENSWEB_MAX_IMPORT_BYTES = env.int("LENSWEB_MAX_IMPORT_BYTES", default=20 * 2**20)
+
+# --- security headers (lensweb.security; production.py adds HTTPS, HSTS and secure cookies) ----------
+# Content-Security-Policy: no inline script or style, connect-src 'self' + the page's ws(s) origin.
+# A report-uri for violation reports (optional), and report-only mode for trying a change of policy.
+LENSWEB_CSP_REPORT_URI = env("LENSWEB_CSP_REPORT_URI", default="")
+LENSWEB_CSP_REPORT_ONLY = env.bool("LENSWEB_CSP_REPORT_ONLY", default=False)
+X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# --- the result cache (lensweb.cache): identical requests answered from stored results -----------------
+LENSWEB_RESULT_CACHE = env.bool("LENSWEB_RESULT_CACHE", default=True)
+# Eviction after every store and by `manage.py evict_cache`: entries older than this, then the least
+# recently used until the total fits. 0 turns a limit off.
+LENSWEB_CACHE_MAX_AGE_DAYS = env.float("LENSWEB_CACHE_MAX_AGE_DAYS", default=30)
+LENSWEB_CACHE_MAX_BYTES = env.int("LENSWEB_CACHE_MAX_BYTES", default=2 * 2**30)
+# With Redis, recently used entries are also kept there (the database stays the record) for this long.
+LENSWEB_CACHE_REDIS_TTL = env.int("LENSWEB_CACHE_REDIS_TTL", default=3600)
+LENSWEB_CACHE_FRONT = "results" if REDIS_URL else ""  # a CACHES alias, or "" for the database alone
+if REDIS_URL:
+    CACHES["results"] = {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": env("REDIS_PREFIX", default="lensweb"),
+        "TIMEOUT": LENSWEB_CACHE_REDIS_TTL,
+    }

@@ -1,0 +1,48 @@
+"""Production: secrets from the environment, HTTPS only, secure cookies, HSTS, and no demo password left
+in place. `manage.py check --deploy` passes with no warning (tests/security/test_deploy_check.py).
+
+Deployment shape assumed: daphne behind a TLS-terminating reverse proxy that
+  - is the only way in (daphne's port is not reachable from outside), and
+  - sets X-Forwarded-Proto itself (`https` on TLS), overwriting whatever a client sent.
+Then SECURE_PROXY_SSL_HEADER below lets Django trust that header. If daphne is reachable directly, a client
+could claim https with that header: do not deploy that way, or set SECURE_PROXY_SSL_HEADER="" (then nothing
+counts as HTTPS unless daphne itself terminates TLS).
+"""
+
+from .base import *  # noqa: F403
+from .base import BASE_DIR, env
+
+SECRET_KEY = env("SECRET_KEY")  # no default: refuse to start without one
+DEBUG = False
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")  # no default: the public host name(s), e.g. lens.example.org
+STATIC_ROOT = env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))
+
+# --- HTTPS ------------------------------------------------------------------------------------------------
+_proxy_header = env("SECURE_PROXY_SSL_HEADER", default="HTTP_X_FORWARDED_PROTO")
+SECURE_PROXY_SSL_HEADER = (_proxy_header, "https") if _proxy_header else None
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+# Probes and the scraper often talk plain HTTP to the container itself; they carry no session.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# HSTS (sent on HTTPS responses only). A year, subdomains included, preload-eligible: lensweb expects a
+# host of its own. Lower SECURE_HSTS_SECONDS while trying a new deployment; turn subdomains off only if a
+# sibling host must stay on plain HTTP (check --deploy then warns, rightly).
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=True)
+
+# --- cookies ---------------------------------------------------------------------------------------------
+SESSION_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = True
+SESSION_COOKIE_HTTPONLY = True
+# No script reads the CSRF cookie: htmx sends the token from <body hx-headers>, forms from {% csrf_token %}.
+CSRF_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+
+# --- headers (CSP: lensweb.security, on in every configuration) -------------------------------------------
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+
+LENSWEB_REFUSE_DEMO_PASSWORD = True

@@ -1,0 +1,117 @@
+// Results pages: word tooltips, sortable headers, transposed column width, copy buttons.
+// No inline scripts or handlers anywhere (CSP without unsafe-inline); everything is delegated from here.
+(function () {
+  "use strict";
+
+  // --- hover a word: its salience and token id ------------------------------------------------------
+  function tip() { return document.getElementById("word-tip"); }
+
+  function showTip(word) {
+    var el = tip();
+    if (!el) return;
+    var parts = [];
+    if (word.dataset.s !== undefined) parts.push("salience " + word.dataset.s);
+    if (word.dataset.i !== undefined) parts.push("token id " + word.dataset.i);
+    if (word.dataset.c !== undefined) parts.push("the current token, added by the lens");
+    if (!parts.length) return;
+    el.textContent = "“" + word.textContent + "” · " + parts.join(" · ");
+    el.hidden = false;
+    var r = word.getBoundingClientRect();
+    el.style.left = Math.max(4, window.scrollX + r.left) + "px";
+    el.style.top = (window.scrollY + r.bottom + 6) + "px";
+  }
+
+  document.addEventListener("mouseover", function (e) {
+    var word = e.target.closest && e.target.closest(".w");
+    if (word) showTip(word);
+  });
+  document.addEventListener("mouseout", function (e) {
+    var word = e.target.closest && e.target.closest(".w");
+    var el = tip();
+    if (word && el && !(e.relatedTarget && word.contains(e.relatedTarget))) el.hidden = true;
+  });
+  document.addEventListener("focusin", function (e) {
+    var word = e.target.closest && e.target.closest(".w");
+    if (word) showTip(word);
+  });
+
+  // --- sortable column headers: set the form's sort fields, then let the form ask the server ------------
+  document.addEventListener("click", function (e) {
+    var button = e.target.closest && e.target.closest("button[data-sort]");
+    if (!button) return;
+    var form = document.getElementById("results-controls");
+    if (!form) return;
+    var sort = form.querySelector("[name=sort]");
+    var dir = form.querySelector("[name=dir]");
+    var key = button.dataset.sort;
+    if (sort.value === key) {
+      dir.value = dir.value === "desc" ? "asc" : "desc";
+    } else {
+      sort.value = key;
+      dir.value = key === "position" ? "asc" : "desc";
+    }
+    if (window.htmx) {
+      window.htmx.trigger(form, "change");
+    } else {
+      form.submit();
+    }
+  });
+
+  // --- view tabs: reflect the checked one (the server answers with the view) -------------------------
+  document.addEventListener("change", function (e) {
+    if (e.target.name !== "view") return;
+    var tabs = e.target.closest(".tabs");
+    if (!tabs) return;
+    tabs.querySelectorAll(".tab").forEach(function (t) {
+      t.classList.toggle("on", t.contains(e.target));
+    });
+  });
+
+  // --- transposed view: column width, remembered in this browser ------------------------------------
+  var WIDTH_KEY = "lensweb.results.colWidth";
+
+  function applyWidth() {
+    var slider = document.getElementById("col-width");
+    var grid = document.getElementById("transposed");
+    if (!slider || !grid) return;
+    var saved = window.localStorage ? window.localStorage.getItem(WIDTH_KEY) : null;
+    if (saved) slider.value = saved;
+    grid.style.setProperty("--col-w", slider.value + "px");
+  }
+
+  document.addEventListener("input", function (e) {
+    if (e.target.id !== "col-width") return;
+    var grid = document.getElementById("transposed");
+    if (grid) grid.style.setProperty("--col-w", e.target.value + "px");
+    try { window.localStorage.setItem(WIDTH_KEY, e.target.value); } catch (err) { /* private mode */ }
+  });
+  document.addEventListener("DOMContentLoaded", applyWidth);
+  document.addEventListener("htmx:afterSettle", applyWidth);
+
+  // --- best-of-k candidates: fetched when a row unfolds (inline they would double a long page's weight) ----
+  document.addEventListener("toggle", function (e) {
+    var details = e.target;
+    if (!details.classList || !details.classList.contains("cands") || !details.open || details.dataset.loaded) return;
+    var table = details.closest("[data-candidates]");
+    var row = details.closest("tr[id^=pos-]");
+    if (!table || !row || !window.htmx) return;
+    details.dataset.loaded = "1";
+    var holder = document.createElement("p");
+    holder.className = "cand-list muted";
+    holder.textContent = "loading…";
+    details.appendChild(holder);
+    window.htmx.ajax("GET", table.dataset.candidates + row.id.slice(4) + "/", { target: holder, swap: "outerHTML" });
+  }, true);
+
+  // --- copy the share link ------------------------------------------------------------------------
+  document.addEventListener("click", function (e) {
+    var button = e.target.closest && e.target.closest("[data-copy]");
+    if (!button) return;
+    var input = document.querySelector(button.dataset.copy);
+    if (!input) return;
+    input.select();
+    if (navigator.clipboard) {
+      navigator.clipboard.writeText(input.value).then(function () { button.textContent = "Copied"; });
+    }
+  });
+})();
