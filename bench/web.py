@@ -17,28 +17,22 @@ import argparse
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.live import CHROMIUM, CHROMIUM_ARGS, free_port, wait_http  # noqa: E402
+
 GOLDEN = ROOT.parent / "shared" / "golden"
 PG_URL = os.environ.get("LENSWEB_BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("LENSWEB_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-]
 TEXTS = [
     "The capital of France is Paris.",
     "The old lighthouse keeper climbed the spiral stairs every evening, carrying a brass lantern and a "
@@ -75,25 +69,6 @@ MEASURE_JS = """
   document.querySelector('#analysis-form button[type=submit]').click();
 })
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"{url} not ready after {timeout} s")
 
 
 def tiny_registry(directory: Path) -> Path:
@@ -161,7 +136,7 @@ class Stack:
                 )
             )
         self.base = f"http://127.0.0.1:{self.port}"
-        wait_ready(f"{self.base}/readyz")
+        wait_http(f"{self.base}/readyz", timeout=300)
         return self
 
     def __exit__(self, *exc):

@@ -286,6 +286,20 @@ def do_requeue_job(job_id: int, worker_id: int) -> bool:
     return bool(requeued)
 
 
+def stale_job_changes(job, kind: str, now) -> dict:
+    """What a job (analysis or generation) whose worker went silent becomes: cancelled if that was asked,
+    failed once it has used up its attempts (it may be what kills workers), else queued again."""
+    if job.cancel_requested:
+        return {"status": Status.CANCELLED, "finished_at": now}
+    if job.attempts >= settings.LENSWEB_MAX_ATTEMPTS:
+        return {
+            "status": Status.FAILED,
+            "finished_at": now,
+            "error": f"the worker running this {kind} stopped {job.attempts} times; giving up",
+        }
+    return {"status": Status.QUEUED}
+
+
 def requeue_stale_jobs(now=None) -> list[int]:
     """Jobs whose worker stopped heart-beating go back to the queue with their rows (or are cancelled /
     failed if a cancel was asked for / they used up their attempts). Any worker calls this as it polls."""
@@ -296,16 +310,7 @@ def requeue_stale_jobs(now=None) -> list[int]:
     )
     moved = []
     for job in Analysis.objects.filter(stale_q):
-        if job.cancel_requested:
-            changes = {"status": Status.CANCELLED, "finished_at": now}
-        elif job.attempts >= settings.LENSWEB_MAX_ATTEMPTS:
-            changes = {
-                "status": Status.FAILED,
-                "finished_at": now,
-                "error": f"the worker running this analysis stopped {job.attempts} times; giving up",
-            }
-        else:
-            changes = {"status": Status.QUEUED}
+        changes = stale_job_changes(job, "analysis", now)
         if Analysis.objects.filter(stale_q, pk=job.pk).update(worker=None, heartbeat_at=None, **changes):
             moved.append(job.pk)
             log.warning(

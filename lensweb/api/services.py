@@ -209,16 +209,7 @@ def requeue_stale_generations(now=None) -> list[int]:
     )
     moved = []
     for generation in Generation.objects.filter(stale_q):
-        if generation.cancel_requested:
-            changes = {"status": Status.CANCELLED, "finished_at": now}
-        elif generation.attempts >= settings.LENSWEB_MAX_ATTEMPTS:
-            changes = {
-                "status": Status.FAILED,
-                "finished_at": now,
-                "error": f"the worker running this generation stopped {generation.attempts} times; giving up",
-            }
-        else:
-            changes = {"status": Status.QUEUED}
+        changes = analyses.stale_job_changes(generation, "generation", now)
         if Generation.objects.filter(
             pk=generation.pk, status=Status.RUNNING, worker_id=generation.worker_id
         ).update(worker=None, **changes):

@@ -5,12 +5,7 @@ downloaded again."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,56 +13,27 @@ import pytest
 from lensweb.analyses.models import Analysis
 from lensweb.results import colours
 from lensweb.results.export import export_json
-from tests.web.conftest import REPO, require
-from tests.web.test_browser import CHROMIUM, CHROMIUM_ARGS, free_port, wait_http
+from tests.live import chromium, live_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    require(shutil.which(CHROMIUM) is not None, f"{CHROMIUM} is not installed")
-    tmp = tmp_path_factory.mktemp("results-live")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
-    env.update(
-        DJANGO_SETTINGS_MODULE="lensweb.settings.base",
-        DATABASE_URL=f"sqlite:///{tmp / 'live.sqlite3'}",
-        SECRET_KEY="results-browser-test",
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        LENSWEB_EMBEDDED_WORKER="false",  # nothing to compute: analyses arrive through the import page
-        HOST="127.0.0.1",
-        PORT=str(port),
-    )
-    for command in (["migrate", "--noinput", "-v0"], ["ensure_demo_user"]):
-        subprocess.run(
-            [sys.executable, "manage.py", *command], cwd=REPO, env=env, check=True, capture_output=True
-        )
-    log = open(tmp / "serve.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "serve"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{base}/healthz")
+    # nothing to compute: analyses arrive through the import page
+    with live_server(
+        tmp_path_factory.mktemp("results-live"),
+        setup=[["ensure_demo_user"]],
+        ready="/healthz",
+        LENSWEB_EMBEDDED_WORKER="false",
+    ) as base:
         yield base
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -5,28 +5,15 @@ the socket; the results page swaps; the dashboard polls). A positive control pro
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
 
 import pytest
 
-from tests.web.conftest import REPO, free_port, require, wait_http, write_tiny_registry
+from tests.live import chromium, live_server
+from tests.web.conftest import write_tiny_registry
 
 pytestmark = [pytest.mark.browser]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 STAFF, PASSWORD = "sec-staff", "sec-staff-Long-1"
 CREATE_STAFF = (
     "from django.contrib.auth.models import User; "
@@ -43,51 +30,21 @@ document.addEventListener("securitypolicyviolation", (e) => {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    require(shutil.which(CHROMIUM) is not None, f"{CHROMIUM} is not installed")
     tmp = tmp_path_factory.mktemp("csp-live")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
-    env.update(
-        DJANGO_SETTINGS_MODULE="lensweb.settings.base",  # the CSP middleware is in every configuration
-        DATABASE_URL=f"sqlite:///{tmp / 'live.sqlite3'}",
-        SECRET_KEY="csp-browser-test",
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        LENSWEB_ENGINE="inference",
+    with live_server(
+        tmp,  # the base settings: the CSP middleware is in every configuration
+        setup=[["shell", "-c", CREATE_STAFF]],
         LENSWEB_LENS_REGISTRY=str(write_tiny_registry(tmp)),
         LENSWEB_POLL_INTERVAL="0.5",
         LENSWEB_HEARTBEAT_INTERVAL="1",
-        HOST="127.0.0.1",
-        PORT=str(port),
-    )
-    for command in (["migrate", "--noinput", "-v0"], ["shell", "-c", CREATE_STAFF]):
-        subprocess.run(
-            [sys.executable, "manage.py", *command], cwd=REPO, env=env, check=True, capture_output=True
-        )
-    log = open(tmp / "serve.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "serve"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{base}/readyz")  # the embedded worker has heart-beaten
+    ) as base:
         yield base
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 class Watched:

@@ -1,0 +1,75 @@
+"""A real `manage.py serve` (daphne, optionally the embedded worker) and Debian's Chromium, for the browser
+tests of every app. One place, so that every browser test starts servers and browsers the same way."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.web.conftest import REPO, free_port, require, wait_http
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's; never `playwright install`
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@contextlib.contextmanager
+def live_server(tmp: Path, *, setup: list[list[str]], ready: str = "/readyz", **env: str) -> Iterator[str]:
+    """Migrate a fresh SQLite database in `tmp`, run each `manage.py` command of `setup`, serve on a free
+    port until `ready` answers 200 (/readyz: the embedded worker has heart-beaten), yield the base URL, and
+    stop the server with SIGTERM (as an operator would) when done."""
+    require(shutil.which(CHROMIUM) is not None, f"{CHROMIUM} is not installed")
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    environ.update(
+        DJANGO_SETTINGS_MODULE="lensweb.settings.base",
+        DATABASE_URL=f"sqlite:///{tmp / 'live.sqlite3'}",
+        SECRET_KEY="browser-test",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        HOST="127.0.0.1",
+        PORT=str(port),
+        **env,
+    )
+    for command in (["migrate", "--noinput", "-v0"], *setup):
+        subprocess.run(
+            [sys.executable, "manage.py", *command], cwd=REPO, env=environ, check=True, capture_output=True
+        )
+    log = open(tmp / "serve.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "serve"], cwd=REPO, env=environ, stdout=log, stderr=subprocess.STDOUT
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}{ready}")
+        yield base
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
