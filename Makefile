@@ -49,7 +49,7 @@ run: install
 
 bench: install
 	$(PY) bench/engine.py
-	$(PY) bench/web.py
+	$(PY) bench/web.py --demo
 	$(PY) bench/cache.py
 	$(PY) bench/results_page.py
 

@@ -212,7 +212,13 @@ def main():
         for k, v in os.environ.items()
         if k not in ("REDIS_URL", "DATABASE_URL", "DJANGO_SETTINGS_MODULE")
     }
-    env.update(LENSWEB_ROWS_BUDGET=str(args.rows_budget), LENSWEB_ENGINE="inference", SECRET_KEY="bench")
+    # The result cache off: repeated runs of one text must compute (bench/cache.py measures hits).
+    env.update(
+        LENSWEB_ROWS_BUDGET=str(args.rows_budget),
+        LENSWEB_ENGINE="inference",
+        SECRET_KEY="bench",
+        LENSWEB_RESULT_CACHE="false",
+    )
     if not args.demo:
         env["LENSWEB_LENS_REGISTRY"] = str(tiny_registry(tmp))
     os.environ.update({k: env[k] for k in ("LENSWEB_ROWS_BUDGET", "LENSWEB_LENS_REGISTRY") if k in env})
