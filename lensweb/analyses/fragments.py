@@ -10,6 +10,8 @@ from django.conf import settings
 from django.db.models import Prefetch
 from django.template.loader import render_to_string
 
+from lensweb.results.colours import build_scale
+
 from .models import Analysis, AnalysisRow
 from .queue import queue_position, queue_positions
 
@@ -17,11 +19,13 @@ UNFINISHED = (Analysis.Status.QUEUED, Analysis.Status.RUNNING)
 
 # The lenses were never trained on positions 0–5: their rows are shown, but de-emphasised.
 UNTRAINED_POSITIONS = 6
-SALIENCE_LEVELS = 4
 
 
 def _visible(token: str) -> str:
     return token.replace("\n", "↵").replace("\t", "⇥") if token else token
+
+
+CARD_SALIENCE_SCALE = build_scale("salience", [], fitted=False)
 
 
 def _number(value, digits=4):
@@ -31,19 +35,11 @@ def _number(value, digits=4):
 
 
 def _salience_classes(saliences, n):
-    """Per-token class: sal-p1..4 (more important, red) / sal-n1..4 (less, green), scaled per row."""
+    """The results pages' own colour classes on their fixed salience scale: a card grows batch by batch, so
+    only a fixed scale keeps a word's colour from changing as rows arrive, and it agrees with every view."""
     if not saliences or len(saliences) != n:
         return [""] * n
-    top = max((abs(s) for s in saliences if isinstance(s, int | float)), default=0) or 1
-    classes = []
-    for s in saliences:
-        level = (
-            min(SALIENCE_LEVELS, math.ceil(abs(s) / top * SALIENCE_LEVELS))
-            if isinstance(s, int | float)
-            else 0
-        )
-        classes.append(f"sal-{'p' if s > 0 else 'n'}{level}" if level else "")
-    return classes
+    return [CARD_SALIENCE_SCALE.css_class(s) for s in saliences]
 
 
 def _logit_lens(top) -> str:
@@ -66,8 +62,13 @@ def row_view(data: dict) -> dict:
         "token": _visible(data.get("token", "")),
         "early": data["position"] < UNTRAINED_POSITIONS,
         "words": [
-            {"text": _visible(w), "cls": c}
-            for w, c in zip(words, _salience_classes(data.get("token_salience"), len(words)), strict=True)
+            {"text": _visible(w), "cls": c, "salience": _number(s, 3)}
+            for w, c, s in zip(
+                words,
+                _salience_classes(data.get("token_salience"), len(words)),
+                data.get("token_salience") or [None] * len(words),
+                strict=True,
+            )
         ],
         "explanation": data.get("explanation", ""),
         "mse": _number(data.get("mse")),

@@ -10,6 +10,7 @@ from django.urls import reverse
 from lensweb.accounts.checks import check_demo_password
 from lensweb.analyses import services
 from lensweb.analyses.models import Analysis
+from lensweb.results.colours import build_scale
 
 from .conftest import write_tiny_registry
 
@@ -86,7 +87,10 @@ def test_a_row_renders_tokens_salience_and_metrics():
         }
     )
     assert view["token"] == "↵" and not view["early"]
-    assert [w["cls"] for w in view["words"]] == ["sal-p4", "sal-n1"]
+    # the results pages' own classes on their fixed scale: a word has one colour in every view
+    fixed = build_scale("salience", [], fitted=False)
+    assert [w["cls"] for w in view["words"]] == [fixed.css_class(0.5), fixed.css_class(-0.1)] == ["d10", "d4"]
+    assert [w["salience"] for w in view["words"]] == ["0.500", "-0.100"]
     assert (view["mse"], view["kl"], view["logit_lens"]) == ("1.2346", "", " the ·  a")
 
 
