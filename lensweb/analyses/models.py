@@ -33,13 +33,18 @@ class WorkerRecord(models.Model):
         return self.name
 
 
+class JobStatus(models.TextChoices):
+    """The life of every job of record (analyses here, generations in the api app)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
 class Analysis(models.Model):
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        DONE = "done"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
+    Status = JobStatus
 
     FINAL = (Status.DONE, Status.FAILED, Status.CANCELLED)
 

@@ -98,16 +98,21 @@ def check_prepared_submission(lens_id: str | None, input_data: dict, options_dat
 
 
 def check_capacity(user) -> None:
-    mine = Analysis.objects.filter(owner=user, status__in=UNFINISHED).count()
-    if mine >= settings.LENSWEB_MAX_QUEUED_PER_USER:
+    check_queue_caps(Analysis, user, settings.LENSWEB_MAX_QUEUED_PER_USER, "analyses")
+
+
+def check_queue_caps(model, user, per_user: int, noun: str) -> None:
+    """The per-user cap (waiting + running) and the global queue cap, for any kind of job of record."""
+    mine = model.objects.filter(owner=user, status__in=UNFINISHED).count()
+    if mine >= per_user:
         raise SubmissionError(
-            f"you have {mine} analyses waiting or running; the limit is "
-            f"{settings.LENSWEB_MAX_QUEUED_PER_USER}. Cancel one or wait for one to finish."
+            f"you have {mine} {noun} waiting or running; the limit is {per_user}. "
+            "Cancel one or wait for one to finish."
         )
-    queued = Analysis.objects.filter(status=Status.QUEUED).count()
+    queued = model.objects.filter(status=Status.QUEUED).count()
     if queued >= settings.LENSWEB_MAX_QUEUE:
         raise SubmissionError(
-            f"the queue is full ({queued} analyses waiting); please try again in a few minutes."
+            f"the queue is full ({queued} {noun} waiting); please try again in a few minutes."
         )
 
 

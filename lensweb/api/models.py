@@ -6,14 +6,11 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from lensweb.analyses.models import JobStatus
+
 
 class Generation(models.Model):
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        DONE = "done"
-        FAILED = "failed"
-        CANCELLED = "cancelled"
+    Status = JobStatus
 
     FINAL = (Status.DONE, Status.FAILED, Status.CANCELLED)
 

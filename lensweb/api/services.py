@@ -71,17 +71,9 @@ def check_generation_submission(lens_id: str | None, input_data: dict, options_d
 
 
 def check_generation_capacity(user) -> None:
-    mine = Generation.objects.filter(owner=user, status__in=UNFINISHED).count()
-    if mine >= settings.LENSWEB_MAX_QUEUED_GENERATIONS_PER_USER:
-        raise SubmissionError(
-            f"you have {mine} generations waiting or running; the limit is "
-            f"{settings.LENSWEB_MAX_QUEUED_GENERATIONS_PER_USER}. Cancel one or wait for one to finish."
-        )
-    queued = Generation.objects.filter(status=Status.QUEUED).count()
-    if queued >= settings.LENSWEB_MAX_QUEUE:
-        raise SubmissionError(
-            f"the queue is full ({queued} generations waiting); try again in a few minutes."
-        )
+    analyses.check_queue_caps(
+        Generation, user, settings.LENSWEB_MAX_QUEUED_GENERATIONS_PER_USER, "generations"
+    )
 
 
 def do_submit_generation(user, lens_id: str | None, input_data: dict, options_data: dict) -> Generation:
