@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
-import importlib
-import pickle
+import threading
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -271,39 +272,87 @@ def _strip_prefix(sd: dict[str, Any]) -> dict[str, torch.Tensor]:
     return out
 
 
+# torch.serialization.safe_globals edits one process-wide set: two threads in it at once would remove each
+# other's entries (the second load then fails), so every read holds this lock (the scan too: it reads the set).
+_SAFE_GLOBALS_LOCK = threading.Lock()
+
+
 def _torch_load(path: Path) -> Any:
-    """weights_only where the file allows; the research writer also pickles numpy RNG state, allow-listed."""
+    """torch.load(weights_only=True), plus exactly the numpy names the research RNG state pickles.
+
+    The pickle's globals are listed statically first and any other one is refused by name before anything
+    is unpickled: every allowed global may be called while unpickling, and numpy also has callables with
+    side effects (`numpy.testing._private.utils.runstring` is exec, `numpy.savetxt` writes files)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        pass
-    except Exception as exc:  # truncated or not a torch file at all
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
-    unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    foreign = [name for name in unsafe if not name.startswith("numpy.")]
-    if foreign:
-        raise CheckpointError(
-            f"checkpoint {path} pickles objects other than tensors and numpy state ({', '.join(foreign)}); "
-            "refusing to unpickle it"
-        )
-    allowed = [_import_global(name) for name in unsafe] + _numpy_dtype_classes()
-    try:
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+        with _SAFE_GLOBALS_LOCK:
+            foreign = _foreign_globals(path)
+            if foreign is None:  # not a zip checkpoint: torch's own allow-list alone
+                return torch.load(path, map_location="cpu", weights_only=True)
+            if foreign:
+                raise CheckpointError(
+                    f"checkpoint {path} pickles {', '.join(sorted(foreign))}, which a lens checkpoint does "
+                    "not need (only tensors and numpy RNG state); refusing to unpickle it"
+                )
+            with torch.serialization.safe_globals(_rng_state_globals()):
+                return torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # truncated, not a torch file, an opcode the safe unpickler lacks
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
 
 
-def _numpy_dtype_classes() -> list[Any]:
-    # The scan above misses dtype classes reached through numpy.dtype's own reduce (e.g. UInt32DType).
+def _foreign_globals(path: Path) -> set[str] | None:
+    """The pickle's globals that neither torch's weights-only defaults nor the RNG allow-list permit; None
+    for a file that is not a zip checkpoint. A static scan of the pickle: nothing is imported or called."""
+    with path.open("rb") as fh:
+        if not zipfile.is_zipfile(fh):
+            return None
+    unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    return unsafe - set(_rng_state_globals_by_name())
+
+
+def _rng_state_globals() -> list[Any]:
+    """(object, pickled name) pairs for torch.serialization.safe_globals."""
+    return [(obj, name) for name, obj in _rng_state_globals_by_name().items()]
+
+
+@functools.cache
+def _rng_state_globals_by_name() -> dict[str, Any]:
+    """What `np.random.get_state()` and pickled Generator / RandomState objects need, and nothing else:
+    array reconstruction, ndarray, dtype and its classes (the unpickler checks the type of what it builds),
+    the bit-generator constructors and classes, SeedSequence. None of these has side effects, and each
+    callable here only ever receives the others (or plain data) as arguments."""
+    import numpy
     import numpy.dtypes
+    import numpy.random
+    import numpy.random._pickle as rng_pickle
+    import numpy.random.bit_generator as bit_generator
 
-    return [obj for obj in vars(numpy.dtypes).values() if isinstance(obj, type)]
-
-
-def _import_global(dotted: str) -> Any:
-    module, _, name = dotted.rpartition(".")
-    return getattr(importlib.import_module(module), name)
+    multiarray = getattr(numpy, "_core", None) or numpy.core  # numpy 2 renamed numpy.core
+    reconstruct = multiarray.multiarray._reconstruct
+    allowed: dict[str, Any] = {
+        # Either name, whichever numpy wrote the file.
+        "numpy._core.multiarray._reconstruct": reconstruct,
+        "numpy.core.multiarray._reconstruct": reconstruct,
+        "numpy.ndarray": numpy.ndarray,
+        "numpy.dtype": numpy.dtype,
+        "numpy.random._pickle.__randomstate_ctor": getattr(rng_pickle, "__randomstate_ctor"),
+        "numpy.random._pickle.__bit_generator_ctor": getattr(rng_pickle, "__bit_generator_ctor"),
+        "numpy.random._pickle.__generator_ctor": getattr(rng_pickle, "__generator_ctor"),
+        "numpy.random.mtrand.RandomState": numpy.random.RandomState,
+        "numpy.random.bit_generator.SeedSequence": bit_generator.SeedSequence,
+    }
+    unpickle_seed = getattr(bit_generator, "__pyx_unpickle_SeedSequence", None)
+    if unpickle_seed is not None:
+        allowed["numpy.random.bit_generator.__pyx_unpickle_SeedSequence"] = unpickle_seed
+    for cls in (numpy.random.MT19937, numpy.random.PCG64, numpy.random.Philox, numpy.random.SFC64):
+        allowed[f"{cls.__module__}.{cls.__name__}"] = cls
+    if hasattr(numpy.random, "PCG64DXSM"):
+        allowed["numpy.random._pcg64.PCG64DXSM"] = numpy.random.PCG64DXSM
+    for cls in vars(numpy.dtypes).values():
+        if isinstance(cls, type) and issubclass(cls, numpy.dtype):
+            allowed[f"numpy.dtypes.{cls.__name__}"] = cls
+    return allowed
 
 
 def _sha256(path: Path) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 
 from . import ENGINE_VERSION
-from .checkpoints import LensCheckpoint, read_checkpoint
+from .checkpoints import LensCheckpoint, read_checkpoint, resolve_checkpoint_path
 from .errors import CheckpointError, ModelLoadError
 from .models import (
     KV,
@@ -102,8 +103,43 @@ def load_tokenizer(spec: LensSpec):
         from .demo_base import ensure_demo_base
 
         return _load_tokenizer_from(str(ensure_demo_base()))
-    base = _base_location(spec, read_checkpoint(spec.checkpoint))
-    return _load_tokenizer_from(base)
+    return _load_tokenizer_from(checkpoint_facts(spec).base)
+
+
+@dataclass(frozen=True)
+class CheckpointFacts:
+    """What a web process needs of a lens' checkpoint: the file's hash (for the identity) and the base."""
+
+    path: Path
+    sha256: str
+    base: str
+
+
+# (checkpoint path, base_model) -> ((size, mtime) of the file when read, its facts); one lock per entry.
+_facts: dict[tuple, tuple[tuple, CheckpointFacts]] = {}
+_facts_locks: dict[tuple, threading.Lock] = {}
+_facts_guard = threading.Lock()
+
+
+def checkpoint_facts(spec: LensSpec) -> CheckpointFacts:
+    """Read once per process per checkpoint file (again when it changes): concurrent first submissions wait
+    for one read instead of each unpickling it. A failed read is not remembered; the next call tries again
+    (and raises the CheckpointError again while the file stays broken)."""
+    path = resolve_checkpoint_path(spec.checkpoint)
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    stamp = (info.st_size, info.st_mtime_ns)  # taken before reading: a file replaced meanwhile reads again
+    key = (str(path), spec.base_model)
+    with _facts_guard:
+        lock = _facts_locks.setdefault(key, threading.Lock())
+    with lock:
+        cached = _facts.get(key)
+        if cached is None or cached[0] != stamp:
+            ckpt = read_checkpoint(path)
+            cached = _facts[key] = (stamp, CheckpointFacts(path, ckpt.sha256, _base_location(spec, ckpt)))
+    return cached[1]
 
 
 def load_lens(spec: LensSpec, device: str | None = None, dtype: str | None = None) -> Lens:
@@ -252,11 +288,12 @@ def spec_identity(spec: LensSpec) -> str:
         from .demo_base import ensure_demo_base
 
         return _identity(demo_sha256(), str(ensure_demo_base()), spec.donor_model)
-    ckpt = read_checkpoint(spec.checkpoint)
-    return _identity(ckpt.sha256, _base_location(spec, ckpt), spec.donor_model)
+    facts = checkpoint_facts(spec)  # the file's hash; read once per process, shared with load_tokenizer
+    return _identity(facts.sha256, facts.base, spec.donor_model)
 
 
 _FINGERPRINTS: dict[tuple, str] = {}
+_FINGERPRINT_LOCK = threading.Lock()  # concurrent first submissions hash a model directory once
 
 
 def model_fingerprint(location: str) -> str:
@@ -265,9 +302,10 @@ def model_fingerprint(location: str) -> str:
     if not path.is_dir():
         return f"name:{location}"
     key = (str(path.resolve()), tuple(sorted((f.name, f.stat().st_mtime_ns) for f in path.iterdir())))
-    if key not in _FINGERPRINTS:
-        _FINGERPRINTS[key] = _hash_model_dir(path)
-    return _FINGERPRINTS[key]
+    with _FINGERPRINT_LOCK:
+        if key not in _FINGERPRINTS:
+            _FINGERPRINTS[key] = _hash_model_dir(path)
+        return _FINGERPRINTS[key]
 
 
 def _hash_model_dir(path: Path) -> str:

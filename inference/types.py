@@ -75,6 +75,7 @@ class AnalysisInput:
                 raise InputError(
                     f"the text has {len(self.text):,} characters; the limit is {limits.max_text_chars:,}"
                 )
+            _check_characters(self.text, "the text")
             return self
         if not self.messages:
             raise InputError("the chat has no messages")
@@ -96,6 +97,8 @@ class AnalysisInput:
             raise InputError("every chat message is empty")
         if total > limits.max_text_chars:
             raise InputError(f"the chat has {total:,} characters; the limit is {limits.max_text_chars:,}")
+        for i, message in enumerate(self.messages):
+            _check_characters(message["content"], f"message {i + 1}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -174,15 +177,46 @@ ShouldCancel = Callable[[], bool]
 OnBatch = Callable[[BatchUpdate], None]
 
 
+def _check_characters(text: str, what: str) -> None:
+    """Text every encoder and database can hold. Valid JSON can carry a lone UTF-16 surrogate ("\\ud800"),
+    which no UTF-8 encoder takes; PostgreSQL's text and jsonb refuse NUL."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            f"{what} has an unpaired surrogate (U+{ord(text[exc.start]):04X}) at character {exc.start + 1}, "
+            "which is not a character; send the text as UTF-8"
+        ) from None
+    if "\x00" in text:
+        raise InputError(
+            f"{what} has a NUL character (U+0000) at character {text.index(chr(0)) + 1}; remove it"
+        )
+
+
 def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise OptionError(f"{name} must be a whole number, got {value!r}")
+        raise OptionError(f"{name} must be a whole number, got {_short(value)}")
     if not lo <= value <= hi:
-        raise OptionError(f"{name} must be between {lo} and {hi}, got {value}")
+        raise OptionError(f"{name} must be between {lo} and {hi}, got {_short(value)}")
+
+
+def _finite(value: int | float) -> bool:
+    return isinstance(value, int) or math.isfinite(value)
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """repr for an error message, cut: a value may be thousands of digits long."""
+    text = (
+        repr(value)
+        if not isinstance(value, int) or abs(value) < 10**limit
+        else f"a {len(str(value))}-digit number"
+    )
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _check_float(name: str, value: Any, lo: float, hi: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise OptionError(f"{name} must be a number, got {value!r}")
+    # an int is finite (and may be too large for math.isfinite, which converts it to a float)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
+        raise OptionError(f"{name} must be a number, got {_short(value)}")
     if not lo <= value <= hi:
-        raise OptionError(f"{name} must be between {lo} and {hi}, got {value}")
+        raise OptionError(f"{name} must be between {lo} and {hi}, got {_short(value)}")

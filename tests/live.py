@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.web.conftest import REPO, free_port, require, wait_http
+from tests.web.conftest import REPO, free_port, require, scaled, wait_http
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's; never `playwright install`
 CHROMIUM_ARGS = [
@@ -29,7 +29,8 @@ CHROMIUM_ARGS = [
 def live_server(tmp: Path, *, setup: list[list[str]], ready: str = "/readyz", **env: str) -> Iterator[str]:
     """Migrate a fresh SQLite database in `tmp`, run each `manage.py` command of `setup`, serve on a free
     port until `ready` answers 200 (/readyz: the embedded worker has heart-beaten), yield the base URL, and
-    stop the server with SIGTERM (as an operator would) when done."""
+    stop the server with SIGTERM (as an operator would) when done. Waits are scaled (tests.conftest.scaled);
+    a server that does not come up fails with its log."""
     require(shutil.which(CHROMIUM) is not None, f"{CHROMIUM} is not installed")
     port = free_port()
     environ = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
@@ -43,23 +44,30 @@ def live_server(tmp: Path, *, setup: list[list[str]], ready: str = "/readyz", **
         **env,
     )
     for command in (["migrate", "--noinput", "-v0"], *setup):
-        subprocess.run(
-            [sys.executable, "manage.py", *command], cwd=REPO, env=environ, check=True, capture_output=True
+        done = subprocess.run(
+            [sys.executable, "manage.py", *command], cwd=REPO, env=environ, capture_output=True, text=True
         )
+        assert done.returncode == 0, f"manage.py {' '.join(command)} failed: {done.stderr[-3000:]}"
     log = open(tmp / "serve.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "serve"], cwd=REPO, env=environ, stdout=log, stderr=subprocess.STDOUT
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_http(f"{base}{ready}")
+        try:
+            wait_http(f"{base}{ready}")
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}; serve.log ends:\n{(tmp / 'serve.log').read_text()[-3000:]}"
+            ) from None
         yield base
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=scaled(30))
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
         log.close()
 
 

@@ -8,6 +8,7 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from . import keys
+from .forms import validate_key_name
 from .models import ApiKey
 
 
@@ -15,6 +16,11 @@ class ApiKeyAdminForm(forms.ModelForm):
     class Meta:
         model = ApiKey
         fields = ("user", "name")
+
+    def clean_name(self):
+        name = self.cleaned_data["name"]
+        validate_key_name(name)  # on adding and on renaming: the name goes into log lines
+        return name
 
     def clean(self):
         data = super().clean()

@@ -11,6 +11,7 @@ import hmac
 import logging
 import secrets
 import string
+import unicodedata
 from datetime import timedelta
 
 from django.conf import settings
@@ -29,6 +30,11 @@ SECRET_BYTES = 32
 LAST_USED_RESOLUTION = timedelta(seconds=60)
 # Compared against when no key has the prefix, so that a miss costs what a hit costs.
 _DUMMY_HASH = hashlib.sha256(b"lensweb-no-such-key").hexdigest()
+NAME_MAX_LENGTH = 100
+# Not in a key's name (Unicode categories): control characters (newline, escape), format characters (bidi
+# overrides), line and paragraph separators, surrogates, private use. In a log line or on a page they would
+# start a forged line or disguise the text around them.
+UNPRINTABLE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co"})
 
 
 class KeyLimitError(Exception):
@@ -49,6 +55,18 @@ def split_key(raw: str) -> str | None:
     return prefix
 
 
+def unprintable_in(name: str) -> str | None:
+    """The first character of `name` that a key's name may not hold, or None."""
+    return next((c for c in name if unicodedata.category(c) in UNPRINTABLE_CATEGORIES), None)
+
+
+def clean_name(name) -> str:
+    """The name as stored: unprintable characters become spaces (the forms refuse them; this covers every
+    other caller), the ends stripped, cut to the column's length."""
+    text = "".join(" " if unicodedata.category(c) in UNPRINTABLE_CATEGORIES else c for c in str(name or ""))
+    return text.strip()[:NAME_MAX_LENGTH] or "API key"
+
+
 def _new_key() -> tuple[str, str]:
     prefix = "".join(secrets.choice(PREFIX_ALPHABET) for _ in range(PREFIX_LENGTH))
     return prefix, f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(SECRET_BYTES)}"
@@ -56,7 +74,7 @@ def _new_key() -> tuple[str, str]:
 
 def create_key(user, name: str) -> tuple[ApiKey, str]:
     """A new key for `user`: the row, and the key itself, which nobody can see again after this."""
-    name = (name or "").strip()[:100] or "API key"
+    name = clean_name(name)
     limit = settings.LENSWEB_MAX_API_KEYS_PER_USER
     if limit and ApiKey.objects.filter(user=user, revoked_at__isnull=True).count() >= limit:
         raise KeyLimitError(f"you already have {limit} active API keys; revoke one you no longer use first")
@@ -67,7 +85,7 @@ def create_key(user, name: str) -> tuple[ApiKey, str]:
                 key = ApiKey.objects.create(user=user, name=name, prefix=prefix, hashed=hash_key(raw))
         except IntegrityError:
             continue
-        log.info("API key lw_%s_… (%s) created for user %s", prefix, name, user.pk)
+        log.info("API key lw_%s_… (%r) created for user %s", prefix, name, user.pk)
         return key, raw
     raise RuntimeError("could not find a free API key prefix")
 
@@ -100,5 +118,6 @@ def revoke_key(key: ApiKey) -> ApiKey:
     if key.revoked_at is None:
         ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
         key.refresh_from_db()
-        log.info("API key lw_%s_… (%s) of user %s revoked", key.prefix, key.name, key.user_id)
+        # %r: a name stored before names were cleaned may hold a newline; it must not start a log line
+        log.info("API key lw_%s_… (%r) of user %s revoked", key.prefix, key.name, key.user_id)
     return key

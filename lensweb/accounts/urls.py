@@ -2,12 +2,10 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from . import views
-from .ratelimits import ratelimit_page
+from .ratelimits import login_throttled
 
-# Per client IP, POSTs only: guessing passwords is slow; showing the form is not limited.
-login_view = ratelimit_page(
-    "accounts.login", "ip", "LENSWEB_LOGIN_RATE", method="POST", what="login attempts"
-)(auth_views.LoginView.as_view(redirect_authenticated_user=True))
+# Per client IP and per username, POSTs only (the admin's login shares the counters: lensweb/urls.py).
+login_view = login_throttled(auth_views.LoginView.as_view(redirect_authenticated_user=True))
 
 urlpatterns = [
     path("login/", login_view, name="login"),

@@ -3,10 +3,14 @@ the worker's background consumer on the `lens-inference` channel (doorbells and 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import re
 import time
 from collections import deque
 
+from asgiref.sync import sync_to_async
 from channels.consumer import AsyncConsumer
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -17,10 +21,58 @@ from lensweb.monitoring import requestlog
 from . import fragments, services
 from .models import Analysis
 from .notify import user_group
+from .sessions import check_session, fingerprint
+
+log = logging.getLogger(__name__)
+
+# What the card's cancel form sends (htmx sends the id as text); at most 18 digits: any database's integer.
+JOB_ID = re.compile(r"[0-9]{1,18}")
+MAX_JOB_ID = 10**18
+
+
+def render(function):
+    """Rendering reads no database: off the one thread that every socket's database work shares (a long
+    replay there would hold up other users' handshakes and cancels), and off the event loop."""
+    return sync_to_async(function, thread_sensitive=False)
+
+
+class BadMessage(ValueError):
+    """A socket message that is no valid request: its text is the answer."""
+
+
+def _refuse_constant(name):
+    raise BadMessage("that message was not understood (NaN and Infinity are not JSON)")
+
+
+def check_message(text: str) -> tuple[str, int]:
+    """(action, job id) from a socket message, or BadMessage saying what is wrong. Any JSON within the size
+    limit is safe here: too deep a nesting, odd numbers and non-objects are refused, never raised."""
+    try:
+        message = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise BadMessage("that message is nested too deeply") from None
+    except BadMessage:
+        raise
+    except ValueError:
+        raise BadMessage("that message was not understood") from None
+    if not isinstance(message, dict):
+        raise BadMessage("that message was not understood (a JSON object is expected)")
+    action = message.get("action")
+    if not isinstance(action, str):
+        raise BadMessage("that message names no action")
+    if action != "cancel":
+        raise BadMessage(f"unknown action {action[:40]!r}")
+    job = message.get("job")
+    if isinstance(job, str) and JOB_ID.fullmatch(job):
+        job = int(job)
+    if type(job) is not int or not 0 < job < MAX_JOB_ID:  # bool is an int, and not a job
+        raise BadMessage("a cancel names its analysis by number")
+    return action, job
 
 
 class AnalysisConsumer(AsyncWebsocketConsumer):
-    """`/ws/analyses/`: every message out is HTML for the htmx ws extension (swapped by id)."""
+    """`/ws/analyses/`: every message out is HTML for the htmx ws extension (swapped by id), in messages
+    that fit fragments.SEND_BUDGET. The socket lives as long as its session (sessions.py)."""
 
     async def connect(self):
         user = self.scope.get("user")
@@ -28,6 +80,9 @@ class AnalysisConsumer(AsyncWebsocketConsumer):
             await self.close(code=4401)  # before accept: the handshake is refused
             return
         self.user = user
+        self.session_key = self.scope["session"].session_key
+        self.checked_at = time.monotonic()  # the auth middleware validated the session just now
+        self.ended = False
         self.shown: dict[int, fragments.Shown] = {}
         self.recent = deque()
         self.group = user_group(user.pk)
@@ -35,13 +90,64 @@ class AnalysisConsumer(AsyncWebsocketConsumer):
         # `shown` bookkeeping drops what the replay already carried.
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
-        html, shown = await database_sync_to_async(fragments.render_jobs)(user)
+        jobs, positions = await database_sync_to_async(fragments.load_replay)(user)
+        messages, shown = await render(fragments.render_replay)(jobs, positions)
         self.shown = {s.job_id: s for s in shown}
-        await self.send(text_data=html)
+        await self._send_messages(messages)
+        self.watchdog = asyncio.ensure_future(self._watch_session())
 
     async def disconnect(self, code):
+        if hasattr(self, "watchdog"):
+            self.watchdog.cancel()
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def _send_messages(self, messages: list[str]):
+        for text in messages:
+            if not self.ended:
+                # daphne sends UTF-8: a lone surrogate from stored text would fail the whole send
+                await self.send(text_data=text.encode("utf-8", "replace").decode("utf-8"))
+
+    async def _send_html(self, fragment_list: list[str]):
+        await self._send_messages(fragments.pack(fragment_list))
+
+    # --- the session --------------------------------------------------------------------------------------
+
+    async def _session_valid(self, *, now: bool = False) -> bool:
+        """Whether this socket may still act for its user; closes it (4401) when not. Unless `now`, a check
+        younger than LENSWEB_WS_SESSION_CHECK_SECONDS stands, so a stream of rows costs no query each."""
+        if self.ended:
+            return False
+        if not now and time.monotonic() - self.checked_at < settings.LENSWEB_WS_SESSION_CHECK_SECONDS:
+            return True
+        valid = await database_sync_to_async(check_session)(self.session_key, self.user.pk)
+        self.checked_at = time.monotonic()
+        if not valid:
+            await self._end("the session ended")
+        return valid
+
+    async def _end(self, why: str):
+        if self.ended:
+            return
+        self.ended = True
+        log.info("closing a socket of user %s: %s", self.user.pk, why)
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+        await self.close(code=4401)
+
+    async def _watch_session(self):
+        """An idle socket re-validates too: a lost `session.check` must not leave it open for good."""
+        while not self.ended:
+            await asyncio.sleep(settings.LENSWEB_WS_IDLE_CHECK_SECONDS)
+            try:
+                await self._session_valid(now=True)
+            except Exception:  # a database hiccup: try again next time, never kill the socket for it
+                log.exception("could not re-validate a socket's session")
+
+    async def session_check(self, event):
+        if event.get("ended") and event["ended"] == fingerprint(self.session_key):
+            await self._end("logged out")
+        else:
+            await self._session_valid(now=True)
 
     # --- from the browser ---------------------------------------------------------------------------
 
@@ -49,15 +155,20 @@ class AnalysisConsumer(AsyncWebsocketConsumer):
         now = time.monotonic()
         while self.recent and now - self.recent[0] > 60:
             self.recent.popleft()
+        if len(self.recent) >= settings.LENSWEB_WS_MAX_MESSAGES_PER_MINUTE:
+            return True  # not counted: a flood must not grow the window
         self.recent.append(now)
-        return len(self.recent) > settings.LENSWEB_WS_MAX_MESSAGES_PER_MINUTE
+        return False
 
     async def _say(self, text: str, level: str = "error"):
-        await self.send(text_data=fragments.render_socket_message(text, level))
+        await self._send_messages([fragments.render_socket_message(text, level)])
 
     async def receive(self, text_data=None, bytes_data=None):
+        if self.ended:
+            return
         raw = text_data if text_data is not None else bytes_data
-        if raw is None or len(raw) > settings.LENSWEB_WS_MAX_MESSAGE_BYTES:
+        if raw is not None and len(raw) > settings.LENSWEB_WS_MAX_MESSAGE_BYTES:
+            # Over the size limit is no request at all: said, and closed as WebSocket's "message too big".
             await self._say("that message was too large and was ignored")
             await self.close(code=1009)
             return
@@ -65,14 +176,17 @@ class AnalysisConsumer(AsyncWebsocketConsumer):
             await self._say("too many messages; slow down")
             return
         try:
-            message = json.loads(raw)
-            action, job_id = message.get("action"), int(message.get("job"))
-        except (ValueError, TypeError, AttributeError):
-            await self._say("that message was not understood")
+            if text_data is None:
+                raise BadMessage("binary messages are not accepted; send JSON text")
+            _action, job_id = check_message(text_data)
+        except BadMessage as exc:
+            await self._say(str(exc))
             return
-        if action != "cancel":
-            await self._say(f"unknown action {action!r}")
+        if not await self._session_valid(now=True):
             return
+        await self._cancel(job_id)
+
+    async def _cancel(self, job_id: int):
         log_cancel = database_sync_to_async(requestlog.record)
         try:
             job = await database_sync_to_async(services.do_cancel)(self.user, job_id)
@@ -102,19 +216,23 @@ class AnalysisConsumer(AsyncWebsocketConsumer):
             f"analysis #{job.pk}: {'cancel requested' if job.status == 'running' else job.status}", "info"
         )
 
-    # --- from the owner's group ------------------------------------------------------------------------
+    # --- from the owner's group: forwarded while the session is valid --------------------------------------
 
     async def _add_card(self, job_id: int):
-        html, shown = await database_sync_to_async(fragments.render_new_card)(self.user, job_id)
-        if shown is not None:
-            self.shown[job_id] = shown
-            await self.send(text_data=html)
+        job, position = await database_sync_to_async(fragments.load_card)(self.user, job_id)
+        if job is not None:
+            messages, self.shown[job_id] = await render(fragments.render_new_card)(job, position)
+            await self._send_messages(messages)
 
     async def analysis_created(self, event):
+        if not await self._session_valid():
+            return
         if event["job"] not in self.shown:
             await self._add_card(event["job"])
 
     async def analysis_state(self, event):
+        if not await self._session_valid():
+            return
         shown = self.shown.get(event["job"])
         if shown is None:
             await self._add_card(event["job"])
@@ -122,24 +240,37 @@ class AnalysisConsumer(AsyncWebsocketConsumer):
         if shown.final or (event["done"] < shown.done and not event["final"]):
             return  # older than what this page shows already
         shown.done, shown.final = event["done"], event["final"]
-        await self.send(text_data=event["html"])
+        await self._send_html([event["html"]])
 
     async def analysis_rows(self, event):
-        shown = self.shown.get(event["job"])
-        if shown is None:  # a card this page lacks: send it whole, rows so far included
-            await self._add_card(event["job"])
+        if not await self._session_valid():
             return
-        fresh = [html for position, html in event["rows"] if position not in shown.positions]
-        shown.positions.update(position for position, _ in event["rows"])
-        parts = [fragments.wrap_rows(event["job"], fresh)] if fresh else []
+        job_id = event["job"]
+        shown = self.shown.get(job_id)
+        if shown is None:  # a card this page lacks: send it whole, first rows included
+            await self._add_card(job_id)
+            return
+        fresh = []
+        for position, html in event["rows"]:
+            # Past the card's cap a row is only counted (progress, "more rows"): the results page has it.
+            if position not in shown.positions and len(shown.positions) < fragments.live_card_rows():
+                shown.positions.add(position)
+                fresh.append(html)
+        parts = fragments.wrap_rows_chunks(job_id, fresh) if fresh else []
         if event["done"] >= shown.done and not shown.final:
             shown.done = event["done"]
             parts.append(event["progress"])
+        more = max(0, shown.done - len(shown.positions))
+        if more != shown.more:
+            shown.more = more
+            parts.append(fragments.render_more(job_id, more))
         if parts:
-            await self.send(text_data="".join(parts))
+            await self._send_html(parts)
 
     async def analysis_queue(self, event):
-        await self.send(text_data=event["html"])
+        if not await self._session_valid():
+            return
+        await self._send_html([event["html"]])
 
 
 class LensWorkerConsumer(AsyncConsumer):

@@ -46,6 +46,7 @@ class InferenceEngine:
         self._lock = threading.Lock()
         self._registry = None  # (the LENSWEB_LENS_REGISTRY it was read from, LensRegistry)
         self._tokenizers: dict[Any, tuple[tuple, Any]] = {}  # spec -> (its files' stamp, tokenizer)
+        self._tokenizer_locks: dict[Any, threading.Lock] = {}  # spec -> the lock its tokenizer loads under
 
     def registry(self):
         """The registry LENSWEB_LENS_REGISTRY names; read again only when that variable changes."""
@@ -73,18 +74,18 @@ class InferenceEngine:
 
     def tokenizer(self, spec):
         """Cached per lens while its files are unchanged (a replaced or broken checkpoint is read again,
-        so the error shows here, before a worker lets go of the lens it holds)."""
+        so the error shows here, before a worker lets go of the lens it holds). Loaded once: concurrent
+        first submissions for a lens wait on its lock for the one load."""
         stamp = _files_stamp(spec)
         with self._lock:
+            lock = self._tokenizer_locks.setdefault(spec, threading.Lock())
+        with lock:
             cached = self._tokenizers.get(spec)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        from inference.lens import load_tokenizer
+            if cached is None or cached[0] != stamp:
+                from inference.lens import load_tokenizer
 
-        tok = load_tokenizer(spec)
-        with self._lock:
-            self._tokenizers[spec] = (stamp, tok)
-        return tok
+                cached = self._tokenizers[spec] = (stamp, load_tokenizer(spec))
+        return cached[1]
 
     def prepare(self, spec, inp, options, limits):
         from inference.analysis import prepare_input

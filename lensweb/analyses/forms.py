@@ -11,6 +11,9 @@ from django.core.validators import MaxValueValidator
 from inference.types import AnalysisOptions
 
 DEFAULTS = AnalysisOptions()
+# A submission nests three deep ({"messages": [{"role": …}]}); anything much deeper is refused before use:
+# a deep value's repr or re-encoding would exhaust the recursion limit (a 500) wherever it goes next.
+MAX_JSON_DEPTH = 10
 
 
 class InputFormat:
@@ -24,10 +27,39 @@ class InputFormat:
     ]
 
 
+class JSONTooDeep(ValueError):
+    pass
+
+
+def too_deep(value, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether lists and objects nest more than `limit` deep (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
+def load_json(raw, limit: int = MAX_JSON_DEPTH):
+    """json.loads, refusing values nested more than `limit` deep with JSONTooDeep (a ValueError), also those
+    too deep for the parser itself (which raises RecursionError)."""
+    too_deep_error = JSONTooDeep(f"it nests lists or objects more than {limit} deep")
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise too_deep_error from None
+    if too_deep(value, limit):
+        raise too_deep_error
+    return value
+
+
 def parse_chat(text: str) -> list | None:
     """The messages if `text` is a JSON list of {role, content} objects, else None."""
     try:
-        value = json.loads(text)
+        value = load_json(text)
     except (TypeError, ValueError):
         return None
     if isinstance(value, list) and value and all(isinstance(m, dict) and "role" in m for m in value):

@@ -67,6 +67,12 @@ def job_rows(job, rows: list[dict]) -> None:
     )
 
 
+def session_check(user_id: int, ended: str = "") -> None:
+    """Every socket of the user re-validates its session; the one whose session fingerprint is `ended`
+    (a logout) closes without asking."""
+    _group_send(user_group(user_id), {"type": "session.check", "ended": ended})
+
+
 def queue_moved() -> None:
     """Every queued job's position, to its owner, whenever the queue moves."""
     from .models import Analysis

@@ -43,6 +43,17 @@ class SubmissionError(Exception):
         self.field = field
 
 
+class LensUnavailable(SubmissionError):
+    """The lens' files cannot be read right now: the server's fault, not the input's. The page says so
+    above the form and the API answers 503; the details (paths, torch's text) go to the server log only."""
+
+    retry_after = 60  # seconds: an operator has to fix or replace the lens' files
+
+    def __init__(self, lens_id: str):
+        super().__init__(f"the lens {lens_id} is unavailable right now; the operator has been told")
+        self.lens_id = lens_id
+
+
 def limits() -> Limits:
     return Limits(
         max_text_chars=settings.LENSWEB_MAX_TEXT_CHARS,
@@ -90,8 +101,9 @@ def check_prepared_submission(lens_id: str | None, input_data: dict, options_dat
         raise SubmissionError(str(exc), "text") from exc
     except OptionError as exc:
         raise SubmissionError(str(exc), _option_field(exc)) from exc
-    except LensError as exc:
-        raise SubmissionError(f"the lens cannot read this input: {exc}") from exc
+    except (LensError, OSError) as exc:  # its checkpoint or model files: logged, not shown
+        log.error("lens %s is unavailable: %s", spec.id, exc, exc_info=True)
+        raise LensUnavailable(spec.id) from None
     if not prepared.positions:
         raise SubmissionError("there are no positions to analyse in this input", "text")
     return spec, inp, options, prepared
@@ -132,6 +144,8 @@ def do_submit(
 
             check_capacity(user)
             check_daily_positions(user, total)
+        elif limited:  # but its rows are copied for the user: capped per day (a refusal undoes the hit count)
+            result_cache.check_daily_cached_positions(user, total)
         job = Analysis.objects.create(
             owner=user,
             lens_id=spec.id,
@@ -149,25 +163,28 @@ def do_submit(
 
 def claim_next_job(worker: WorkerRecord) -> Analysis | None:
     """Take the first job in fair order. The conditional UPDATE is the lock: of several workers racing
-    for one job exactly one sees rowcount 1 (PostgreSQL re-checks the WHERE after the row lock)."""
+    for one job exactly one sees rowcount 1 (PostgreSQL re-checks the WHERE after the row lock). The claim
+    counts an attempt (a crash cannot report itself); a graceful hand-back gives it back (do_requeue_job).
+    One transaction: a database that fails between the claim and reading the job back undoes the claim."""
     for job_id in fair_queue():
         now = timezone.now()
-        claimed = Analysis.objects.filter(id=job_id, status=Status.QUEUED, cancel_requested=False).update(
-            status=Status.RUNNING,
-            worker=worker,
-            heartbeat_at=now,
-            attempt_started_at=now,
-            started_at=Coalesce(F("started_at"), Value(now)),
-            attempts=F("attempts") + 1,
-            attempt_base=F("progress_done"),
-        )
-        if claimed:
-            WorkerRecord.objects.filter(pk=worker.pk).update(
-                state=WorkerRecord.State.BUSY, last_heartbeat=now
+        with transaction.atomic():
+            claimed = Analysis.objects.filter(id=job_id, status=Status.QUEUED, cancel_requested=False).update(
+                status=Status.RUNNING,
+                worker=worker,
+                heartbeat_at=now,
+                attempt_started_at=now,
+                started_at=Coalesce(F("started_at"), Value(now)),
+                attempts=F("attempts") + 1,
+                attempt_base=F("progress_done"),
             )
-            job = Analysis.objects.get(pk=job_id)
-            transaction.on_commit(lambda job=job: (notify.job_state(job), notify.queue_moved()))
-            return job
+            if claimed:
+                WorkerRecord.objects.filter(pk=worker.pk).update(
+                    state=WorkerRecord.State.BUSY, last_heartbeat=now
+                )
+                job = Analysis.objects.get(pk=job_id)
+                transaction.on_commit(lambda job=job: (notify.job_state(job), notify.queue_moved()))
+                return job
     return None
 
 
@@ -278,13 +295,26 @@ def do_fail_job(job_id: int, worker_id: int, error: str) -> bool:
     return do_finish_job(job_id, worker_id, Status.FAILED, error=error)
 
 
-def do_requeue_job(job_id: int, worker_id: int) -> bool:
-    """A stopping worker hands its job back; the rows stay and the next worker resumes after them."""
+def do_requeue_job(job_id: int, worker_id: int, error: str = "") -> bool:
+    """A worker hands its job back; the rows stay and the next worker resumes after them.
+
+    Without `error` it is stopping (SIGTERM): graceful, so the attempt its claim counted is given back and
+    `attempts` counts only crashes and errors. With `error` (the database failed mid-job) the attempt stays
+    counted, and a job that has used up its attempts fails instead of going round for ever."""
     if is_cancel_requested(job_id):
         return do_finish_job(job_id, worker_id, Status.CANCELLED)
-    requeued = Analysis.objects.filter(pk=job_id, worker_id=worker_id, status=Status.RUNNING).update(
-        status=Status.QUEUED, worker=None, heartbeat_at=None
-    )
+    mine = Analysis.objects.filter(pk=job_id, worker_id=worker_id, status=Status.RUNNING)
+    if error:
+        attempts = mine.values_list("attempts", flat=True).first()
+        if attempts is not None and attempts >= settings.LENSWEB_MAX_ATTEMPTS:
+            return do_fail_job(
+                job_id,
+                worker_id,
+                f"the database failed {attempts} times while running this analysis; giving up "
+                f"(last error: {error})",
+            )
+    given_back = {} if error else {"attempts": F("attempts") - 1}
+    requeued = mine.update(status=Status.QUEUED, worker=None, heartbeat_at=None, **given_back)
     if requeued:
         job = Analysis.objects.get(pk=job_id)
         transaction.on_commit(lambda: (notify.job_state(job), ring_doorbell(), notify.queue_moved()))
@@ -365,6 +395,12 @@ def worker_heartbeat(
         return False
     Analysis.objects.filter(pk=job_id, worker_id=worker_id, status=Status.RUNNING).update(heartbeat_at=now)
     return is_cancel_requested(job_id)
+
+
+def worker_listens_on(worker_id: int, channel_name: str) -> None:
+    """The worker's own channel changed (its consumer restarted after the channel layer failed): doorbells
+    and cancels go to the new one."""
+    WorkerRecord.objects.filter(pk=worker_id).update(channel_name=channel_name)
 
 
 def worker_stopped(worker_id: int) -> None:

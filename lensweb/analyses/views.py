@@ -63,7 +63,7 @@ def submit(request):
             )
         except services.SubmissionError as exc:
             form.add_error(exc.field if exc.field in form.fields else None, exc.message)
-            requestlog.note(outcome="refused", reason=f"invalid_{exc.field}" if exc.field else "capacity")
+            requestlog.note(outcome="refused", reason=_refusal_reason(exc))
     if not _is_htmx(request):
         if submitted:
             return redirect("analyses:index")
@@ -72,6 +72,12 @@ def submit(request):
         return render(request, "analyses/index.html", context, status=400)
     # 200 even with errors: htmx swaps only 2xx. Values stay for the next variation; the card comes over the socket.
     return render(request, "analyses/partials/analysis-form.html", _form_context(form, submitted))
+
+
+def _refusal_reason(exc: services.SubmissionError) -> str:
+    if isinstance(exc, services.LensUnavailable):
+        return "lens_unavailable"
+    return f"invalid_{exc.field}" if exc.field else "capacity"
 
 
 def _get_job_for_user(request, job_id) -> Analysis:

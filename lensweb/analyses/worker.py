@@ -4,6 +4,11 @@ It polls the queue (doorbells only cut latency), claims jobs in fair order, runs
 so that cancel and doorbell messages keep arriving, persists each batch before announcing it, heartbeats,
 and re-queues jobs whose worker went silent. Stopping (SIGTERM) finishes the current batch, hands the
 rest of the job back to the queue and exits. Lenses load lazily, on the first job that needs one.
+
+Outages: a database error while running a job (SQLite "database is locked", a PostgreSQL restart) hands
+the job back to the queue, where it resumes after its persisted rows; only engine errors fail a job. A
+channel layer (Redis) that fails does not stop the worker: it goes on polling the database and listens
+again with backoff.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.worker import Worker
 from django.conf import settings
-from django.db import close_old_connections, connections
+from django.db import InterfaceError, OperationalError, close_old_connections, connections
 
 from inference.errors import LensError
 from inference.types import AnalysisInput, AnalysisOptions
@@ -34,12 +39,40 @@ from .notify import WORKER_CHANNEL
 
 log = logging.getLogger("lensweb.worker")
 
+# The database is away for a moment (locked, restarting, a dropped connection): not the job's fault.
+DATABASE_AWAY = (OperationalError, InterfaceError)
+# Listening on the channel layer again after it failed: first and longest wait, and how long a probe of
+# the layer may take (seconds).
+LISTEN_RETRY_FIRST, LISTEN_RETRY_MAX, LISTEN_PROBE_TIMEOUT = 1.0, 15.0, 5.0
+
+
+def retry_while_database_away(action, what: str, give_up_after: float, stop=lambda: False):
+    """action(), retried with backoff while the database is away; None once `give_up_after` seconds have
+    passed (or `stop()` says so) without success. Each try starts on a fresh connection."""
+    deadline = time.monotonic() + give_up_after
+    delay = 0.2
+    while True:
+        try:
+            return action()
+        except DATABASE_AWAY as exc:
+            if time.monotonic() + delay > deadline or stop():
+                log.error("could not %s: the database is still away (%s); giving up", what, exc)
+                return None
+            log.warning("could not %s (%s); trying again in %.1f s", what, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            # Only after a failure: a broken connection is never reused (a good one, e.g. a test's open
+            # transaction, is left alone).
+            connections.close_all()
+
 
 def memory_in_use() -> int | None:
     """Device memory when a GPU holds the lens, else this process' resident set."""
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        return int(torch.cuda.memory_allocated())
+    # torch may be half-imported by the job thread while the heartbeat asks: `cuda` is then not there yet.
+    cuda = getattr(sys.modules.get("torch"), "cuda", None)
+    with contextlib.suppress(AttributeError):
+        if cuda is not None and cuda.is_available() and cuda.is_initialized():
+            return int(cuda.memory_allocated())
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -66,7 +99,18 @@ class LensWorker:
         if self._task is None:
             self.channel_name = channel_name
             self._task = asyncio.get_running_loop().create_task(self.run(), name="lens-worker")
+        elif channel_name and channel_name != self.channel_name:
+            # The consumer restarted after the channel layer failed, on a new channel of its own.
+            self.channel_name = channel_name
+            if self.record is not None:
+                asyncio.get_running_loop().create_task(self._record_channel(channel_name))
         return self._task
+
+    async def _record_channel(self, channel_name: str) -> None:
+        try:
+            await database_sync_to_async(services.worker_listens_on)(self.record.pk, channel_name)
+        except Exception:  # doorbells only cut latency: the worker polls regardless
+            log.exception("could not record the worker's new channel")
 
     def ring(self) -> None:
         self._wake.set()
@@ -100,7 +144,10 @@ class LensWorker:
                     self._wake.clear()
                     try:
                         worked = await self.step()
-                    except Exception:  # the database may be away for a moment: keep serving
+                    except DATABASE_AWAY as exc:  # away for a moment: keep serving
+                        log.warning("worker step: the database is away (%s); polling again", exc)
+                        worked = False
+                    except Exception:
                         log.exception("worker step failed; retrying after the poll interval")
                         worked = False
                     if not worked and not self._stopping:
@@ -108,7 +155,10 @@ class LensWorker:
                             await asyncio.wait_for(self._wake.wait(), settings.LENSWEB_POLL_INTERVAL)
             finally:
                 heartbeat.cancel()
-                await database_sync_to_async(services.worker_stopped)(self.record.pk)
+                try:
+                    await database_sync_to_async(services.worker_stopped)(self.record.pk)
+                except DATABASE_AWAY as exc:  # its record goes "lost" once stale
+                    log.warning("could not record that the worker stopped: %s", exc)
                 log.info("worker %s stopped", self.record.name)
         finally:
             self.finished.set()
@@ -125,7 +175,7 @@ class LensWorker:
 
         try:
             return process_one_generation(
-                self.record, lambda lens_id: self._load(self.engine.get_spec(lens_id))
+                self.record, lambda lens_id: self._load(self.engine.get_spec(lens_id)), lambda: self._stopping
             )
         finally:
             connections.close_all()
@@ -165,15 +215,32 @@ class LensWorker:
     # --- one job, in a worker thread ---------------------------------------------------------------------
 
     def _execute(self, job: Analysis) -> None:
+        worker_id = self.record.pk
         try:
             self._run_job(job)
         except LensError as exc:
-            services.do_fail_job(job.pk, self.record.pk, str(exc))
+            error = str(exc)
+            self._write_outcome(job.pk, "fail", lambda: services.do_fail_job(job.pk, worker_id, error))
+        except DATABASE_AWAY as exc:
+            # Not the job's fault: back to the queue, to resume after its persisted rows. The attempt counts.
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning("analysis %s: database error (%s); handing it back to the queue", job.pk, error)
+            self._write_outcome(
+                job.pk, "hand back", lambda: services.do_requeue_job(job.pk, worker_id, error=error)
+            )
         except Exception as exc:
             log.exception("analysis %s failed", job.pk)
-            services.do_fail_job(job.pk, self.record.pk, f"internal error ({type(exc).__name__}): {exc}")
+            error = f"internal error ({type(exc).__name__}): {exc}"
+            self._write_outcome(job.pk, "fail", lambda: services.do_fail_job(job.pk, worker_id, error))
         finally:
             connections.close_all()  # this pool thread's connections; the next job opens fresh ones
+
+    def _write_outcome(self, job_id: int, what: str, action) -> None:
+        """Write how a job ended, retrying while the database is away. Past LENSWEB_STALE_AFTER (or when
+        stopping) the job is left running without a heartbeat: the stale rule re-queues it."""
+        retry_while_database_away(
+            action, f"{what} analysis {job_id}", settings.LENSWEB_STALE_AFTER, lambda: self._stopping
+        )
 
     def _load(self, spec):
         if self._lens is None or self._lens[0] != spec.id:
@@ -229,7 +296,7 @@ class LensWorker:
         elif status == "done":
             services.do_finish_job(job.pk, worker_id, Analysis.Status.DONE, timings=timings)
         elif self._stopping:
-            services.do_requeue_job(job.pk, worker_id)
+            services.do_requeue_job(job.pk, worker_id)  # graceful: the attempt is given back
         # else: the job was taken from this worker (re-queued as stale); its new worker carries on.
 
 
@@ -248,33 +315,79 @@ def get_worker() -> LensWorker:
 class LensChannelWorker(Worker):
     """channels' Worker, plus: it starts the lens worker at once (channels would create the background
     consumer only when a first message arrives), optionally stops it on SIGTERM/SIGINT, and returns when
-    the lens worker has stopped."""
+    the lens worker has stopped. The channel layer failing (Redis down) does not stop it: doorbells only
+    cut latency, so the lens worker goes on claiming from the database while this listens again, with
+    backoff, until the layer answers."""
 
     def __init__(self, *args, install_signal_handlers=True, **kwargs):
         super().__init__(*args, **kwargs)
         self.install_signal_handlers = install_signal_handlers
 
     async def handle(self):
-        listening = asyncio.ensure_future(super().handle())
         if WORKER_CHANNEL not in self.channels:
-            await listening
+            await super().handle()
             return
         lens_worker = get_worker()
         if self.install_signal_handlers:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, lens_worker.request_stop)
+        finished = asyncio.ensure_future(lens_worker.finished.wait())
+        try:
+            await self._listen_until(finished)
+        finally:
+            for scope_id in list(self.application_instances):
+                self.delete_application_instance(scope_id)
+
+    async def _listen_until(self, finished: asyncio.Future) -> None:
+        loop = asyncio.get_running_loop()
+        delay, fresh = LISTEN_RETRY_FIRST, False
+        while True:
+            self._start_consumer(fresh)
+            since, fresh = loop.time(), True
+            listening = asyncio.ensure_future(super().handle())
+            await asyncio.wait([listening, finished], return_when=asyncio.FIRST_COMPLETED)
+            if finished.done():
+                listening.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await listening
+                return
+            error = listening.exception() if not listening.cancelled() else None
+            if loop.time() - since > LISTEN_RETRY_MAX:
+                delay = LISTEN_RETRY_FIRST  # it had been listening a while: a new outage
+            log.warning(
+                "the channel layer failed (%s: %s); the worker goes on polling the database, and listens "
+                "again once the layer answers",
+                type(error).__name__,
+                error,
+            )
+            while True:
+                await asyncio.wait([finished], timeout=delay)
+                if finished.done():
+                    return
+                delay = min(delay * 2, LISTEN_RETRY_MAX)
+                if await self._layer_answers():
+                    break
+            log.warning("the channel layer answers again; listening")
+
+    async def _layer_answers(self) -> bool:
+        """One round trip that changes nothing: take a channel no one uses out of a group no one uses."""
+        try:
+            await asyncio.wait_for(
+                self.channel_layer.group_discard("lensweb.probe", "lensweb.probe!none"), LISTEN_PROBE_TIMEOUT
+            )
+        except Exception:
+            return False
+        return True
+
+    def _start_consumer(self, fresh: bool) -> None:
+        """The lens worker's consumer: it starts the worker, and listens on its own channel (cancels and
+        doorbells for this worker). After the layer failed, a fresh one (on a new channel) replaces it,
+        dead or not."""
+        details = self.application_instances.get(WORKER_CHANNEL)
+        if details is not None and (fresh or details["future"].done()):
+            if details["future"].done() and not details["future"].cancelled():
+                log.debug("the worker's consumer ended: %r", details["future"].exception())
+            self.delete_application_instance(WORKER_CHANNEL)
         scope = {"type": "channel", "channel": WORKER_CHANNEL}
         self.get_or_create_application_instance(WORKER_CHANNEL, scope).put_nowait({"type": "worker.start"})
-        finished = asyncio.ensure_future(lens_worker.finished.wait())
-        await asyncio.wait([listening, finished], return_when=asyncio.FIRST_COMPLETED)
-        if listening.done() and not finished.done():
-            lens_worker.request_stop()  # the channel layer failed: hand the job back before exiting
-            await finished
-        listening.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await listening
-        for scope_id in list(self.application_instances):
-            self.delete_application_instance(scope_id)
-        if listening.done() and not listening.cancelled() and listening.exception():
-            raise listening.exception()

@@ -76,7 +76,9 @@ def api_view(methods: tuple[str, ...], *, authenticated: bool = True):
             except ApiError as exc:
                 return exc.response()
             except Exception:
-                log.exception("API %s %s failed", request.method, request.path)
+                log.exception(
+                    "API %s %r failed", request.method, request.path
+                )  # %r: a path cannot forge a line
                 return ApiError(
                     500, "internal_error", "something went wrong on our side; it is logged"
                 ).response()

@@ -50,6 +50,7 @@ SCHEMAS: dict = {
                             "quota_exceeded",
                             "queue_full",
                             "no_worker",
+                            "lens_unavailable",
                             "lenses_unavailable",
                             "internal_error",
                         ],
@@ -328,7 +329,10 @@ RESPONSES = {
         "rate limit (`rate_limited`), daily quota (`quota_exceeded`) or full queue (`queue_full`)",
         RETRY_AFTER,
     ),
-    "Unavailable": _error("no live worker can take the job now (`no_worker`)", RETRY_AFTER),
+    "Unavailable": _error(
+        "no live worker can take the job now (`no_worker`), or the lens' files cannot be read (`lens_unavailable`)",
+        RETRY_AFTER,
+    ),
     "InternalError": _error("an unexpected error; it is logged"),
 }
 

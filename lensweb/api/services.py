@@ -14,13 +14,13 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from inference.errors import InputError, OptionError, UnknownLensError
+from inference.errors import InputError, LensError, OptionError, UnknownLensError
 from inference.types import AnalysisInput, AnalysisOptions, GenerationOptions
 from lensweb.accounts.quotas import check_daily_generation_tokens
 from lensweb.analyses import services as analyses
 from lensweb.analyses.engine import get_engine
 from lensweb.analyses.models import WorkerRecord
-from lensweb.analyses.services import SubmissionError
+from lensweb.analyses.services import LensUnavailable, SubmissionError
 
 from .models import Generation
 
@@ -67,6 +67,9 @@ def check_generation_submission(lens_id: str | None, input_data: dict, options_d
         engine.prepare(spec, inp, AnalysisOptions(), bounds)
     except InputError as exc:
         raise SubmissionError(str(exc), "messages" if inp.is_chat else "text") from exc
+    except (LensError, OSError) as exc:  # its checkpoint or model files: logged, not shown
+        log.error("lens %s is unavailable: %s", spec.id, exc, exc_info=True)
+        raise LensUnavailable(spec.id) from None
     return spec, inp, options
 
 

@@ -5,8 +5,6 @@ Each view: @api_view (key, limits, methods, JSON errors) → parse → a service
 
 from __future__ import annotations
 
-import json
-
 from django.conf import settings
 from django.http import JsonResponse
 
@@ -14,8 +12,9 @@ from lensweb.accounts.quotas import QuotaExceeded, check_daily_positions
 from lensweb.accounts.ratelimits import retry_after
 from lensweb.analyses import services as analyses
 from lensweb.analyses.engine import get_engine
+from lensweb.analyses.forms import JSONTooDeep, load_json
 from lensweb.analyses.models import Analysis
-from lensweb.analyses.services import SubmissionError
+from lensweb.analyses.services import LensUnavailable, SubmissionError
 from lensweb.cache import services as result_cache
 
 from . import openapi, serializers
@@ -51,7 +50,9 @@ def read_json(request) -> dict:
     if len(raw) > limit:
         raise too_large
     try:
-        data = json.loads(raw)
+        data = load_json(raw)
+    except JSONTooDeep as exc:
+        raise bad_request(f"the body is refused: {exc}", code="invalid_body") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad_request(f"the body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(data, dict):
@@ -95,7 +96,9 @@ def parse_submission(body: dict, allowed: set[str]) -> tuple[str | None, dict, d
 
 
 def submission_error(exc: SubmissionError, is_chat: bool, option_fields) -> ApiError:
-    """A 400 with the engine's own error code and the field it concerns."""
+    """A 400 with the engine's own error code and the field it concerns (a 503 if the lens is at fault)."""
+    if isinstance(exc, LensUnavailable):
+        return lens_unavailable(exc)
     field = exc.field
     code = getattr(exc.__cause__, "code", None)
     if code not in ("invalid_input", "invalid_option", "unknown_lens"):
@@ -126,7 +129,14 @@ def check_worker_available() -> None:
         )
 
 
+def lens_unavailable(exc: LensUnavailable) -> ApiError:
+    """The server's files, not the request: a 503 without details (they are in the server log)."""
+    return ApiError(503, "lens_unavailable", exc.message, retry_after=exc.retry_after)
+
+
 def capacity_error(exc: SubmissionError) -> ApiError:
+    if isinstance(exc, LensUnavailable):
+        return lens_unavailable(exc)
     if isinstance(exc, QuotaExceeded):
         return rate_limited(exc.retry_after, exc.message, code="quota_exceeded")
     return rate_limited(BUSY_RETRY_AFTER, exc.message, code="queue_full")
@@ -154,9 +164,12 @@ def analyses_collection(request):
     except SubmissionError as exc:
         raise submission_error(exc, "messages" in input_data, analyses.OPTION_FIELDS) from None
     cached = result_cache.peek(result_cache.key_for(spec, prepared, options))
+    positions = len(prepared.positions)
     try:
-        check_daily_positions(request.user, len(prepared.positions))
-        if not cached:  # a cache hit takes no place in the queue and needs no worker
+        if cached:  # a hit takes no place in the queue, needs no worker and costs no compute quota
+            result_cache.check_daily_cached_positions(request.user, positions)
+        else:
+            check_daily_positions(request.user, positions)
             analyses.check_capacity(request.user)
     except SubmissionError as exc:
         raise capacity_error(exc) from None

@@ -15,6 +15,8 @@ class CachedResultAdmin(admin.ModelAdmin):
     list_display = (
         "short_key",
         "lens_id",
+        "device",
+        "dtype",
         "engine_version",
         "n_tokens",
         "stored_size",
@@ -23,7 +25,7 @@ class CachedResultAdmin(admin.ModelAdmin):
         "created_at",
         "last_hit_at",
     )
-    list_filter = ("lens_id", "engine_version", "created_at")
+    list_filter = ("lens_id", "device", "dtype", "engine_version", "created_at")
     search_fields = ("=key", "lens_id", "lens_identity")
     ordering = ("-hits", "-created_at")
     date_hierarchy = "created_at"

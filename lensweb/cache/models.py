@@ -18,6 +18,9 @@ class CachedResult(models.Model):
     key = models.CharField(max_length=64, unique=True)  # inference.cachekey.result_key
     lens_id = models.CharField(max_length=100, db_index=True)
     lens_identity = models.CharField(max_length=64)  # content hash of checkpoint and models, not a path
+    # Where it was computed (bf16 on CUDA and float32 on CPU differ): part of the key, shown to admins.
+    device = models.CharField(max_length=20, blank=True)  # the device type: cpu, cuda
+    dtype = models.CharField(max_length=20, blank=True)
     engine_version = models.CharField(max_length=20, db_index=True)
     options = models.JSONField()
     n_tokens = models.PositiveIntegerField()
@@ -56,6 +59,8 @@ class CacheLink(models.Model):
     key = models.CharField(max_length=64, db_index=True)
     lens_identity = models.CharField(max_length=64)
     engine_version = models.CharField(max_length=20)  # the web process' version, which the key names
+    device = models.CharField(max_length=20, blank=True)  # the placement the key names (cachekey.placement)
+    dtype = models.CharField(max_length=20, blank=True)
     n_tokens = models.PositiveIntegerField()
     leader = models.ForeignKey(
         Analysis, null=True, blank=True, on_delete=models.SET_NULL, related_name="cache_followers"

@@ -3,7 +3,8 @@ front (LENSWEB_CACHE_FRONT, set when REDIS_URL is) keeps recently used entries f
 
 The analyses services call four functions: `key_for` and `lookup` before a submit, `attach` once its row
 exists, `job_ended` when a job reaches a final state. A result is stored only when a worker finished it
-`done` with every position, computed by the lens identity its key names, under this engine version.
+`done` with every position in one attempt, computed by the lens identity, on the device type and in the
+dtype its key names, under this engine version.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class Key:
     lens_identity: str
     n_tokens: int
     engine_version: str
+    device: str  # a device type (cpu, cuda) and a dtype: inference.cachekey.placement
+    dtype: str
 
 
 @dataclass(frozen=True)
@@ -97,18 +100,42 @@ def lens_identity(spec) -> str | None:
 
 
 def key_for(spec, prepared, options) -> Key | None:
-    """The cache key of a prepared submission, or None when the cache is off or the lens has no identity."""
+    """The cache key of a prepared submission, or None when the cache is off or the lens has no identity.
+    It names the device and dtype the workers will use (settings LENSWEB_DEVICE / LENSWEB_DTYPE)."""
     if not settings.LENSWEB_RESULT_CACHE:
         return None
     identity = lens_identity(spec)
     if identity is None:
         return None
+    device, dtype = cachekey.placement(settings.LENSWEB_DEVICE, settings.LENSWEB_DTYPE)
+    return make_key(identity, device, dtype, prepared, options)
+
+
+def make_key(identity: str, device: str, dtype: str, prepared, options) -> Key:
+    computation = cachekey.computation_identity(identity, device, dtype)
     return Key(
-        cachekey.result_key(identity, prepared.token_ids, prepared.positions, options),
+        cachekey.result_key(computation, prepared.token_ids, prepared.positions, options),
         identity,
         len(prepared.token_ids),
         cachekey.ENGINE_VERSION,
+        device,
+        dtype,
     )
+
+
+def computed_by(metadata: dict) -> tuple:
+    """(lens identity, engine version, device type, dtype) of a lens' metadata: what computed a result."""
+    return (
+        metadata.get("identity"),
+        metadata.get("engine_version"),
+        cachekey.device_type(metadata.get("device") or ""),
+        metadata.get("dtype"),
+    )
+
+
+def keyed_for(key) -> tuple:
+    """The same four of a Key or a CacheLink: what its result must have been computed by."""
+    return (key.lens_identity, key.engine_version, key.device, key.dtype)
 
 
 # --- the optional Redis front ----------------------------------------------------------------------------
@@ -223,6 +250,8 @@ def attach(job: Analysis, key: Key | None, hit: Hit | None) -> None:
         key=key.key,
         lens_identity=key.lens_identity,
         engine_version=key.engine_version,
+        device=key.device,
+        dtype=key.dtype,
         n_tokens=key.n_tokens,
         leader=leader,
     )
@@ -234,7 +263,13 @@ def attach(job: Analysis, key: Key | None, hit: Hit | None) -> None:
 
 def _complete_from(job: Analysis, hit: Hit, extra: dict) -> bool:
     """A finished copy for `job`'s owner (if still queued: not cancelled meanwhile): its own rows, and
-    metadata marked cached with the original computation time."""
+    metadata marked cached with the original computation time.
+
+    Copies, not references to the entry: an entry may be evicted (by age, by size) at any moment, and every
+    reader of a result (results page, exports, share links, the API, socket replays) reads AnalysisRow.
+    A reference would have to become rows again at eviction — an unbounded write at the worst time — or
+    the user's result would vanish with the entry. So each user keeps a copy that outlives the cache, and
+    check_daily_cached_positions caps what cheap hits may copy per user and day."""
     metadata = {**hit.metadata, **extra, "cached": True, "computed_seconds": hit.computed_seconds}
     completed = Analysis.objects.filter(pk=job.pk, status=Status.QUEUED).update(
         status=Status.DONE,
@@ -255,6 +290,37 @@ def _complete_from(job: Analysis, hit: Hit, extra: dict) -> bool:
     return bool(completed)
 
 
+# --- what hits may copy ------------------------------------------------------------------------------------
+
+
+def cached_positions_today(user, now=None) -> int:
+    """Positions of `user`'s analyses created today that were answered from the cache (copied rows)."""
+    from lensweb.accounts.quotas import day_bounds
+
+    start, _ = day_bounds(now)
+    copies = Analysis.objects.filter(owner=user, created_at__gte=start, metadata__cached=True)
+    return copies.aggregate(n=Sum("progress_total"))["n"] or 0
+
+
+def check_daily_cached_positions(user, adding: int, now=None) -> None:
+    """QuotaExceeded if copying `adding` more cached positions takes `user` past
+    LENSWEB_MAX_CACHED_POSITIONS_PER_DAY (0: no cap)."""
+    from lensweb.accounts.quotas import QuotaExceeded, day_bounds  # quotas imports analyses, which imports us
+
+    cap = settings.LENSWEB_MAX_CACHED_POSITIONS_PER_DAY
+    if not cap:
+        return
+    used = cached_positions_today(user, now)
+    if used + adding > cap:
+        _, seconds = day_bounds(now)
+        raise QuotaExceeded(
+            f"this answer from the result cache has {adding:,} positions and you have been answered "
+            f"{used:,} of your {cap:,} cached positions today; the count starts again at midnight UTC, in "
+            f"{seconds // 3600} h {seconds % 3600 // 60} min",
+            seconds,
+        )
+
+
 # --- when a job ends -------------------------------------------------------------------------------------
 
 
@@ -268,7 +334,9 @@ def job_ended(job: Analysis) -> None:
                 return
             hit = _result_of(job)
             if _storable(job, link, hit):
-                key = Key(link.key, link.lens_identity, link.n_tokens, link.engine_version)
+                key = Key(
+                    link.key, link.lens_identity, link.n_tokens, link.engine_version, link.device, link.dtype
+                )
                 store(key, job.lens_id, job.options, hit)
             complete_followers(job, hit)
         elif job.status in Analysis.FINAL:
@@ -287,15 +355,22 @@ def _result_of(job: Analysis) -> Hit:
 
 
 def _storable(job: Analysis, link: CacheLink, hit: Hit) -> bool:
-    """Every position, computed by the lens and engine version the key names (by the worker, which may
-    differ from the web process that made the key: a checkpoint swapped since, a rolling upgrade)."""
+    """Every position, computed in one attempt by the lens, engine version, device type and dtype the key
+    names (by the worker, which may differ from the web process that made the key: a checkpoint swapped
+    since, a rolling upgrade, a worker on another device than LENSWEB_DEVICE / LENSWEB_DTYPE say)."""
     if not hit.rows or len(hit.rows) != job.progress_total or job.metadata.get("cached"):
         return False
-    identity, version = job.metadata.get("identity"), job.metadata.get("engine_version")
-    if identity != link.lens_identity or version != link.engine_version:
+    if job.attempt_base:
+        # Resumed after rows of an earlier attempt, whose worker may have run another device or dtype:
+        # the metadata names the last attempt's only, so rows of two identities cannot be ruled out.
+        log.info("analysis %s: resumed after %d rows, not cached", job.pk, job.attempt_base)
+        return False
+    computed, keyed = computed_by(job.metadata or {}), keyed_for(link)
+    if computed != keyed:
         log.warning(
-            "analysis %s: computed by lens %s, engine %s, but keyed for %s, engine %s: not cached",
-            job.pk, identity, version, link.lens_identity, link.engine_version,
+            "analysis %s: computed by (lens, engine, device, dtype) %s but keyed for %s: not cached "
+            "(do LENSWEB_DEVICE / LENSWEB_DTYPE of the web processes match the workers'?)",
+            job.pk, computed, keyed,
         )  # fmt: skip
         return False
     return True
@@ -308,6 +383,8 @@ def store(key: Key, lens_id: str, options: dict, hit: Hit) -> CachedResult:
         defaults={
             "lens_id": lens_id,
             "lens_identity": key.lens_identity,
+            "device": key.device,
+            "dtype": key.dtype,
             "engine_version": key.engine_version,
             "options": options,
             "n_tokens": key.n_tokens,

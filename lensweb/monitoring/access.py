@@ -1,4 +1,5 @@
-"""Who may see monitoring: staff for the pages; /metrics also a scraper with the token (or loopback)."""
+"""Who may see monitoring: staff for the pages; /metrics also a scraper with the token (or, outside
+production, loopback)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def is_loopback(request) -> bool:
 
 def metrics_allowed(request) -> bool:
     """A staff session; or the bearer token when LENSWEB_METRICS_TOKEN is set (compared in constant
-    time); or, with no token set, a loopback request that came through no proxy."""
+    time); or, with no token set and LENSWEB_METRICS_ALLOW_LOOPBACK (not in production), a loopback
+    request that came through no proxy."""
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated and user.is_active and user.is_staff:
         return True
@@ -52,4 +54,4 @@ def metrics_allowed(request) -> bool:
     if token:
         given = _bearer(request) or ""
         return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), token.encode("utf-8"))
-    return is_loopback(request)
+    return settings.LENSWEB_METRICS_ALLOW_LOOPBACK and is_loopback(request)

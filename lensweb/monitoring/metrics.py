@@ -1,7 +1,8 @@
 """/metrics: Prometheus text computed from the database at scrape time.
 
 A fresh CollectorRegistry per scrape holding one custom collector: no process-global metric state, so any
-number of web processes answer the same thing (the database is the only source).
+number of web processes answer the same thing (the database is the source; the counts of unauthenticated
+requests, which must cost no database write, come from the shared cache of counters.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from lensweb.analyses.models import Analysis, WorkerRecord
 from lensweb.api.models import Generation
 from lensweb.cache import services as result_cache
 
-from . import stats
+from . import counters, stats
 from .access import metrics_allowed
 
 
@@ -117,6 +118,15 @@ class LenswebCollector:
             "Stored (compressed) size of the result cache.",
             value=cache.size_bytes,
         )
+        unauthenticated = CounterMetricFamily(
+            "lensweb_unauthenticated_requests",
+            "Submits, cancels and API calls refused for want of a login or a valid API key (not in the "
+            "request log), by client and endpoint kind.",
+            labels=["client", "kind"],
+        )
+        for (client, kind), n in counters.unauthenticated_totals().items():
+            unauthenticated.add_metric([client, kind], n)
+        yield unauthenticated
 
 
 def render(now=None) -> bytes:

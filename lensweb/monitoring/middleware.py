@@ -1,4 +1,5 @@
-"""Records every state-changing request to the submit endpoints and the API (see requestlog.py)."""
+"""Records every state-changing request to the submit endpoints and the API (see requestlog.py), and counts
+the API calls refused for want of a valid key."""
 
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ class RequestLogMiddleware:
             return self.__acall__(request)
         draft = requestlog.start(request)
         if draft is None:
-            return self.get_response(request)
+            response = self.get_response(request)
+            if requestlog.refused_unauthenticated_api_call(request, response):
+                requestlog.count_unauthenticated(request)
+            return response
         token = requestlog.CURRENT.set(draft)
         try:
             response = self.get_response(request)
@@ -36,7 +40,10 @@ class RequestLogMiddleware:
     async def __acall__(self, request):
         draft = requestlog.start(request)
         if draft is None:
-            return await self.get_response(request)
+            response = await self.get_response(request)
+            if requestlog.refused_unauthenticated_api_call(request, response):
+                await sync_to_async(requestlog.count_unauthenticated)(request)
+            return response
         token = requestlog.CURRENT.set(draft)
         try:
             response = await self.get_response(request)

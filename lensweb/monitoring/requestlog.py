@@ -1,6 +1,8 @@
 """The structured request log. `record(...)` writes one entry; the middleware records every state-changing
-request to the submit endpoints and the API; `note(...)` lets a view or service add what only it knows
-(a refusal's reason code, the token count) to the request being recorded.
+request to the submit endpoints and the API made by a logged-in user or a valid API key; `note(...)` lets
+a view or service add what only it knows (a refusal's reason code, the token count) to the request being
+recorded. Requests refused for want of a login or a valid key are counted for /metrics instead
+(counters.py): whoever sends them cannot make the table grow.
 
 What is stored: who (user, which API key row), what (method, path, kind, lens, whitelisted options), how
 big (characters and tokens: the text itself is never stored), outcome (status, reason code), timings.
@@ -12,18 +14,18 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import math
 import threading
 import time
 from dataclasses import fields as dataclass_fields
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import DatabaseError
 from django.urls import NoReverseMatch, reverse
-from django.utils import timezone
 
 from inference.types import AnalysisOptions, GenerationOptions
 
+from . import counters, retention
 from .models import RequestLogEntry
 
 log = logging.getLogger("lensweb.requests")
@@ -37,7 +39,7 @@ OPTION_NAMES = frozenset(
     | {"input_format"}
 )
 MAX_OPTION_STRING = 100
-# The purge runs at most this often per process, from record(); `purge_request_log` runs it on demand.
+# retention.purge_routine runs at most this often per process, from record(); `manage.py purge` on demand.
 PURGE_EVERY_SECONDS = 3600
 NOTE_FIELDS = frozenset(
     {"outcome", "reason", "text_chars", "text_tokens", "lens_id", "options", "job_id", "timings"}
@@ -54,6 +56,15 @@ _last_purge: float | None = None
 # --- writing ----------------------------------------------------------------------------------------------
 
 
+def storable(value, limit: int) -> str:
+    """A string any database takes, cut to `limit`: a lone surrogate (valid in JSON, "\\ud800") or NUL (which
+    PostgreSQL refuses) becomes U+FFFD, so that what a client sent cannot make the entry fail to save."""
+    value = str(value or "")[:limit]
+    if value.isascii() and "\x00" not in value:
+        return value
+    return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace").replace("\x00", "\ufffd")
+
+
 def clean_options(options) -> dict:
     """The known option names with scalar values; everything else is dropped."""
     if not isinstance(options, dict):
@@ -63,7 +74,11 @@ def clean_options(options) -> dict:
         if name not in OPTION_NAMES:
             continue
         if isinstance(value, str):
-            value = value[:MAX_OPTION_STRING]
+            value = storable(value, MAX_OPTION_STRING)
+        elif isinstance(value, float) and not math.isfinite(value):
+            value = str(value)  # NaN and Infinity are no JSON: the column would refuse the entry
+        elif isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            value = storable(value, MAX_OPTION_STRING)  # 4000 digits are for the view to refuse, not to keep
         elif not (value is None or isinstance(value, bool | int | float)):
             continue
         clean[name] = value
@@ -93,24 +108,26 @@ def record(
     authenticated = user is not None and getattr(user, "is_authenticated", False)
     entry = RequestLogEntry.objects.create(
         user=user if authenticated else None,
-        username=user.get_username() if authenticated else "",
+        username=storable(user.get_username(), 150) if authenticated else "",
         api_key=api_key,
         client=client,
-        method=method[:10],
-        endpoint=endpoint[:200],
-        kind=kind[:60],
+        method=storable(method, 10),
+        endpoint=storable(endpoint, 200),
+        kind=storable(kind, 60),
         status_code=status_code,
         outcome=outcome,
-        reason=(reason or "")[:100],
+        reason=storable(reason, 100),
         text_chars=text_chars,
         text_tokens=text_tokens,
-        lens_id=(lens_id or "")[:100],
+        lens_id=storable(lens_id, 100),
         options=clean_options(options),
         job_id=job_id,
         duration_ms=None if duration_ms is None else round(duration_ms, 3),
         timings=timings or {},
     )
-    log.info("request %s", json.dumps(entry_fields(entry), default=str, sort_keys=True))
+    # One line per entry, whatever a field holds: JSON with ensure_ascii escapes newlines, every control
+    # character and all non-ASCII (U+2028 too), so no field can end the line and forge another.
+    log.info("request %s", json.dumps(entry_fields(entry), default=str, sort_keys=True, ensure_ascii=True))
     maybe_purge()
     return entry
 
@@ -165,15 +182,11 @@ def job_created(sender, instance, created, **kwargs) -> None:
 
 def purge(now=None) -> int:
     """Delete entries older than LENSWEB_REQUEST_LOG_RETENTION_DAYS (0 keeps them forever)."""
-    days = settings.LENSWEB_REQUEST_LOG_RETENTION_DAYS
-    if not days or days <= 0:
-        return 0
-    cutoff = (now or timezone.now()) - timedelta(days=days)
-    deleted, _ = RequestLogEntry.objects.filter(created_at__lt=cutoff).delete()
-    return deleted
+    return retention.purge_request_log(now)
 
 
 def maybe_purge() -> None:
+    """retention.purge_routine (request log, expired sessions, old worker records), at most hourly."""
     global _last_purge
     now = time.monotonic()
     with _purge_lock:
@@ -181,12 +194,15 @@ def maybe_purge() -> None:
             return
         _last_purge = now
     try:
-        deleted = purge()
+        purged = retention.purge_routine()
     except DatabaseError:
-        log.exception("request log purge failed; `manage.py purge_request_log` does it too")
+        log.exception("retention purge failed; `manage.py purge` does it too")
         return
-    if deleted:
-        log.info("request log: %d entries older than the retention purged", deleted)
+    if purged.request_log or purged.sessions or purged.workers:
+        log.info(
+            "retention: %d request log entries, %s expired sessions, %d old worker records purged",
+            purged.request_log, purged.sessions or 0, purged.workers,
+        )  # fmt: skip
 
 
 # --- what the middleware reads from a request ------------------------------------------------------------
@@ -299,11 +315,31 @@ def _kind(request) -> str:
     return (view.split(":")[-1] if view else "unknown") or "unknown"
 
 
-def _outcome(request, response, draft, client, kind) -> tuple[str, str]:
-    status = response.status_code
+def is_authenticated(request, client: str) -> bool:
+    """API: a valid key (a session cookie beside a bad key does not count); browser: a logged-in user."""
+    if client == Client.API:
+        return getattr(request, "api_key", None) is not None
     user = getattr(request, "user", None)
-    if status in (301, 302, 303) and not (user and user.is_authenticated):
-        return Outcome.REFUSED, "login_required"
+    return bool(user is not None and user.is_authenticated)
+
+
+def refused_unauthenticated_api_call(request, response) -> bool:
+    """An API request the log does not record (a read) turned away for want of a valid key: a 401, or the
+    429 of the limiter of failed authentications. Reads no session: safe on the event loop."""
+    return (
+        client_of(request) == Client.API
+        and getattr(request, "api_key", None) is None
+        and response.status_code in (401, 429)
+    )
+
+
+def count_unauthenticated(request) -> None:
+    """Count a refusal the log does not record (a read) for /metrics."""
+    counters.count_unauthenticated(client_of(request), "read")
+
+
+def _outcome(request, response, draft, client, kind) -> tuple[str, str]:
+    status = response.status_code  # (a redirect to the login page is not recorded: finish counts it)
     if status >= 400:
         reason = _error_code(response) or getattr(response, "reason_phrase", "") or str(status)
         return Outcome.REFUSED, reason.lower().replace(" ", "_")
@@ -314,11 +350,15 @@ def _outcome(request, response, draft, client, kind) -> tuple[str, str]:
 
 
 def finish(request, response, draft: dict) -> RequestLogEntry | None:
-    """Write the entry of a request the middleware started. Never raises: the log must not break a request."""
+    """Write the entry of a request the middleware started, if someone authenticated made it (else count
+    it). Never raises: the log must not break a request."""
     try:
         elapsed_ms = (time.monotonic() - draft["started"]) * 1000
         client = draft["client"]
         kind = _kind(request)
+        if not is_authenticated(request, client):
+            counters.count_unauthenticated(client, kind)
+            return None
         outcome, reason = _outcome(request, response, draft, client, kind)
         facts = {**draft["submission"], **{k: v for k, v in (draft["job"] or {}).items() if v is not None}}
         facts.update(draft["noted"])
@@ -341,5 +381,6 @@ def finish(request, response, draft: dict) -> RequestLogEntry | None:
             **facts,
         )
     except Exception:
-        log.exception("could not write the request log entry of %s %s", request.method, request.path_info)
+        # %r: a path may hold a newline (%0A), which must not start a line of its own
+        log.exception("could not write the request log entry of %r %r", request.method, request.path_info)
         return None

@@ -2,7 +2,7 @@
 the web views and the JSON API expose the same bytes:
 
     export_json(analysis, rows) -> bytes       {"metadata": {...}, "data": [row, ...]}
-    export_csv(analysis, rows) -> bytes        one line per position
+    export_csv(analysis, rows, raw=False)      one line per position, spreadsheet-safe unless raw
     parse_import(content, filename) -> list[ImportedTranscript]
 
 A research row has `position, token, explanation, explanation_structured, token_salience, mse,
@@ -11,7 +11,8 @@ relative_rmse, kl_divergence` (golden README §5): `explanation` is the decoded 
 "[token]"), `kl_divergence` -1.0 when not computed. Our own fields follow under names that do not clash.
 Import converts a row back into our row shape; whatever it cannot derive exactly (a research file's
 own `logit_lens_top` string, fields we do not know) is kept in `imported_fields` and written back as it
-came, so export -> import -> export gives the same bytes.
+came, so export -> import -> export gives the same bytes. An import holds only what can be stored and shown
+again (MAX_* below): anything else is refused with where and what, never stored and never a 500.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +30,18 @@ FORMAT_VERSION = 1
 KL_NOT_COMPUTED = -1.0
 DEFAULT_MAX_IMPORT_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_TRANSCRIPTS = 100
-DEFAULT_MAX_ROWS = 20_000
+DEFAULT_MAX_ROWS = 1_024  # rows per transcript: the service passes the token bound (LENSWEB_MAX_TOKENS)
+DEFAULT_MAX_TOTAL_ROWS = 10_000  # rows per file, all transcripts together
+DEFAULT_MAX_CANDIDATES = 64  # best-of-k candidates kept per row
+DEFAULT_MAX_TEXT_CHARS = 20_000
+# What an import may hold, so that nothing stored can fail later: the database's integer columns and
+# JSON (PostgreSQL's jsonb refuses NaN and lone surrogates), float arithmetic on the results pages (sums
+# and squares of metrics stay finite), and json's recursion (our own files nest 6 levels deep).
+MAX_INT = 2**63 - 1
+MAX_POSITION = 2**31 - 1  # AnalysisRow.position: a PositiveIntegerField (int4 on PostgreSQL)
+MAX_TOKEN_ID = 2**31 - 1
+MAX_MAGNITUDE = 1e15  # metrics: a lens' mse is nowhere near this; squares and sums of it stay finite
+MAX_NESTING = 32
 
 # Research row fields first (their order), then ours.
 RESEARCH_FIELDS = (
@@ -165,21 +178,40 @@ def export_json(analysis, rows: list[dict]) -> bytes:
     return ("\n".join(lines) + "\n").encode("utf-8")
 
 
-def export_csv(analysis, rows: list[dict]) -> bytes:
-    """One line per position; list-valued cells are JSON. UTF-8, no BOM; values are written as they are
-    (a token such as "=" stays "="; open the file as data, not as a spreadsheet formula sheet)."""
+# A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...) or a DDE call
+# opened from a shared link), so the default CSV prefixes such a text cell with "'" (OWASP, "CSV
+# Injection"). Only text cells: a number we write as a number (-0.5, -1.0 for "KL not computed") is read
+# as a number, cannot be a formula, and must stay numeric for whoever sums the column. List cells are
+# JSON and start with "[" or "{". `raw=True` writes every cell unchanged (the JSON export is always exact).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: Any) -> Any:
+    """A text cell that a spreadsheet would read as a formula, behind a leading "'"; anything else as is."""
+    if isinstance(cell, str) and cell.startswith(FORMULA_STARTS):
+        return "'" + cell
+    return cell
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, list | dict):
+        return _dumps(value)
+    return "" if value is None else value
+
+
+def export_csv(analysis, rows: list[dict], *, raw: bool = False) -> bytes:
+    """One line per position; list-valued cells are JSON. UTF-8, no BOM, RFC 4180 line ends (CRLF: the
+    writer then quotes a cell holding a CR, as it does one holding a LF; with "\n" alone a token "\r"
+    would end the line for a reader). Text cells that a spreadsheet would run as formulas get a leading
+    "'" unless `raw` (then a token such as "=" stays "=")."""
     add_current = bool((analysis.metadata or {}).get("add_current_token"))
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(CSV_FIELDS)
     for row in sorted(rows, key=lambda r: r["position"]):
         out = research_row(row, add_current)
-        writer.writerow(
-            [
-                _dumps(out[k]) if isinstance(out[k], list | dict) else ("" if out[k] is None else out[k])
-                for k in CSV_FIELDS
-            ]
-        )
+        cells = [_csv_cell(out[k]) for k in CSV_FIELDS]
+        writer.writerow(cells if raw else [spreadsheet_safe(c) for c in cells])
     return buffer.getvalue().encode("utf-8")
 
 
@@ -200,18 +232,36 @@ def _kind(value: Any) -> str:
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _documents(text: str, where: str) -> list[Any]:
-    """Every JSON value in the file: one document, JSON Lines, or objects written one after another."""
-    decoder = json.JSONDecoder()
+class _NotANumber:
+    """What json reads NaN, Infinity and -Infinity as here (it accepts them by default): the value check
+    finds it and names where it is."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+_WHITESPACE = re.compile(r"[ \t\r\n]*")
+
+
+def _documents(text: str, where: str, max_documents: int) -> list[Any]:
+    """Every JSON value in the file: one document, JSON Lines, or objects written one after another.
+    Each holds at least one transcript, so more than `max_documents` are refused as soon as they are
+    seen (20 MB of `[] ` would otherwise be six million values parsed before one is checked)."""
+    decoder = json.JSONDecoder(parse_constant=_NotANumber)
     values, i, n = [], 0, len(text)
     while True:
-        while i < n and text[i] in " \t\r\n":
-            i += 1
+        i = _WHITESPACE.match(text, i).end()
         if i >= n:
             return values
+        if len(values) == max_documents:
+            raise ImportFormatError(
+                f"{where} holds more than {max_documents} transcripts; the limit is {max_documents} per file"
+            )
         try:
             value, i = decoder.raw_decode(text, i)
         except RecursionError:
@@ -223,7 +273,100 @@ def _documents(text: str, where: str) -> list[Any]:
                 f"{where} {what} at line {exc.lineno}, column {exc.colno}: {exc.msg}. "
                 "Export the file again, or check that it was saved completely."
             ) from None
+        except ValueError:  # int(): a whole number of thousands of digits
+            raise ImportFormatError(f"{where} holds a whole number too long to read") from None
         values.append(value)
+
+
+# A lone UTF-16 surrogate can only come from a \uD800-\uDFFF escape (UTF-8 cannot encode one): look for
+# them in the strings only when the text has such an escape.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _bad_value(value: Any, surrogates: bool) -> bool:
+    """Whether anything in `value` cannot be stored and shown: too deep, NaN/Infinity, a number beyond 64
+    bits (json reads 1e400 as inf; jsonb would give 1e300 back as a whole number), a lone surrogate. One loop over
+    the scalars of each container (a 10,000-row file has a million): this runs in the one database
+    thread, so it must cost no more than the parse."""
+    lo, hi = -MAX_INT - 1, MAX_INT
+    containers = [(value, 0)] if isinstance(value, dict | list) else [([value], -1)]
+    while containers:
+        container, depth = containers.pop()
+        if depth >= MAX_NESTING:
+            return True
+        if type(container) is dict:
+            if surrogates and any(not k.isascii() and _has_surrogate(k) for k in container):
+                return True
+            container = container.values()
+        for x in container:
+            kind = type(x)
+            if kind is float:
+                if not lo <= x <= hi:  # inf and NaN too
+                    return True
+            elif kind is str:
+                if surrogates and not x.isascii() and _has_surrogate(x):
+                    return True
+            elif kind is int:
+                if not lo <= x <= hi:
+                    return True
+            elif kind is list or kind is dict:
+                containers.append((x, depth + 1))
+            elif kind is _NotANumber:
+                return True
+    return False
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _value_problem(v: Any, surrogates: bool, depth: int) -> str | None:
+    if isinstance(v, dict | list) and depth >= MAX_NESTING:
+        return f"is nested more than {MAX_NESTING} levels deep (an analysis export nests 6)"
+    if isinstance(v, str) and surrogates and _has_surrogate(v):
+        return "holds a lone UTF-16 surrogate (a \\uD800-\\uDFFF escape, half a character): not text"
+    if isinstance(v, _NotANumber):
+        return f"is {v.name}: JSON has no NaN or Infinity (write null for a value that was not computed)"
+    if isinstance(v, float) and not math.isfinite(v):
+        return "is a number beyond the range of a float (about 1.8e308)"
+    if isinstance(v, float) and not -MAX_INT - 1 <= v <= MAX_INT:
+        # PostgreSQL's jsonb gives 1e300 back as a 301-digit whole number: numbers must fit in 64 bits
+        return "is a number beyond ±9.2e18 (numbers must fit in 64 bits)"
+    if isinstance(v, int) and not isinstance(v, bool) and not -MAX_INT - 1 <= v <= MAX_INT:
+        return "is a whole number beyond 64 bits (±9.2e18)"
+    return None
+
+
+def _locate(value: Any, surrogates: bool, path: str = "", depth: int = 0) -> tuple[str, str] | None:
+    """(path, problem) of the first value `_bad_value` objects to; depth-bounded, so recursion is safe."""
+    problem = _value_problem(value, surrogates, depth)
+    if problem is not None:
+        return path, problem
+    if isinstance(value, dict):
+        for key, item in value.items():
+            shown = key if key.isidentifier() else ascii(key)[:40]
+            if surrogates and _has_surrogate(key):
+                return path, f"has a key with a lone UTF-16 surrogate ({shown}): not text"
+            found = _locate(item, surrogates, f"{path}.{shown}".lstrip("."), depth + 1)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _locate(item, surrogates, f"{path}[{index}]", depth + 1)
+            if found:
+                return found
+    return None
+
+
+def _check_values(value: Any, where: str, surrogates: bool) -> None:
+    if not _bad_value(value, surrogates):
+        return
+    path, problem = _locate(value, surrogates) or ("", "cannot be stored")
+    raise ImportFormatError(f"{where}: {f'the value at {path}' if path else 'the document'} {problem}")
 
 
 def _columns_to_rows(columns: dict, where: str) -> list:
@@ -296,7 +439,64 @@ def _detect_add_current(metadata: dict, rows: list[dict]) -> bool:
     )
 
 
-def _our_row(raw: dict, where: str, add_current: bool) -> dict[str, Any]:
+def _check_number(raw: dict, where: str, key: str, *, required: bool = False, label: str = "") -> None:
+    value, name = raw.get(key), label or key
+    if value is None and not required:
+        return
+    _check(_is_number(value), where, name, "a number" if required else "a number or null", value)
+    _check(
+        abs(value) <= MAX_MAGNITUDE, where, name, f"between -{MAX_MAGNITUDE:g} and {MAX_MAGNITUDE:g}", value
+    )
+
+
+def _check_token_ids(raw: dict, where: str, name: str) -> None:
+    value = raw.get(name)
+    if value is not None:
+        _check(_int_list(value), where, name, "a list of whole numbers or null", value)
+        _check(
+            all(0 <= v <= MAX_TOKEN_ID for v in value),
+            where,
+            name,
+            f"token ids from 0 to {MAX_TOKEN_ID:,}",
+            value,
+        )
+
+
+def _check_candidates(candidates: Any, where: str, max_candidates: int) -> None:
+    """The best-of-k explanations kept for a row (the candidates view shows them)."""
+    _check(
+        isinstance(candidates, list) and all(isinstance(c, dict) for c in candidates),
+        where,
+        "candidates",
+        "a list of objects or null",
+        candidates,
+    )
+    if len(candidates) > max_candidates:
+        raise ImportFormatError(
+            f'{where}: "candidates" has {len(candidates):,} entries; the limit is {max_candidates} (best of k)'
+        )
+    for c in candidates:
+        _check_number(c, where, "mse", required=True, label="candidates[].mse")
+        _check(
+            isinstance(c.get("explanation"), str | None),
+            where,
+            "candidates[].explanation",
+            "a string",
+            c.get("explanation"),
+        )
+        _check(
+            isinstance(c.get("chosen"), bool | None),
+            where,
+            "candidates[].chosen",
+            "true/false",
+            c.get("chosen"),
+        )
+        _check_token_ids(c, where, "explanation_token_ids")
+
+
+def _our_row(
+    raw: dict, where: str, add_current: bool, max_candidates: int = DEFAULT_MAX_CANDIDATES
+) -> dict[str, Any]:
     _check(isinstance(raw, dict), where, "row", "an object", raw)
     for name in ("position", "token", "mse"):
         if name not in raw:
@@ -305,20 +505,26 @@ def _our_row(raw: dict, where: str, add_current: bool) -> dict[str, Any]:
             )
     position, token = raw["position"], raw["token"]
     _check(
-        isinstance(position, int) and not isinstance(position, bool) and position >= 0,
+        isinstance(position, int) and not isinstance(position, bool) and 0 <= position <= MAX_POSITION,
         where,
         "position",
-        "a whole number ≥ 0",
+        f"a whole number from 0 to {MAX_POSITION:,}",
         position,
     )
     _check(isinstance(token, str), where, "token", "a string", token)
-    _check(_is_number(raw["mse"]), where, "mse", "a number", raw["mse"])
+    _check_number(raw, where, "mse", required=True)
     for name in ("relative_rmse", "kl_divergence", "kl"):
-        if raw.get(name) is not None:
-            _check(_is_number(raw[name]), where, name, "a number or null", raw[name])
+        _check_number(raw, where, name)
     salience = raw.get("token_salience")
     if salience is not None:
         _check(_number_list(salience), where, "token_salience", "a list of numbers or null", salience)
+        _check(
+            all(abs(v) <= MAX_MAGNITUDE for v in salience),
+            where,
+            "token_salience",
+            f"numbers between -{MAX_MAGNITUDE:g} and {MAX_MAGNITUDE:g}",
+            salience,
+        )
     structured = raw.get("explanation_structured")
     if structured is not None:
         _check(_str_list(structured), where, "explanation_structured", "a list of strings", structured)
@@ -327,23 +533,16 @@ def _our_row(raw: dict, where: str, add_current: bool) -> dict[str, Any]:
         _check(isinstance(explanation, str), where, "explanation", "a string", explanation)
     if explanation is None and structured is None:
         raise ImportFormatError(f'{where}: the row has neither "explanation" nor "explanation_structured"')
-    for name in ("token_id",):
-        if raw.get(name) is not None:
-            _check(
-                isinstance(raw[name], int) and not isinstance(raw[name], bool),
-                where,
-                name,
-                "a whole number or null",
-                raw[name],
-            )
-    if raw.get("explanation_token_ids") is not None:
+    token_id = raw.get("token_id")
+    if token_id is not None:
         _check(
-            _int_list(raw["explanation_token_ids"]),
+            isinstance(token_id, int) and not isinstance(token_id, bool) and 0 <= token_id <= MAX_TOKEN_ID,
             where,
-            "explanation_token_ids",
-            "a list of whole numbers or null",
-            raw["explanation_token_ids"],
+            "token_id",
+            f"a whole number from 0 to {MAX_TOKEN_ID:,}, or null",
+            token_id,
         )
+    _check_token_ids(raw, where, "explanation_token_ids")
     if raw.get("explanation_tokens") is not None:
         _check(
             _str_list(raw["explanation_tokens"]),
@@ -352,40 +551,33 @@ def _our_row(raw: dict, where: str, add_current: bool) -> dict[str, Any]:
             "a list of strings",
             raw["explanation_tokens"],
         )
-    for name in ("logit_lens_tokens",):
-        if raw.get(name) is not None:
+    for name in ("logit_lens_tokens", "logit_lens_top"):
+        value = raw.get(name)
+        if isinstance(value, list) or (name == "logit_lens_tokens" and value is not None):
             _check(
-                isinstance(raw[name], list) and all(isinstance(v, str | None) for v in raw[name]),
+                isinstance(value, list) and all(isinstance(v, str | None) for v in value),
                 where,
                 name,
                 "a list of strings or null",
-                raw[name],
+                value,
             )
-    if raw.get("logit_lens_top") is not None:
-        _check(
-            isinstance(raw["logit_lens_top"], str | list),
-            where,
-            "logit_lens_top",
-            "a string",
-            raw["logit_lens_top"],
-        )
+        elif value is not None:
+            _check(isinstance(value, str), where, name, "a string or a list of strings", value)
     candidates = raw.get("candidates")
     if candidates is not None:
-        _check(
-            isinstance(candidates, list) and all(isinstance(c, dict) for c in candidates),
-            where,
-            "candidates",
-            "a list of objects or null",
-            candidates,
-        )
-        for c in candidates:
-            _check(_is_number(c.get("mse")), where, "candidates[].mse", "a number", c.get("mse"))
+        _check_candidates(candidates, where, max_candidates)
 
     suffix = _current_token_suffix(raw, add_current)
     tokens = raw.get("explanation_tokens")
     if tokens is None and structured is not None:
         tokens = (
             structured[:-1] if suffix is not None and structured and structured[-1] == suffix else structured
+        )
+    if salience is not None and tokens is not None and len(salience) != len(tokens):
+        # the results pages colour explanation token i by salience i: they must pair up
+        raise ImportFormatError(
+            f'{where}: "token_salience" has {len(salience)} values but the explanation has {len(tokens)} '
+            "tokens; they must be as many (one salience per explanation token)"
         )
     if explanation is None:
         explanation = "".join(structured or [])
@@ -474,6 +666,12 @@ def _options_from(metadata: dict, rows: list[dict]) -> dict[str, Any]:
     return options
 
 
+def _input_chars(given: dict[str, Any]) -> int:
+    if "messages" in given:
+        return sum(len(m["content"]) for m in given["messages"])
+    return len(given["text"])
+
+
 def parse_import(
     content: bytes,
     filename: str = "upload.json",
@@ -481,8 +679,12 @@ def parse_import(
     max_bytes: int = DEFAULT_MAX_IMPORT_BYTES,
     max_transcripts: int = DEFAULT_MAX_TRANSCRIPTS,
     max_rows: int = DEFAULT_MAX_ROWS,
+    max_total_rows: int = DEFAULT_MAX_TOTAL_ROWS,
+    max_candidates: int = DEFAULT_MAX_CANDIDATES,
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
 ) -> list[ImportedTranscript]:
-    """Read a research-site JSON / JSONL file (one or several transcripts). Raises ImportFormatError."""
+    """Read a research-site JSON / JSONL file (one or several transcripts). Raises ImportFormatError.
+    `max_rows` bounds each transcript (an analysis has one row per token), `max_total_rows` the file."""
     where = filename or "the file"
     if len(content) > max_bytes:
         raise ImportFormatError(
@@ -497,7 +699,7 @@ def parse_import(
         text = content.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ImportFormatError(f"{where} is not UTF-8 text (byte {exc.start}); is it a JSON file?") from None
-    values = _documents(text, where)
+    values = _documents(text, where, max_transcripts)
     if not values:
         raise ImportFormatError(f"{where} is empty")
     found = _transcripts(values, where)
@@ -505,24 +707,44 @@ def parse_import(
         raise ImportFormatError(
             f"{where} holds {len(found)} transcripts; the limit is {max_transcripts} per file"
         )
+    total = sum(len(raw_rows) for _, raw_rows, _ in found)
+    if total > max_total_rows:
+        raise ImportFormatError(
+            f"{where} holds {total:,} rows in all; the limit is {max_total_rows:,} rows per file. "
+            "Split it into several files."
+        )
+    surrogates = _SURROGATE_ESCAPE.search(text) is not None
+    for index, value in enumerate(values):
+        _check_values(value, f"{where}, document {index + 1}" if len(values) > 1 else where, surrogates)
     transcripts = []
     for metadata, raw_rows, here in found:
         if not raw_rows:
             raise ImportFormatError(f'{here}: "data" has no rows')
         if len(raw_rows) > max_rows:
-            raise ImportFormatError(f"{here}: {len(raw_rows)} rows; the limit is {max_rows}")
+            # refused, not cut: a transcript is imported whole or not at all
+            raise ImportFormatError(
+                f"{here}: {len(raw_rows):,} rows; the limit is {max_rows:,} rows per transcript (one row per "
+                f"token, and an analysis has at most {max_rows:,} tokens)"
+            )
         for j, raw in enumerate(raw_rows):
             _check(isinstance(raw, dict), f"{here}, row {j + 1}", "row", "an object", raw)
         add_current = _detect_add_current(metadata, raw_rows)
         rows, seen = [], set()
         for j, raw in enumerate(raw_rows):
-            row = _our_row(raw, f"{here}, row {j + 1}", add_current)
+            row = _our_row(raw, f"{here}, row {j + 1}", add_current, max_candidates)
             if row["position"] in seen:
                 raise ImportFormatError(f"{here}, row {j + 1}: position {row['position']} appears twice")
             seen.add(row["position"])
             rows.append(row)
         rows.sort(key=lambda r: r["position"])
-        engine_meta = {k: v for k, v in metadata.items() if k not in ENVELOPE_KEYS}
+        given = _input_from(metadata, rows)
+        if _input_chars(given) > max_text_chars:
+            raise ImportFormatError(
+                f"{here}: the input has {_input_chars(given):,} characters; the limit is {max_text_chars:,}"
+            )
+        # "cached" marks a copy answered from the result cache, which the daily quota does not count: an
+        # imported file does not get to say so.
+        engine_meta = {k: v for k, v in metadata.items() if k not in ENVELOPE_KEYS and k != "cached"}
         engine_meta["add_current_token"] = add_current
         lens_id = str(
             metadata.get("lens_id") or metadata.get("model_id") or metadata.get("model_name") or "imported"
@@ -531,7 +753,7 @@ def parse_import(
         transcripts.append(
             ImportedTranscript(
                 lens_id=lens_id,
-                input=_input_from(metadata, rows),
+                input=given,
                 options=_options_from(metadata, rows),
                 metadata=engine_meta,
                 timings=timings,

@@ -4,10 +4,12 @@ do_* write), so that views and the JSON API agree on who sees what."""
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from lensweb.accounts.quotas import check_daily_positions
 from lensweb.analyses import services as analyses_services
 from lensweb.analyses.models import Analysis, AnalysisRow
 
@@ -150,12 +152,25 @@ def check_comparable(a: Analysis, rows_a: list[dict], b: Analysis, rows_b: list[
 # --- import --------------------------------------------------------------------------------------------
 
 
+# Rows go in by this many per INSERT: one statement stays small, and a 10,000-row file is 20 round trips.
+IMPORT_BATCH_ROWS = 500
+
+
 def max_import_bytes() -> int:
     return getattr(settings, "LENSWEB_MAX_IMPORT_BYTES", export.DEFAULT_MAX_IMPORT_BYTES)
 
 
 def parse_upload(content: bytes, filename: str) -> list[export.ImportedTranscript]:
-    return export.parse_import(content, filename, max_bytes=max_import_bytes())
+    """The file's transcripts within this server's bounds (ImportFormatError says which one it breaks)."""
+    return export.parse_import(
+        content,
+        filename,
+        max_bytes=max_import_bytes(),
+        max_rows=settings.LENSWEB_MAX_TOKENS,
+        max_total_rows=settings.LENSWEB_MAX_IMPORT_ROWS,
+        max_candidates=settings.LENSWEB_MAX_BEST_OF_K,
+        max_text_chars=settings.LENSWEB_MAX_TEXT_CHARS,
+    )
 
 
 def _summary(rows: list[dict]) -> dict:
@@ -166,10 +181,15 @@ def _summary(rows: list[dict]) -> dict:
 
 
 def do_import(user, transcripts: list[export.ImportedTranscript], filename: str) -> list[Analysis]:
-    """Each transcript becomes a finished, read-only analysis in the user's history (all or none)."""
+    """Each transcript becomes a finished, read-only analysis in the user's history (all or none).
+    Imported rows count against the daily positions quota as analysed ones do (positions_today sums
+    every analysis created today): QuotaExceeded when this file would pass it."""
     now = timezone.now()
     created = []
     with transaction.atomic():
+        # Lock the owner's row (as a submit does) so two imports at once cannot both pass the quota.
+        get_user_model().objects.select_for_update().filter(pk=user.pk).exists()
+        check_daily_positions(user, sum(len(t.rows) for t in transcripts))
         for t in transcripts:
             metadata = {
                 **t.metadata,
@@ -193,7 +213,7 @@ def do_import(user, transcripts: list[export.ImportedTranscript], filename: str)
             )
             AnalysisRow.objects.bulk_create(
                 [AnalysisRow(analysis=analysis, position=r["position"], data=r) for r in t.rows],
-                batch_size=500,
+                batch_size=IMPORT_BATCH_ROWS,
             )
             created.append(analysis)
     return created

@@ -3,6 +3,7 @@ A full page and its htmx fragment come from the same template (the fragment is t
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
@@ -15,6 +16,8 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from lensweb.accounts.quotas import QuotaExceeded
+from lensweb.accounts.ratelimits import retry_after
 from lensweb.analyses.models import Analysis, AnalysisRow
 
 from . import colours, display, export, services
@@ -199,37 +202,39 @@ def _download(content: bytes, content_type: str, filename: str) -> HttpResponse:
     return response
 
 
-def _export(analysis: Analysis, kind: str) -> HttpResponse:
+def _export(request, analysis: Analysis, kind: str) -> HttpResponse:
     rows = services.rows_of(analysis)
     if kind == "json":
         return _download(
             export.export_json(analysis, rows), "application/json", f"analysis-{analysis.pk}.json"
         )
+    # Spreadsheet-safe unless ?raw=1 (export.FORMULA_STARTS): a shared link's cells reach other people.
+    raw = request.GET.get("raw") == "1"
     return _download(
-        export.export_csv(analysis, rows), "text/csv; charset=utf-8", f"analysis-{analysis.pk}.csv"
+        export.export_csv(analysis, rows, raw=raw), "text/csv; charset=utf-8", f"analysis-{analysis.pk}.csv"
     )
 
 
 @require_GET
 def export_json(request, analysis_id):
-    return _export(_get_analysis_for_user(request, analysis_id), "json")
+    return _export(request, _get_analysis_for_user(request, analysis_id), "json")
 
 
 @require_GET
 def export_csv(request, analysis_id):
-    return _export(_get_analysis_for_user(request, analysis_id), "csv")
+    return _export(request, _get_analysis_for_user(request, analysis_id), "csv")
 
 
 @login_not_required
 @require_GET
 def shared_export_json(request, token):
-    return _export(_get_shared_analysis(token), "json")
+    return _export(request, _get_shared_analysis(token), "json")
 
 
 @login_not_required
 @require_GET
 def shared_export_csv(request, token):
-    return _export(_get_shared_analysis(token), "csv")
+    return _export(request, _get_shared_analysis(token), "csv")
 
 
 # --- history, delete, import ---------------------------------------------------------------------------
@@ -299,29 +304,44 @@ def import_file(request):
     return _import_file(request, limiter)
 
 
+def _import_page(request, limit: int, *, error: str = "", created=(), status: int = 200, retry: int = 0):
+    context = {"error": error, "created": created, "max_import": export.size_text(limit)}
+    response = render(request, "results/import.html", context, status=status)
+    if retry:
+        response["Retry-After"] = str(retry)
+    return response
+
+
 @csrf_protect
 def _import_file(request, limiter: _ImportSizeLimit):
-    error, created = "", []
     limit = limiter.limit
-    if request.method == "POST":
-        upload = request.FILES.get("file")
-        if limiter.exceeded:
-            error = f"The file is over the import limit of {export.size_text(limit)}. Split it into several files."
-        elif upload is None:
-            error = "Choose a file to import (the research site's JSON or JSONL export)."
-        else:
-            try:
-                transcripts = services.parse_upload(upload.read(limit + 1), upload.name)
-                created = services.do_import(request.user, transcripts, upload.name)
-            except export.ImportFormatError as exc:
-                error = str(exc)
-        if created and not _is_htmx(request):
-            messages.info(
-                request, f"Imported {len(created)} {'analysis' if len(created) == 1 else 'analyses'}."
-            )
-            return redirect("results:history")
-    context = {"error": error, "created": created, "max_import": export.size_text(limit)}
-    return render(request, "results/import.html", context, status=400 if error else 200)
+    if request.method != "POST":
+        return _import_page(request, limit)
+    seconds = retry_after(request, "results.import", "user", settings.LENSWEB_IMPORT_RATE)
+    if seconds is not None:
+        error = f"You are importing too fast; wait {seconds} s and try again."
+        return _import_page(request, limit, error=error, status=429, retry=seconds)
+    upload = request.FILES.get("file")
+    if limiter.exceeded:
+        error = (
+            f"The file is over the import limit of {export.size_text(limit)}. Split it into several files."
+        )
+        return _import_page(request, limit, error=error, status=400)
+    if upload is None:
+        error = "Choose a file to import (the research site's JSON or JSONL export)."
+        return _import_page(request, limit, error=error, status=400)
+    try:
+        transcripts = services.parse_upload(upload.read(limit + 1), upload.name)
+        created = services.do_import(request.user, transcripts, upload.name)
+    except export.ImportFormatError as exc:
+        return _import_page(request, limit, error=str(exc), status=400)
+    except QuotaExceeded as exc:
+        error = f"Not imported: each imported row counts as an analysed position, and {exc.message}."
+        return _import_page(request, limit, error=error, status=429, retry=exc.retry_after)
+    if _is_htmx(request):
+        return _import_page(request, limit, created=created)
+    messages.info(request, f"Imported {len(created)} {'analysis' if len(created) == 1 else 'analyses'}.")
+    return redirect("results:history")
 
 
 # --- compare -------------------------------------------------------------------------------------------

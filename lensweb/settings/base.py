@@ -74,17 +74,32 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env("REDIS_URL", default="")
+# Redis only speeds things up (doorbells, live updates, shared rate-limit counters, the result cache's
+# front), so nothing waits long for it (lensweb.failsoft): seconds to connect; for a reply (the channel
+# layer's sends and a cache's calls; its blocking receives wait longer, below); and, after it failed, for
+# how long callers skip it (caches answer from their per-process fallback) before trying again.
+REDIS_CONNECT_TIMEOUT = env.float("REDIS_CONNECT_TIMEOUT", default=1.0)
+REDIS_TIMEOUT = env.float("REDIS_TIMEOUT", default=2.0)
+REDIS_RETRY_AFTER = env.float("REDIS_RETRY_AFTER", default=5.0)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "lensweb.failsoft.BoundedRedisChannelLayer",
             "CONFIG": {
                 # redis-py 8 reads with a 5 s socket timeout, as long as channels_redis' blocking
                 # BZPOPMIN: every idle receive would race it and sometimes die. Give reads more room.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 15}],
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": 15,
+                        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
+                    }
+                ],
                 "prefix": env("REDIS_PREFIX", default="lensweb"),
                 "capacity": 1500,
                 "expiry": 60,
+                "operation_timeout": REDIS_TIMEOUT,
+                "retry_after": REDIS_RETRY_AFTER,
             },
         }
     }
@@ -135,6 +150,11 @@ LENSWEB_SUBMIT_RATE = env("LENSWEB_SUBMIT_RATE", default="60/m")
 LENSWEB_WS_MAX_MESSAGE_BYTES = env.int("LENSWEB_WS_MAX_MESSAGE_BYTES", default=4096)
 LENSWEB_WS_MAX_MESSAGES_PER_MINUTE = env.int("LENSWEB_WS_MAX_MESSAGES_PER_MINUTE", default=120)
 LENSWEB_RECENT_JOBS = env.int("LENSWEB_RECENT_JOBS", default=10)
+# Rows a live card (page and socket) renders; the results page shows the rest.
+LENSWEB_LIVE_CARD_ROWS = env.int("LENSWEB_LIVE_CARD_ROWS", default=50)
+# A socket re-validates its session before forwarding, at most this often; idle, this often at least.
+LENSWEB_WS_SESSION_CHECK_SECONDS = env.float("LENSWEB_WS_SESSION_CHECK_SECONDS", default=5.0)
+LENSWEB_WS_IDLE_CHECK_SECONDS = env.float("LENSWEB_WS_IDLE_CHECK_SECONDS", default=60.0)
 # Worker timings (seconds): heartbeat, queue poll (doorbells only cut latency), stale after.
 LENSWEB_HEARTBEAT_INTERVAL = env.float("LENSWEB_HEARTBEAT_INTERVAL", default=5.0)
 LENSWEB_POLL_INTERVAL = env.float("LENSWEB_POLL_INTERVAL", default=3.0)
@@ -153,6 +173,8 @@ LENSWEB_ALLOW_SIGNUP = env.bool("LENSWEB_ALLOW_SIGNUP", default=False)
 # anonymous routes, per user on the authenticated ones. The API's submits share LENSWEB_SUBMIT_RATE with
 # the browser form.
 LENSWEB_LOGIN_RATE = env("LENSWEB_LOGIN_RATE", default="10/m")
+# Login POSTs per username (normalised), whatever the address: /accounts/login/ and /admin/login/ together.
+LENSWEB_LOGIN_USERNAME_RATE = env("LENSWEB_LOGIN_USERNAME_RATE", default="30/h")
 LENSWEB_SIGNUP_RATE = env("LENSWEB_SIGNUP_RATE", default="5/h")
 LENSWEB_KEY_CREATE_RATE = env("LENSWEB_KEY_CREATE_RATE", default="20/h")
 LENSWEB_API_RATE = env("LENSWEB_API_RATE", default="600/m")
@@ -160,6 +182,9 @@ LENSWEB_API_AUTH_FAILURE_RATE = env("LENSWEB_API_AUTH_FAILURE_RATE", default="30
 # Daily caps per user (0: none): analysed positions, and generated tokens (n × max_new_tokens).
 LENSWEB_MAX_POSITIONS_PER_DAY = env.int("LENSWEB_MAX_POSITIONS_PER_DAY", default=100_000)
 LENSWEB_MAX_GENERATED_TOKENS_PER_DAY = env.int("LENSWEB_MAX_GENERATED_TOKENS_PER_DAY", default=100_000)
+# Positions answered from the result cache per user and day (0: no cap). A hit computes nothing but its
+# rows are copied into the user's own analysis (lensweb.cache.services): this bounds what hits can store.
+LENSWEB_MAX_CACHED_POSITIONS_PER_DAY = env.int("LENSWEB_MAX_CACHED_POSITIONS_PER_DAY", default=100_000)
 LENSWEB_MAX_QUEUED_GENERATIONS_PER_USER = env.int("LENSWEB_MAX_QUEUED_GENERATIONS_PER_USER", default=5)
 LENSWEB_MAX_API_KEYS_PER_USER = env.int("LENSWEB_MAX_API_KEYS_PER_USER", default=20)
 # API request bodies over this many bytes are refused (413) before parsing: a 20 000-character chat in
@@ -171,22 +196,50 @@ RATELIMIT_USE_CACHE = "ratelimit"
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     **globals().get("CACHES", {}),
+    # While Redis is unreachable each process counts on its own (lensweb.failsoft.FailSoftRedisCache).
     "ratelimit": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        {
+            "BACKEND": "lensweb.failsoft.FailSoftRedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"socket_connect_timeout": REDIS_CONNECT_TIMEOUT, "socket_timeout": REDIS_TIMEOUT},
+            "RETRY_AFTER": REDIS_RETRY_AFTER,
+            "FALLBACK": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "ratelimit"},
+        }
         if REDIS_URL
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "ratelimit"}
     ),
 }
-# Behind a reverse proxy, the META key (or dotted path to a function of the request) holding the client IP.
-RATELIMIT_IP_META_KEY = env("RATELIMIT_IP_META_KEY", default=None)
+# The client address per-IP limits count (lensweb.accounts.ratelimits.client_ip). Unset: REMOTE_ADDR.
+# Behind a reverse proxy REMOTE_ADDR is the proxy's, the same for everyone: name the header the proxy
+# sets, as a META key or a header name: HTTP_X_FORWARDED_FOR (proxies append the address they saw; the
+# LENSWEB_TRUSTED_PROXY_HOPS-th entry from the right is taken, so what a client wrote further left does
+# not count) or HTTP_X_REAL_IP (the proxy overwrites it). Production refuses to start without it unless
+# LENSWEB_BEHIND_PROXY=false (lensweb.settings.production).
+_ip_header = env("LENSWEB_CLIENT_IP_HEADER", default="").strip().upper().replace("-", "_")
+LENSWEB_CLIENT_IP_HEADER = (
+    _ip_header if _ip_header.startswith("HTTP_") or not _ip_header else f"HTTP_{_ip_header}"
+)
+# Proxies in front of daphne that each append to X-Forwarded-For (a CDN, then nginx: 2).
+LENSWEB_TRUSTED_PROXY_HOPS = env.int("LENSWEB_TRUSTED_PROXY_HOPS", default=1)
+RATELIMIT_IP_META_KEY = "lensweb.accounts.ratelimits.client_ip"
 
 # --- monitoring (lensweb.monitoring): dashboard, /metrics, the request log --------------------------
 # /metrics: a staff session, or `Authorization: Bearer <this token>` when set; with no token set, also
-# plain requests from loopback that came through no proxy (no X-Forwarded-For / Forwarded header).
+# plain requests from loopback that came through no proxy (no X-Forwarded-For / Forwarded header), except
+# in production (LENSWEB_METRICS_ALLOW_LOOPBACK is False there: a proxy or sidecar on the host is loopback).
 LENSWEB_METRICS_TOKEN = env("LENSWEB_METRICS_TOKEN", default="")
-# Request log entries older than this are purged (hourly from the app, or `manage.py purge_request_log`);
-# 0 keeps them forever.
+LENSWEB_METRICS_ALLOW_LOOPBACK = True
+# Retention (lensweb.monitoring.retention): hourly from the app, and `manage.py purge` (alias
+# purge_request_log) for a cron job. Request log entries older than this (0 keeps them forever); expired
+# sessions; records of workers stopped or lost this many days ago.
 LENSWEB_REQUEST_LOG_RETENTION_DAYS = env.int("LENSWEB_REQUEST_LOG_RETENTION_DAYS", default=30)
+LENSWEB_WORKER_RECORD_RETENTION_DAYS = env.int("LENSWEB_WORKER_RECORD_RETENTION_DAYS", default=7)
+# Finished analyses (done, failed, cancelled: rows, share links and all) this many days after they ended;
+# queued and running ones never. `manage.py purge` only (it may delete much); 0 keeps them forever.
+LENSWEB_ANALYSIS_RETENTION_DAYS = env.int("LENSWEB_ANALYSIS_RETENTION_DAYS", default=0)
+# Requests refused for want of a login or a valid API key are counted for /metrics in this cache (shared
+# through Redis when there is one), not written to the request log: spam cannot grow a table.
+LENSWEB_METRICS_COUNTER_CACHE = RATELIMIT_USE_CACHE
 # POST/PUT/PATCH/DELETE under these paths are logged (the browser's submit and cancel, and the API).
 LENSWEB_REQUEST_LOG_PREFIXES = ["/analyses/", "/api/v1/"]
 LENSWEB_REQUEST_LOG_API_PREFIX = "/api/"
@@ -194,6 +247,11 @@ MIDDLEWARE += ["lensweb.monitoring.middleware.RequestLogMiddleware"]  # last: it
 
 # --- results: import size limit ----------------------------------------------------------------------
 LENSWEB_MAX_IMPORT_BYTES = env.int("LENSWEB_MAX_IMPORT_BYTES", default=20 * 2**20)
+# Imports per user (POSTs, refused or not): a file is parsed and written in the one database thread that
+# every socket shares. Rows count against LENSWEB_MAX_POSITIONS_PER_DAY like analysed positions; each
+# transcript has at most LENSWEB_MAX_TOKENS rows, a file at most LENSWEB_MAX_IMPORT_ROWS.
+LENSWEB_IMPORT_RATE = env("LENSWEB_IMPORT_RATE", default="10/m")
+LENSWEB_MAX_IMPORT_ROWS = env.int("LENSWEB_MAX_IMPORT_ROWS", default=10_000)
 
 # --- security headers (lensweb.security; production.py adds HTTPS, HSTS and secure cookies) ----------
 # Content-Security-Policy: no inline script or style, connect-src 'self' + the page's ws(s) origin.
@@ -206,6 +264,11 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 
 # --- the result cache (lensweb.cache): identical requests answered from stored results -----------------
 LENSWEB_RESULT_CACHE = env.bool("LENSWEB_RESULT_CACHE", default=True)
+# The device and dtype workers run lenses in (inference.lens reads them itself; empty: CUDA if available,
+# else CPU; bf16 on CUDA, float32 on CPU). They are part of a result's identity: a web process keys results
+# by them, so where web and workers run on different machines, give both the workers' values.
+LENSWEB_DEVICE = env("LENSWEB_DEVICE", default="")
+LENSWEB_DTYPE = env("LENSWEB_DTYPE", default="")
 # Eviction after every store and by `manage.py evict_cache`: entries older than this, then the least
 # recently used until the total fits. 0 turns a limit off.
 LENSWEB_CACHE_MAX_AGE_DAYS = env.float("LENSWEB_CACHE_MAX_AGE_DAYS", default=30)
@@ -214,9 +277,11 @@ LENSWEB_CACHE_MAX_BYTES = env.int("LENSWEB_CACHE_MAX_BYTES", default=2 * 2**30)
 LENSWEB_CACHE_REDIS_TTL = env.int("LENSWEB_CACHE_REDIS_TTL", default=3600)
 LENSWEB_CACHE_FRONT = "results" if REDIS_URL else ""  # a CACHES alias, or "" for the database alone
 if REDIS_URL:
-    CACHES["results"] = {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+    CACHES["results"] = {  # while Redis is unreachable: no front, the database answers
+        "BACKEND": "lensweb.failsoft.FailSoftRedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": env("REDIS_PREFIX", default="lensweb"),
         "TIMEOUT": LENSWEB_CACHE_REDIS_TTL,
+        "OPTIONS": {"socket_connect_timeout": REDIS_CONNECT_TIMEOUT, "socket_timeout": REDIS_TIMEOUT},
+        "RETRY_AFTER": REDIS_RETRY_AFTER,
     }

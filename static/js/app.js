@@ -45,5 +45,12 @@
     el.className = "socket-state " + cls;
   }
   document.addEventListener("htmx:wsOpen", function () { socketState("live", "live"); });
-  document.addEventListener("htmx:wsClose", function () { socketState("reconnecting…", "down"); });
+  // The ws extension reconnects only after these closes; after any other the page must be reloaded.
+  var RECONNECTS = [1006, 1011, 1012, 1013];
+  document.addEventListener("htmx:wsClose", function (e) {
+    var code = e.detail && e.detail.event ? e.detail.event.code : 1006;
+    if (code === 4401) socketState("signed out: reload the page to sign in again", "down");
+    else if (RECONNECTS.indexOf(code) < 0) socketState("disconnected: reload the page", "down");
+    else socketState("reconnecting…", "down");
+  });
 })();

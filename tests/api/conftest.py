@@ -1,6 +1,6 @@
 """An API client that checks every answer against the OpenAPI document, and a live worker record.
 
-Fixtures shared with tests/accounts (users, keys, the limiter reset) and with tests/web (the tiny golden
+Fixtures shared with tests/accounts (users, keys, the limiter reset) and with tests/web (the tiny test
 lens) are imported from there.
 """
 

@@ -6,7 +6,7 @@ import pytest
 
 from lensweb.analyses import services
 from lensweb.api import services as generation_services
-from tests.conftest import TINY_DESCRIPTION
+from tests.conftest import TINY_DESCRIPTION, TINY_NAME
 
 from .conftest import error_of
 
@@ -77,7 +77,7 @@ def test_lenses(api, request, who):
             "lenses": [
                 {
                     "id": "tiny",
-                    "name": "Tiny golden lens",
+                    "name": TINY_NAME,
                     "description": TINY_DESCRIPTION,
                     "default": True,
                     "untrained": False,

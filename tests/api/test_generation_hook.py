@@ -1,4 +1,4 @@
-"""The core's worker runs generations between analyses: one worker, the real engine over the tiny golden
+"""The core's worker runs generations between analyses: one worker, the real engine over the tiny test
 lens, analyses and generations interleaved on one loaded lens."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from lensweb.analyses import services
 from lensweb.analyses.worker import LensWorker
 from lensweb.api import services as generation_services
 from lensweb.api.models import Generation
-from tests.web.conftest import fast_worker, job_state, wait_for  # noqa: F401  (fixture)
+from tests.web.conftest import fast_worker, job_state, scaled, wait_for  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -27,11 +27,12 @@ async def test_the_worker_runs_generations_between_analyses(alice, fast_worker, 
     worker.start()
     try:
         await wait_for(
-            lambda: job_state(second.pk).is_final and Generation.objects.get(pk=generation.pk).is_final, 120
+            lambda: job_state(second.pk).is_final and Generation.objects.get(pk=generation.pk).is_final,
+            scaled(120),
         )
     finally:
         worker.request_stop()
-        await asyncio.wait_for(worker.finished.wait(), 30)
+        await asyncio.wait_for(worker.finished.wait(), scaled(30))
     done = await database_sync_to_async(Generation.objects.get)(pk=generation.pk)
     assert done.status == "done" and len(done.result["samples"][0]["token_ids"]) == 4
     assert done.timings["load_s"] >= 0 and done.worker_id == worker.record.pk

@@ -1,5 +1,5 @@
 """Generations: submitted over the API, run by `process_one_generation` with the real engine over the tiny
-golden lens, read back; failures, cancels and stale workers."""
+test lens, read back; failures, cancels and stale workers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The result cache over the real engine and the tiny golden lens: users, a cache switched on, and a
+"""The result cache over the real engine and the tiny test lens: users, a cache switched on, and a
 worker that runs every claimable job in this thread (the same claim and finish path as the real one)."""
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from lensweb.analyses import services
 from lensweb.analyses.models import Analysis
 from lensweb.analyses.notify import user_group
 from lensweb.cache.models import CachedResult, CacheLink
+from tests.conftest import scaled
 
 from .conftest import TEXT, fresh, rows_of
 
@@ -55,7 +56,7 @@ def test_the_follower_rows_reach_its_owner_socket(alice, bob, run_queue):
         # One event loop for every receive: the Redis layer's receive buffer belongs to the loop it ran on.
         messages = []
         while True:
-            message = await asyncio.wait_for(layer.receive(channel), timeout=20)
+            message = await asyncio.wait_for(layer.receive(channel), timeout=scaled(20))
             messages.append(message)
             if message["type"] == "analysis.state" and message["job"] == follower.pk and message["final"]:
                 return messages

@@ -97,16 +97,16 @@ def _registry(directory, checkpoint, base):
 def own_checkpoints(tmp_path, monkeypatch, cache_on, tiny_registry):
     """The tiny lens from a copy we may change, and a second lens whose decoder differs slightly."""
     from lensweb.analyses import engine as engine_module
-    from tests.web.conftest import GOLDEN
+    from tests.conftest import tiny_lens
 
-    raw = torch.load(GOLDEN / "checkpoints" / "tiny_patch2_percur.pt", weights_only=False)
+    raw = torch.load(tiny_lens().checkpoint, weights_only=False)
     torch.save(raw, tmp_path / "tiny.pt")
     decoder = raw["models"]["decoder"]
     name = next(k for k, v in decoder.items() if torch.is_tensor(v) and v.is_floating_point())
     decoder[name] = decoder[name] + 1e-3
     torch.save(raw, tmp_path / "other.pt")
     monkeypatch.setenv(
-        "LENSWEB_LENS_REGISTRY", str(_registry(tmp_path, tmp_path / "tiny.pt", GOLDEN / "tiny-llama"))
+        "LENSWEB_LENS_REGISTRY", str(_registry(tmp_path, tmp_path / "tiny.pt", tiny_lens().base))
     )
     engine_module._engines.pop(engine_module.ENGINE_ALIASES["inference"], None)
     return tmp_path

@@ -20,7 +20,9 @@ pytestmark = [pytest.mark.django_db]
 def entry(name: str, lens="tiny", engine_version="1", days_old=0.0, rows=3, last_hit_days=None):
     rows = [{"position": p, "mse": 0.5, "explanation": f"{name} {p} " * 20} for p in range(rows)]
     hit = result_cache.Hit("", rows, {"lens_id": lens}, {}, 1.5)
-    stored = result_cache.store(result_cache.Key(name, "identity", len(rows), engine_version), lens, {}, hit)
+    stored = result_cache.store(
+        result_cache.Key(name, "identity", len(rows), engine_version, "cpu", "float32"), lens, {}, hit
+    )
     now = timezone.now()
     CachedResult.objects.filter(pk=stored.pk).update(
         created_at=now - timedelta(days=days_old),
@@ -68,7 +70,7 @@ def test_eviction_runs_after_every_store(limits):
     entry("new")
     assert keys() == {"new"}
     limits.LENSWEB_CACHE_MAX_BYTES = 1  # smaller than any entry: the one just stored goes too
-    key = result_cache.Key("newer", "identity", 1, "1")
+    key = result_cache.Key("newer", "identity", 1, "1", "cpu", "float32")
     result_cache.store(key, "tiny", {}, result_cache.Hit("", [{"position": 0}], {}, {}, 1.0))
     assert keys() == set()
 
@@ -119,7 +121,7 @@ def front(limits):
 def test_the_front_answers_and_the_database_stays_the_record(front):
     stored = entry("k")
     assert front.get("result:k")["blob"] == bytes(stored.blob)
-    key = result_cache.Key("k", "identity", 3, "1")
+    key = result_cache.Key("k", "identity", 3, "1", "cpu", "float32")
     hit = result_cache.lookup(key)
     assert [r["position"] for r in hit.rows] == [0, 1, 2]
     assert CachedResult.objects.get().hits == 1  # counted in the database too
@@ -137,4 +139,4 @@ def test_a_front_that_fails_falls_back_to_the_database(front, monkeypatch):
         raise ConnectionError("redis is away")
 
     monkeypatch.setattr(front, "get", broken)
-    assert result_cache.lookup(result_cache.Key("k", "identity", 3, "1")) is not None
+    assert result_cache.lookup(result_cache.Key("k", "identity", 3, "1", "cpu", "float32")) is not None

@@ -1,27 +1,9 @@
-"""The golden folder beside the repo, and lenses loaded once per test session."""
-
-import os
-from pathlib import Path
-
-import pytest
+"""The golden folder beside the repo, and lenses loaded once per test session. The engine tests that read
+golden files are fidelity tests: without the folder they skip in one line (tests.conftest.golden_dir)."""
 
 from inference.lens import load_lens
 from inference.registry import LensSpec
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def shared_dir() -> Path:
-    return Path(os.environ.get("LENSWEB_SHARED_DIR") or REPO.parent / "shared")
-
-
-def golden_dir() -> Path:
-    path = shared_dir() / "golden"
-    if not path.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"the golden fixtures are missing at {path}; CI must have shared/ beside the clone")
-        pytest.skip(f"golden fixtures not found at {path}")
-    return path
+from tests.conftest import REPO, golden_dir  # noqa: F401  (REPO, golden_dir: for the test modules)
 
 
 def tiny_spec(name: str) -> LensSpec:

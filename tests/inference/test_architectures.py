@@ -1,6 +1,5 @@
-"""The engine runs other model families end to end (tiny random models built in-process)."""
-
-import shutil
+"""The engine runs other model families end to end (tiny random models and the tests' own tokenizer, built
+in-process: no golden files needed)."""
 
 import pytest
 import torch
@@ -9,18 +8,10 @@ from inference.analysis import analyze
 from inference.lens import load_lens
 from inference.registry import LensSpec
 from inference.types import AnalysisInput, AnalysisOptions
-
-from .golden import golden_dir
-
-TOKENIZER_FILES = [
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-]
+from tests.tinylens import build_tokenizer
 
 
-def _config(family):
+def _config(family, vocab_size):
     import transformers
 
     common = dict(
@@ -30,7 +21,7 @@ def _config(family):
         num_attention_heads=4,
         num_key_value_heads=2,
         head_dim=8,
-        vocab_size=49152,
+        vocab_size=vocab_size,
         max_position_embeddings=256,
     )
     if family == "qwen2":
@@ -87,12 +78,12 @@ def _checkpoint(d, n_layers):
 
 @pytest.mark.parametrize("family", ["qwen2", "gemma2"])
 def test_family_runs_with_patching_kl_and_salience(tmp_path, family):
-    cfg, cls = _config(family)
+    tokenizer = build_tokenizer()
+    cfg, cls = _config(family, len(tokenizer))
     torch.manual_seed(0)
     base = tmp_path / family
     cls(cfg).save_pretrained(base)
-    for f in TOKENIZER_FILES:
-        shutil.copy(golden_dir() / "tiny-llama" / f, base / f)
+    tokenizer.save_pretrained(base)
     ckpt = tmp_path / "lens.pt"
     torch.save(_checkpoint(32, 3), ckpt)
     lens = load_lens(

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from lensweb.analyses.models import Analysis, WorkerRecord
 from lensweb.monitoring import requestlog
+from tests.conftest import TINY_NAME
 
 from .conftest import HTMX, make_job, make_worker, minutes
 
@@ -98,7 +99,7 @@ def test_no_inline_script_or_handler_on_the_monitoring_pages(staff_client, alice
 def test_the_lens_page_lists_the_registry_and_who_holds_each_lens(staff_client):
     make_worker("gpu-1:77:abcd", 1, WorkerRecord.State.IDLE, lens_id="tiny")
     html = staff_client.get(reverse("monitoring:lenses")).content.decode()
-    assert "<code>tiny</code>" in html and "Tiny golden lens" in html and "gpu-1:77:abcd" in html
+    assert "<code>tiny</code>" in html and TINY_NAME in html and "gpu-1:77:abcd" in html
 
 
 def test_a_broken_registry_is_shown_not_raised(staff_client, monkeypatch, tmp_path):

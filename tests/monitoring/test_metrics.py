@@ -100,3 +100,18 @@ def test_with_a_token_only_the_token_or_staff_get_in(client, staff, settings):
     assert right.status_code == 200 and b"lensweb_queue_depth" in right.content
     client.force_login(staff)
     assert client.get("/metrics", REMOTE_ADDR="203.0.113.9").status_code == 200
+
+
+def test_production_has_no_loopback_exemption(client, staff, settings):
+    """LENSWEB_METRICS_ALLOW_LOOPBACK is False in production: the reverse proxy, or any sidecar on the
+    host, makes requests from loopback too."""
+    settings.LENSWEB_METRICS_ALLOW_LOOPBACK = False
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 403
+    assert client.get("/metrics", REMOTE_ADDR="::1").status_code == 403
+    settings.LENSWEB_METRICS_TOKEN = "s3cret-scrape-token"
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 401
+    bearer = {"HTTP_AUTHORIZATION": "Bearer s3cret-scrape-token"}
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1", **bearer).status_code == 200
+    settings.LENSWEB_METRICS_TOKEN = ""
+    client.force_login(staff)  # with no token: staff only
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 200

@@ -1,5 +1,5 @@
 """Fixtures for the results tests: users (owner, outsider, staff), and analyses whose rows come from the
-real engine over the tiny golden lens (computed once per session), or are built by hand."""
+real engine over the tiny test lens (computed once per session), or are built by hand."""
 
 from __future__ import annotations
 
@@ -7,18 +7,18 @@ import copy
 
 import pytest
 
-from tests.conftest import GOLDEN, tiny_registry_path  # noqa: F401  (GOLDEN: for the test modules)
+from tests.conftest import golden_dir, tiny_registry_path  # noqa: F401  (golden_dir: for the test modules)
 
 TEXT = "The capital of France is Paris, famous for the Eiffel Tower."
 
 
 def run_tiny(text: str = TEXT, **options):
-    """(rows, metadata, timings, options) of a real analysis by the tiny golden lens (the session's
+    """(rows, metadata, timings, options) of a real analysis by the tiny test lens (the session's
     registry lens, which the engine loads once per process and keeps)."""
     from inference.types import AnalysisInput, AnalysisOptions
     from lensweb.analyses.engine import get_engine
 
-    tiny_registry_path()  # skips (fails in CI) without the golden files
+    tiny_registry_path()  # builds the tiny lens if no test has yet
     engine = get_engine()
     lens = engine.load(engine.get_spec("tiny"))
     opts = AnalysisOptions(**options)

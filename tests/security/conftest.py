@@ -1,4 +1,4 @@
-"""The access-matrix world: an owner with a finished analysis (real rows from the tiny golden lens), a queued
+"""The access-matrix world: an owner with a finished analysis (real rows from the tiny test lens), a queued
 job, a share link, a generation and API keys; another user; a staff member; a live worker record."""
 
 from __future__ import annotations

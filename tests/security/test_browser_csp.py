@@ -1,5 +1,5 @@
 """Debian's Chromium under the Content-Security-Policy, against a live `manage.py serve` (daphne, embedded
-worker, tiny golden lens): the analysis page, a results permalink and the staff dashboard load with no
+worker, tiny test lens): the analysis page, a results permalink and the staff dashboard load with no
 policy violation and no console error, and htmx still works (a job submitted by the form gets its card over
 the socket; the results page swaps; the dashboard polls). A positive control proves violations are seen."""
 
@@ -10,7 +10,7 @@ import re
 import pytest
 
 from tests.live import chromium, live_server
-from tests.web.conftest import write_tiny_registry
+from tests.web.conftest import scaled, write_tiny_registry
 
 pytestmark = [pytest.mark.browser]
 
@@ -76,7 +76,7 @@ def watched(browser, server):
 
     page.on("console", on_console)
     page.on("pageerror", lambda e: watched.errors.append(str(e)))
-    page.set_default_timeout(60_000)
+    page.set_default_timeout(scaled(60) * 1000)
     page.goto(f"{server}/accounts/login/")
     page.fill("#id_username", STAFF)
     page.fill("#id_password", PASSWORD)
@@ -125,7 +125,7 @@ def test_pages_under_the_policy_and_htmx_still_works(watched, server):
     page.wait_for_function(
         "old => { const s = document.querySelector('.mon-stamp'); return s && s.textContent !== old; }",
         arg=stamp,
-        timeout=20_000,
+        timeout=scaled(20) * 1000,
     )
 
     # Django's admin (its own templates) and the settings page with its htmx forms

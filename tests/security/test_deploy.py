@@ -1,5 +1,6 @@
 """The production settings as a deployment runs them (a subprocess with the environment it would set):
-`check --deploy` has nothing to say, HTTPS is enforced behind the proxy, and missing secrets stop it."""
+`check --deploy` has nothing to say, HTTPS is enforced behind the proxy, rate limits see the client's address
+behind it, /metrics wants its token, and missing secrets or a missing proxy setting stop it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import scaled
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "lens.example.org"
@@ -27,6 +30,7 @@ def production_env(tmp_path, **changes) -> dict[str, str]:
         CSRF_TRUSTED_ORIGINS=f"https://{HOST}",
         DEBUG="off",
         DATABASE_URL=f"sqlite:///{tmp_path / 'deploy.sqlite3'}",  # empty: no demo user to refuse
+        LENSWEB_CLIENT_IP_HEADER="HTTP_X_FORWARDED_FOR",
     )
     env.update(changes)
     return {k: v for k, v in env.items() if v is not None}
@@ -34,7 +38,7 @@ def production_env(tmp_path, **changes) -> dict[str, str]:
 
 def run(env, *args) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=scaled(120)
     )
 
 
@@ -46,11 +50,35 @@ def test_check_deploy_has_no_warnings(tmp_path):
     assert "WARNING" not in output.upper() and "security.W" not in output, output
 
 
-@pytest.mark.parametrize("missing", ["SECRET_KEY", "ALLOWED_HOSTS"])
+@pytest.mark.parametrize("missing", ["SECRET_KEY", "ALLOWED_HOSTS", "LENSWEB_CLIENT_IP_HEADER"])
 def test_production_refuses_to_start_without(tmp_path, missing):
     result = run(production_env(tmp_path, **{missing: None}), "manage.py", "check")
     assert result.returncode != 0
     assert missing in result.stderr
+
+
+def test_the_refusal_says_how_to_name_the_proxy_header_or_declare_none(tmp_path):
+    result = run(production_env(tmp_path, LENSWEB_CLIENT_IP_HEADER=None), "manage.py", "check")
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("django.core.exceptions.ImproperlyConfigured: Set LENSWEB_CLIENT_IP_HEADER"), (
+        message
+    )
+    assert "HTTP_X_FORWARDED_FOR" in message and "LENSWEB_BEHIND_PROXY=false" in message, message
+
+
+@pytest.mark.parametrize(
+    "changes, named",
+    [
+        ({"LENSWEB_BEHIND_PROXY": "false"}, "LENSWEB_BEHIND_PROXY=false"),  # a header no proxy sets
+        ({"LENSWEB_TRUSTED_PROXY_HOPS": "0"}, "LENSWEB_TRUSTED_PROXY_HOPS"),
+        ({"RATELIMIT_IP_META_KEY": "HTTP_X_FORWARDED_FOR"}, "RATELIMIT_IP_META_KEY"),  # the old setting
+    ],
+    ids=["header-without-proxy", "no-hops", "old-setting"],
+)
+def test_production_refuses_contradictory_proxy_settings(tmp_path, changes, named):
+    result = run(production_env(tmp_path, **changes), "manage.py", "check")
+    assert result.returncode != 0 and named in result.stderr.strip().splitlines()[-1], result.stderr
 
 
 PROBE = """
@@ -95,4 +123,72 @@ def test_https_behind_the_proxy(tmp_path):
         "SECURE_PROXY_SSL_HEADER": ["HTTP_X_FORWARDED_PROTO", "https"],
         "X_FRAME_OPTIONS": "DENY",
         "SECURE_REFERRER_POLICY": "same-origin",
+    }
+
+
+# Behind the proxy (REMOTE_ADDR is the proxy's, 10.0.0.1), three logins a minute per client address.
+CLIENTS = """
+import json, django
+django.setup()
+from django.core.management import call_command
+from django.test import Client
+call_command("migrate", verbosity=0)
+c = Client(HTTP_HOST="lens.example.org", REMOTE_ADDR="10.0.0.1", headers={"x-forwarded-proto": "https"})
+def login(forwarded):
+    form = {"username": "nobody", "password": "wrong"}
+    return c.post("/accounts/login/", form, headers={"x-forwarded-for": forwarded}).status_code
+spoofed = [login(f"192.0.2.{n}, 203.0.113.7") for n in range(4)]  # one client, a new made-up address each time
+print(json.dumps({
+    "spoofed": spoofed,
+    "someone_else": login("198.51.100.8"),
+    "framed": login("198.51.100.9, 198.51.100.8"),
+    "metrics_loopback": Client(HTTP_HOST="lens.example.org").get("/metrics").status_code,  # from 127.0.0.1
+    "metrics_token": Client(HTTP_HOST="lens.example.org").get(
+        "/metrics", headers={"authorization": "Bearer scrape-token-1"}).status_code,
+}))
+"""
+
+
+def test_behind_the_proxy_each_client_has_its_own_counter(tmp_path):
+    result = run(production_env(tmp_path, LENSWEB_LOGIN_RATE="3/m"), "-c", CLIENTS)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["spoofed"] == [
+        200,
+        200,
+        200,
+        429,
+    ]  # what the client wrote before the proxy's entry is ignored
+    assert seen["someone_else"] == 200  # not throttled together with the guesser behind the shared proxy
+    assert seen["framed"] == 200  # nor can the guesser spend another client's attempts
+
+
+@pytest.mark.parametrize("token", [None, "scrape-token-1"])
+def test_metrics_from_loopback_needs_the_token(tmp_path, token):
+    """Daphne sits behind a proxy on the same host: a request from loopback is anyone's."""
+    result = run(production_env(tmp_path, LENSWEB_METRICS_TOKEN=token), "-c", CLIENTS)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert seen["metrics_loopback"] == (403 if token is None else 401)
+    assert seen["metrics_token"] == (403 if token is None else 200)
+
+
+DIRECT = """
+import json, django
+django.setup()
+from django.conf import settings
+from django.test import RequestFactory
+from lensweb.accounts.ratelimits import client_ip
+request = RequestFactory().get("/", REMOTE_ADDR="198.51.100.8", HTTP_X_FORWARDED_FOR="203.0.113.7")
+print(json.dumps({"client_ip": client_ip(request), "ssl_header": settings.SECURE_PROXY_SSL_HEADER}))
+"""
+
+
+def test_without_a_proxy_no_forwarded_header_is_believed(tmp_path):
+    env = production_env(tmp_path, LENSWEB_CLIENT_IP_HEADER=None, LENSWEB_BEHIND_PROXY="false")
+    result = run(env, "-c", DIRECT)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {
+        "client_ip": "198.51.100.8",
+        "ssl_header": None,
     }

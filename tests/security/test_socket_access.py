@@ -13,6 +13,7 @@ from django.test import Client
 
 from lensweb.analyses.models import Analysis
 from lensweb.asgi import application
+from tests.conftest import scaled
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -28,7 +29,8 @@ def _session_cookie(user) -> str:
 
 @contextlib.asynccontextmanager
 async def socket(user=None, origin=b"http://testserver"):
-    headers = [] if origin is NO_ORIGIN else [(b"origin", origin)]
+    # A real handshake always carries Host: the Origin check compares the two.
+    headers = [(b"host", b"testserver")] + ([] if origin is NO_ORIGIN else [(b"origin", origin)])
     if user is not None:
         headers.append((b"cookie", f"sessionid={await _session_cookie(user)}".encode()))
     communicator = WebsocketCommunicator(application, "/ws/analyses/", headers=headers)
@@ -52,7 +54,7 @@ async def _cancel(communicator, job_id: int) -> str:
     """Send a cancel; the socket's answer (#socket-message), skipping card updates that come first."""
     await communicator.send_to(text_data=json.dumps({"action": "cancel", "job": job_id}))
     while True:
-        message = await communicator.receive_from(timeout=10)
+        message = await communicator.receive_from(timeout=scaled(10))
         if 'id="socket-message"' in message:
             return message
 
@@ -78,7 +80,7 @@ async def test_someone_elses_job_cannot_be_cancelled_or_seen(world, actor):
     async with socket(world.user(actor)) as communicator:
         connected, _ = await communicator.connect()
         assert connected
-        replay = await communicator.receive_from(timeout=10)
+        replay = await communicator.receive_from(timeout=scaled(10))
         assert f'id="job-{world.queued.pk}"' not in replay and f'id="job-{world.analysis.pk}"' not in replay
         answer = await _cancel(communicator, world.queued.pk)
         assert f"there is no analysis #{world.queued.pk} of yours" in answer
@@ -90,7 +92,7 @@ async def test_the_owner_can_cancel(world):
     async with socket(world.owner) as communicator:
         connected, _ = await communicator.connect()
         assert connected
-        replay = await communicator.receive_from(timeout=10)
+        replay = await communicator.receive_from(timeout=scaled(10))
         assert f'id="job-{world.queued.pk}"' in replay
         answer = await _cancel(communicator, world.queued.pk)
         assert f"analysis #{world.queued.pk}: cancelled" in answer

@@ -1,8 +1,10 @@
-"""Fixtures for the web tests: users, the tiny golden lens, fast worker timings, live services."""
+"""Fixtures for the web tests: users, the tiny test lens, fast worker timings, live services. Every wait on
+real work is stretched by LENSWEB_TEST_TIMEOUT_SCALE (tests.conftest.scaled) and says what it waited for."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import socket
 import time
@@ -13,11 +15,12 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from tests.conftest import (  # noqa: F401  (shared with the modules that import them from here)
-    GOLDEN,
     REPO,
     SLOW_TEXT,
+    TINY_NAME,
     in_ci,
     require,
+    scaled,
     tiny_registry_path,
     token_ids,
     write_tiny_registry,
@@ -41,29 +44,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, timeout: float = 60, status: int = 200) -> None:
-    """Until `url` answers `status` (a subprocess server coming up)."""
-    deadline = time.monotonic() + timeout
+def wait_http(url: str, timeout: float | None = None, status: int = 200) -> None:
+    """Until `url` answers `status` (a subprocess server coming up), within `timeout` seconds: by default
+    scaled(60); a caller's own timeout is taken as given, so pass scaled(seconds)."""
+    limit = scaled(60) if timeout is None else timeout
+    deadline = time.monotonic() + limit
+    last = "no answer"
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == status:
                     return
-        except OSError:
-            pass
+                last = f"HTTP {response.status}"
+        except OSError as exc:  # refused while it starts; HTTPError (e.g. 503 until ready) is an OSError
+            last = str(exc)
         time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer {status} in {timeout} s")
+    raise AssertionError(f"{url} did not answer {status} within {limit:.0f} s (last: {last})")
 
 
 @pytest.fixture(scope="session")
 def tiny_registry() -> Path:
-    """The registry every test starts on (tests/conftest.py): the tiny golden lens alone."""
+    """The registry every test starts on (tests/conftest.py): the tiny test lens alone."""
     return tiny_registry_path()
 
 
 @pytest.fixture
 def tiny_engine(tiny_lens_registry):
-    """The engine the test settings name: the real one, over the tiny golden lens."""
+    """The engine the test settings name: the real one, over the tiny test lens."""
     from lensweb.analyses.engine import get_engine
 
     return get_engine()
@@ -113,14 +120,27 @@ def job_state(job_id: int):
     return Analysis.objects.get(pk=job_id)
 
 
-async def wait_for(predicate, timeout: float = 30, interval: float = 0.05):
-    """Poll a sync predicate (it may touch the database) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
+async def wait_for(predicate, timeout: float | None = None, interval: float = 0.05, what: str = ""):
+    """Poll a sync predicate (it may touch the database) until it returns something truthy, within `timeout`
+    seconds: by default scaled(30); a caller's own timeout is taken as given, so pass scaled(seconds). A
+    failure names what was awaited (`what`, else the predicate's source line) and its last value."""
+    limit = scaled(30) if timeout is None else timeout
+    deadline = time.monotonic() + limit
     check = sync_to_async(predicate)
     while True:
         value = await check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {predicate}")
+            raise AssertionError(
+                f"timed out after {limit:.0f} s waiting for {what or describe(predicate)} (last: {value!r})"
+            )
         await asyncio.sleep(interval)
+
+
+def describe(predicate) -> str:
+    """The source line of a lambda (what a test waits for, in its own words), else the callable's name."""
+    try:
+        return inspect.getsource(predicate).strip()
+    except (OSError, TypeError):
+        return getattr(predicate, "__qualname__", repr(predicate))

@@ -1,4 +1,4 @@
-"""Debian's Chromium against a live `manage.py serve` (daphne, embedded worker, tiny golden lens, one
+"""Debian's Chromium against a live `manage.py serve` (daphne, embedded worker, tiny test lens, one
 position per batch so that jobs stream visibly). pytest-django's live_server has no websockets."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 from tests.live import chromium, live_server
 
-from .conftest import write_tiny_registry
+from .conftest import scaled, write_tiny_registry
 
 pytestmark = [pytest.mark.browser]
 
@@ -40,7 +40,7 @@ def browser():
 def page(browser, server):
     context = browser.new_context()
     page = context.new_page()
-    page.set_default_timeout(60_000)
+    page.set_default_timeout(scaled(60) * 1000)
     page.goto(f"{server}/")
     assert "/accounts/login/" in page.url
     page.fill("#id_username", "demo")

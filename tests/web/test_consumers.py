@@ -14,7 +14,7 @@ from lensweb.analyses import services
 from lensweb.analyses.worker import LensWorker
 from lensweb.asgi import application
 
-from .conftest import SLOW_TEXT, job_state, token_ids, wait_for
+from .conftest import SLOW_TEXT, describe, job_state, scaled, token_ids, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -29,10 +29,13 @@ def session_cookie(user) -> str:
 
 
 @contextlib.asynccontextmanager
-async def socket(user=None, origin="http://testserver"):
-    headers = [(b"origin", origin.encode())]
-    if user is not None:
-        headers.append((b"cookie", f"sessionid={await session_cookie(user)}".encode()))
+async def socket(user=None, origin="http://testserver", cookie: str | None = None):
+    """A socket of `user` (a fresh session of theirs), or of the session whose cookie value is `cookie`."""
+    headers = [(b"host", b"testserver"), (b"origin", origin.encode())]
+    if cookie is None and user is not None:
+        cookie = await session_cookie(user)
+    if cookie is not None:
+        headers.append((b"cookie", f"sessionid={cookie}".encode()))
     communicator = WebsocketCommunicator(application, "/ws/analyses/", headers=headers)
     try:
         yield communicator
@@ -40,11 +43,19 @@ async def socket(user=None, origin="http://testserver"):
         await communicator.disconnect()
 
 
-async def receive_until(communicator, predicate, timeout=20):
-    """Messages up to and including the first that satisfies `predicate`."""
+async def receive_until(communicator, predicate, timeout=None):
+    """Messages up to and including the first that satisfies `predicate`, each within `timeout` seconds (by
+    default scaled(20); a caller's own timeout is taken as given)."""
+    limit = scaled(20) if timeout is None else timeout
     messages = []
     while True:
-        messages.append(await communicator.receive_from(timeout=timeout))
+        try:
+            messages.append(await communicator.receive_from(timeout=limit))
+        except TimeoutError:
+            raise AssertionError(
+                f"no message for {limit:.0f} s while waiting for {describe(predicate)}; "
+                f"{len(messages)} came before, the last: {messages[-1][:300] if messages else None!r}"
+            ) from None
         if predicate(messages[-1]):
             return messages
 
@@ -88,7 +99,7 @@ async def test_connect_replays_rows_so_far_and_progress(alice):
     async with socket(alice) as communicator:
         connected, _ = await communicator.connect()
         assert connected
-        replay = await communicator.receive_from()
+        replay = await communicator.receive_from(timeout=scaled(10))
         assert replay.startswith('<div id="jobs">')
         assert row_positions(job.pk, [replay]) == [0, 1, 2]
         assert len(token_ids("a b c d e")) == 5
@@ -100,7 +111,7 @@ async def test_rows_stream_in_order_one_small_fragment_per_batch(alice, fast_wor
     text = "one two three four five six seven eight"
     async with socket(alice) as communicator:
         assert (await communicator.connect())[0]
-        await communicator.receive_from()  # the (empty) replay
+        await communicator.receive_from(timeout=scaled(10))  # the (empty) replay
         job = await submit(alice, None, {"text": text}, {"kl": True})
         worker = LensWorker()
         worker.start()
@@ -123,7 +134,7 @@ async def test_rows_stream_in_order_one_small_fragment_per_batch(alice, fast_wor
 
 
 async def test_reload_mid_job_replays_and_keeps_streaming_without_duplicates(
-    alice, fast_worker, warm_lens, monkeypatch
+    alice, fast_worker, warm_lens, monkeypatch, settings
 ):
     monkeypatch.setenv("LENSWEB_ROWS_BUDGET", "1")
     job = await submit(alice, None, {"text": SLOW_TEXT}, {})
@@ -136,20 +147,26 @@ async def test_reload_mid_job_replays_and_keeps_streaming_without_duplicates(
             await receive_until(first, lambda m: "beforeend" in m)
         async with socket(alice) as second:
             assert (await second.connect())[0]
-            replay = await second.receive_from()
+            replay = await second.receive_from(timeout=scaled(10))
             replayed = row_positions(job.pk, [replay])
             assert len(replayed) >= 2 and replayed == list(range(len(replayed)))
-            rest = await receive_until(second, is_final(job.pk), timeout=60)
+            rest = await receive_until(second, is_final(job.pk), timeout=scaled(60))
     finally:
         await stop(worker)
     assert seen
-    assert replayed + row_positions(job.pk, rest) == list(range(len(token_ids(SLOW_TEXT))))
+    # The card shows the first LENSWEB_LIVE_CARD_ROWS rows, each once; the rest are counted, not appended.
+    total = len(token_ids(SLOW_TEXT))
+    assert total > settings.LENSWEB_LIVE_CARD_ROWS
+    assert replayed + row_positions(job.pk, rest) == list(range(settings.LENSWEB_LIVE_CARD_ROWS))
+    more = [m for m in rest if f'id="more-{job.pk}"' in m]
+    assert f"{total - settings.LENSWEB_LIVE_CARD_ROWS} more rows on the results page" in more[-1]
+    assert f"{total}/{total} positions" in "".join(rest)
 
 
 async def test_queue_positions_follow_the_queue(alice, bob):
     async with socket(alice) as communicator:
         assert (await communicator.connect())[0]
-        await communicator.receive_from()
+        await communicator.receive_from(timeout=scaled(10))
         mine = await submit(alice, None, {"text": "x"}, {})
         messages = await receive_until(communicator, lambda m: f'id="queue-{mine.pk}"' in m and "queue" in m)
         assert "Position <strong>1</strong>" in messages[-1]
@@ -162,14 +179,14 @@ async def test_cancel_over_the_socket_checks_ownership(alice, bob):
     job = await submit(alice, None, {"text": "x y"}, {})
     async with socket(bob) as intruder:
         assert (await intruder.connect())[0]
-        await intruder.receive_from()
+        await intruder.receive_from(timeout=scaled(10))
         await intruder.send_to(text_data=json.dumps({"action": "cancel", "job": job.pk}))
-        answer = await intruder.receive_from()
+        answer = await intruder.receive_from(timeout=scaled(10))
         assert f"there is no analysis #{job.pk} of yours" in answer
     assert (await database_sync_to_async(job_state)(job.pk)).status == "queued"
     async with socket(alice) as owner:
         assert (await owner.connect())[0]
-        await owner.receive_from()
+        await owner.receive_from(timeout=scaled(10))
         # what the htmx ws extension sends for the card's cancel form
         await owner.send_to(
             text_data=json.dumps({"action": "cancel", "job": str(job.pk), "HEADERS": {"HX-Request": "true"}})
@@ -182,11 +199,11 @@ async def test_bad_and_oversized_messages(alice, settings):
     settings.LENSWEB_WS_MAX_MESSAGE_BYTES = 200
     async with socket(alice) as communicator:
         assert (await communicator.connect())[0]
-        await communicator.receive_from()
+        await communicator.receive_from(timeout=scaled(10))
         await communicator.send_to(text_data="not json")
-        assert "not understood" in await communicator.receive_from()
+        assert "not understood" in await communicator.receive_from(timeout=scaled(10))
         await communicator.send_to(text_data=json.dumps({"action": "delete", "job": 1}))
-        assert "unknown action" in await communicator.receive_from()
+        assert "unknown action" in await communicator.receive_from(timeout=scaled(10))
         await communicator.send_to(text_data="x" * 201)
-        assert "too large" in await communicator.receive_from()
+        assert "too large" in await communicator.receive_from(timeout=scaled(10))
         assert (await communicator.receive_output())["type"] == "websocket.close"

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from tests.conftest import scaled, tiny_registry_path
+
 from .conftest import PG_URL, REDIS_URL, REPO, SLOW_TEXT, reachable, require, token_ids
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -53,6 +55,7 @@ def stack(tmp_path_factory):
         # Two workers on one machine: one thread each, or their spinning threads starve each other.
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": str(REPO),
+        "LENSWEB_LENS_REGISTRY": str(tiny_registry_path()),  # a module's fixture: before the autouse one
     }
     manage(env, "migrate", "--noinput", "-v0")
     logs = tmp_path_factory.mktemp("worker-logs")
@@ -61,14 +64,14 @@ def stack(tmp_path_factory):
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def manage(env, *args, timeout=120) -> str:
+def manage(env, *args, timeout=None) -> str:
     done = subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=scaled(120) if timeout is None else timeout,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
@@ -108,14 +111,14 @@ def start_worker(stack, label: str, **extra_env) -> subprocess.Popen:
     return proc
 
 
-def stop_workers(procs, sig=signal.SIGTERM, timeout=30) -> list[int]:
+def stop_workers(procs, sig=signal.SIGTERM, timeout=None) -> list[int]:
     codes = []
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(sig)
     for proc in procs:
         try:
-            codes.append(proc.wait(timeout=timeout))
+            codes.append(proc.wait(timeout=scaled(30) if timeout is None else timeout))
         except subprocess.TimeoutExpired:
             proc.kill()
             codes.append(proc.wait())
@@ -129,13 +132,15 @@ def query(url, sql, *params):
 
 
 def wait_until(predicate, timeout=90, interval=0.2, what="condition"):
+    """Until predicate() is truthy, within scaled(timeout) seconds."""
+    timeout = scaled(timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def jobs_by_id(url, ids):
@@ -201,7 +206,7 @@ def test_kill_9_mid_job_the_other_worker_completes_it_with_every_row_once(stack)
         [(pid,)] = query(url, "SELECT pid FROM analyses_workerrecord WHERE id = %s", job["worker"])
         victim = next(p for p in workers if p.pid == pid)
         victim.send_signal(signal.SIGKILL)
-        victim.wait(timeout=10)
+        victim.wait(timeout=scaled(10))
         rows_at_kill = len(positions_of(url, job_id))
         assert rows_at_kill < job["total"], "the job finished before the kill; make it longer"
         wait_until(lambda: jobs_by_id(url, [job_id])[job_id]["status"] == "done", what="the job to be done")
@@ -226,11 +231,12 @@ def test_sigterm_finishes_the_batch_requeues_the_rest_and_exits(stack):
     try:
         wait_until(lambda: jobs_by_id(url, [job_id])[job_id]["done"] >= 3, what="some rows")
         worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=20) == 0
+        assert worker.wait(timeout=scaled(20)) == 0
     finally:
         stop_workers([worker])
     job = jobs_by_id(url, [job_id])[job_id]
     assert job["status"] == "queued" and 3 <= job["done"] < job["total"]
+    assert job["attempts"] == 0, "a graceful hand-back (SIGTERM) used up an attempt"
     assert positions_of(url, job_id) == list(range(job["done"]))
     [(state,)] = query(url, "SELECT state FROM analyses_workerrecord WHERE pid = %s", worker.pid)
     assert state == "stopped"
@@ -239,4 +245,38 @@ def test_sigterm_finishes_the_batch_requeues_the_rest_and_exits(stack):
         wait_until(lambda: jobs_by_id(url, [job_id])[job_id]["status"] == "done", what="the resumed job")
     finally:
         stop_workers([resumer])
+    assert positions_of(url, job_id) == list(range(len(token_ids(SLOW_TEXT))))
+    assert jobs_by_id(url, [job_id])[job_id]["attempts"] == 1
+
+
+def test_killed_database_connections_mid_job_hand_it_back_and_the_worker_resumes_it(stack):
+    """A PostgreSQL restart, as the worker sees it: every connection it holds is terminated mid-job."""
+    url = stack["url"]
+    [job_id] = submit(stack["env"], [("frank", SLOW_TEXT)])
+    worker = start_worker(stack, "pg-kill")
+    try:
+        job = wait_until(
+            lambda: (j := jobs_by_id(url, [job_id])[job_id])["status"] == "running" and j["done"] >= 5 and j,
+            what="the job to be under way",
+        )
+        killed = query(
+            url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        assert killed and all(ok for (ok,) in killed), "the worker held no connection to terminate"
+        final = wait_until(
+            lambda: (
+                (j := jobs_by_id(url, [job_id])[job_id])["status"] in ("done", "failed", "cancelled") and j
+            ),
+            what="the job to end",
+        )
+        assert worker.poll() is None, "the worker exited when its connections were killed"
+    finally:
+        stop_workers([worker])
+    log = (stack["logs"] / "pg-kill.log").read_text()
+    assert final["status"] == "done", f"the job ended {final['status']}; worker log:\n{log[-3000:]}"
+    assert job["done"] < final["total"], "the job finished before the kill; make it longer"
+    assert "handing it back to the queue" in log, log[-3000:]
+    assert final["attempts"] == 2  # the error counts; the same worker claimed it again
     assert positions_of(url, job_id) == list(range(len(token_ids(SLOW_TEXT))))

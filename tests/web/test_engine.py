@@ -1,4 +1,4 @@
-"""The engine adapter over the tiny golden lens: one loaded lens per process, reloaded when its files change;
+"""The engine adapter over the tiny test lens: one loaded lens per process, reloaded when its files change;
 tokenizers re-read when a checkpoint changes; generation through the adapter."""
 
 import shutil
@@ -9,8 +9,7 @@ from inference.errors import CheckpointError
 from inference.limits import DEFAULT_LIMITS
 from inference.types import AnalysisInput, AnalysisOptions, GenerationOptions
 from tests.conftest import (
-    TINY_BASE,
-    TINY_CHECKPOINT,
+    tiny_lens,
     token_ids,
     write_registry_with_a_breakable_lens,
     write_tiny_registry,
@@ -24,13 +23,15 @@ def test_a_lens_loads_once_per_process(tiny_engine):
 
 def test_a_checkpoint_replaced_at_the_same_path_loads_anew(tiny_engine, tmp_path, monkeypatch):
     copy = tmp_path / "copy.pt"
-    shutil.copyfile(TINY_CHECKPOINT, copy)
-    extra = f'[[lens]]\nid = "copy"\nname = "Copy"\ncheckpoint = "{copy}"\nbase_model = "{TINY_BASE}"\n'
+    shutil.copyfile(tiny_lens().checkpoint, copy)
+    extra = (
+        f'[[lens]]\nid = "copy"\nname = "Copy"\ncheckpoint = "{copy}"\nbase_model = "{tiny_lens().base}"\n'
+    )
     monkeypatch.setenv("LENSWEB_LENS_REGISTRY", str(write_tiny_registry(tmp_path, extra)))
     spec = tiny_engine.get_spec("copy")
     first = tiny_engine.load(spec)
     assert tiny_engine.load(spec) is first
-    shutil.copyfile(TINY_CHECKPOINT, tmp_path / "new.pt")
+    shutil.copyfile(tiny_lens().checkpoint, tmp_path / "new.pt")
     (tmp_path / "new.pt").replace(copy)  # same path, same bytes, a new file
     assert tiny_engine.load(spec) is not first
 

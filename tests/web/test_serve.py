@@ -1,5 +1,6 @@
-"""`manage.py serve` as `make run` starts it: daphne with the worker embedded (SQLite, in-memory layer).
-A restart loses nothing: SIGTERM finishes the batch and re-queues the job; the next start resumes it."""
+"""`manage.py serve` as `make run` starts it: daphne with the worker embedded (SQLite, in-memory layer), on
+the tiny test lens (the session's registry, inherited). A restart loses nothing: SIGTERM finishes the batch
+and re-queues the job; the next start resumes it."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import urllib.request
 
 import pytest
 
-from .conftest import REPO, SLOW_TEXT, free_port, token_ids, wait_http
+from .conftest import REPO, SLOW_TEXT, free_port, scaled, token_ids, wait_http
 
-JOB_TEXT = SLOW_TEXT
+# One of SLOW_TEXT's three repeats (~45 tokens): with one position per batch, enough batches to stop the job
+# in the middle, and few enough that the test stays short on a busy machine.
+JOB_TEXT = SLOW_TEXT[: len(SLOW_TEXT) // 3]
 
 
 @pytest.fixture
@@ -44,13 +47,17 @@ def site(tmp_path):
     procs = []
 
     def start():
-        proc = subprocess.Popen(
-            [sys.executable, "manage.py", "serve"],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
+        # A file, not a pipe: nobody reads a pipe while the server runs, and a full one would stall it.
+        log = tmp_path / f"serve-{len(procs) + 1}.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "manage.py", "serve"],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        proc.log = log
         procs.append(proc)
         wait_http(f"http://127.0.0.1:{env['PORT']}/healthz")
         return proc
@@ -72,10 +79,14 @@ def site(tmp_path):
             proc.wait()
 
 
-def wait(predicate, timeout=30):
-    deadline = time.monotonic() + timeout
+def wait(predicate, timeout: float, what: str, log) -> None:
+    """Until predicate() holds, within scaled(timeout) seconds; a failure says what and shows the server log."""
+    limit = scaled(timeout)
+    deadline = time.monotonic() + limit
     while not predicate():
-        assert time.monotonic() < deadline, "timed out"
+        assert time.monotonic() < deadline, (
+            f"timed out after {limit:.0f} s waiting for {what}; serve log ends:\n{log.read_text()[-3000:]}"
+        )
         time.sleep(0.1)
 
 
@@ -83,16 +94,22 @@ def test_serve_runs_the_worker_inside_and_a_restart_loses_nothing(site):
     start, job, positions, port = site
     server = start()
     wait_http(f"http://127.0.0.1:{port}/readyz")  # a live embedded worker
-    wait(lambda: job()[1] >= 5, timeout=60)
+    wait(lambda: job()[1] >= 5, 60, "the embedded worker to store 5 positions", server.log)
     server.send_signal(signal.SIGTERM)
-    assert server.wait(timeout=20) == 0
-    assert b"worker embedded in this process" in server.stdout.read()
+    assert server.wait(timeout=scaled(20)) == 0, "serve did not exit on SIGTERM"
+    assert "worker embedded in this process" in server.log.read_text()
     status, done, total, _ = job()
-    assert status == "queued" and 5 <= done < total
+    assert status == "queued" and 5 <= done < total, (status, done, total)
     assert positions() == list(range(done))
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-    start()
-    wait(lambda: job()[0] == "done", timeout=120)
+    again = start()
+    wait(
+        lambda: job()[0] == "done",
+        120,
+        f"the restarted server to finish the job ({total} positions)",
+        again.log,
+    )
     assert total == len(token_ids(JOB_TEXT))
-    assert job()[3] == 2 and positions() == list(range(total))
+    # one claim per start; the graceful hand-back on SIGTERM gave its attempt back
+    assert job()[3] == 1 and positions() == list(range(total))

@@ -12,7 +12,7 @@ from lensweb.analyses import services
 from lensweb.analyses.models import Analysis
 from lensweb.results.colours import build_scale
 
-from .conftest import write_tiny_registry
+from .conftest import TINY_NAME, write_tiny_registry
 
 pytestmark = pytest.mark.django_db
 
@@ -58,7 +58,7 @@ def test_index_shows_form_jobs_and_the_untrained_notice(logged_in, alice, tmp_pa
     assert f'id="job-{job.pk}"' in html and "Position <strong>1</strong>" in html
     # the notice is the untrained demo lens' alone, not the trained tiny one's
     assert re.search(r"<strong>Demo lens</strong> — <em>an untrained Patchscope-style lens</em>", html)
-    assert re.search(r"<strong>Tiny golden lens</strong>\.", html)
+    assert re.search(rf"<strong>{TINY_NAME}</strong>\.", html)
     assert "<script>" not in html  # no inline scripts: a CSP without unsafe-inline stays possible
     assert "/static/vendor/htmx.min.js" in html and "/static/vendor/ws.js" in html
 

@@ -13,7 +13,7 @@ from lensweb.analyses.models import Analysis, AnalysisRow, WorkerRecord
 from lensweb.analyses.notify import WORKER_CHANNEL
 from lensweb.analyses.worker import LensChannelWorker, LensWorker, get_worker
 from lensweb.asgi import application
-from tests.conftest import write_registry_with_a_breakable_lens
+from tests.conftest import scaled, write_registry_with_a_breakable_lens
 
 from .conftest import SLOW_TEXT, job_state, token_ids, wait_for
 
@@ -30,7 +30,7 @@ def rows_of(job_id):
 
 async def stop(worker: LensWorker):
     worker.request_stop()
-    await wait_for(worker.finished.is_set, timeout=30)
+    await wait_for(worker.finished.is_set, timeout=scaled(30))
 
 
 async def test_jobs_run_to_done_and_failures_do_not_stop_the_worker(
@@ -45,7 +45,7 @@ async def test_jobs_run_to_done_and_failures_do_not_stop_the_worker(
     worker = LensWorker()
     worker.start()
     try:
-        await wait_for(lambda: job_state(good.pk).is_final, timeout=120)
+        await wait_for(lambda: job_state(good.pk).is_final, timeout=scaled(120))
     finally:
         await stop(worker)
     bad, good = (
@@ -94,14 +94,15 @@ async def test_stopping_requeues_the_rest_and_a_new_worker_resumes(
     await stop(first)
     paused = await database_sync_to_async(job_state)(job.pk)
     assert paused.status == "queued" and 3 <= paused.progress_done < paused.progress_total
+    assert paused.attempts == 0, "a graceful hand-back (SIGTERM) used up an attempt"
     second = LensWorker()
     second.start()
     try:
-        await wait_for(lambda: job_state(job.pk).is_final, timeout=120)
+        await wait_for(lambda: job_state(job.pk).is_final, timeout=scaled(120))
     finally:
         await stop(second)
     job = await database_sync_to_async(job_state)(job.pk)
-    assert job.status == "done" and job.attempts == 2
+    assert job.status == "done" and job.attempts == 1  # the graceful hand-back does not count
     rows = await database_sync_to_async(rows_of)(job.pk)
     assert [p for p, _ in rows] == list(range(len(token_ids(SLOW_TEXT))))
     assert [row["token_id"] for _, row in rows] == token_ids(SLOW_TEXT)
@@ -121,7 +122,7 @@ async def test_a_job_of_a_dead_worker_is_resumed_by_another(alice, fast_worker):
     worker = LensWorker()
     worker.start()
     try:
-        await wait_for(lambda: job_state(job.pk).is_final, timeout=60)
+        await wait_for(lambda: job_state(job.pk).is_final, timeout=scaled(60))
     finally:
         await stop(worker)
     rows = await database_sync_to_async(rows_of)(job.pk)
@@ -135,7 +136,7 @@ async def test_a_job_queued_before_any_worker_ran_is_picked_up_at_start(alice, f
     worker = LensWorker()
     worker.start()
     try:
-        await wait_for(lambda: job_state(job.pk).status == "done", timeout=60)
+        await wait_for(lambda: job_state(job.pk).status == "done", timeout=scaled(60))
     finally:
         await stop(worker)
 
@@ -148,16 +149,16 @@ async def test_tiny_lens_resumed_rows_equal_uninterrupted_rows(alice, fast_worke
     whole = await submit(alice, None, {"text": text}, options)
     worker = LensWorker(tiny_engine)
     worker.start()
-    await wait_for(lambda: job_state(whole.pk).status == "done", timeout=120)
+    await wait_for(lambda: job_state(whole.pk).status == "done", timeout=scaled(120))
     resumed = await submit(alice, None, {"text": text}, options)
-    await wait_for(lambda: job_state(resumed.pk).progress_done >= 2, timeout=120)
+    await wait_for(lambda: job_state(resumed.pk).progress_done >= 2, timeout=scaled(120))
     await stop(worker)
     paused = await database_sync_to_async(job_state)(resumed.pk)
     assert paused.status == "queued" and paused.progress_done < paused.progress_total
     again = LensWorker(tiny_engine)
     again.start()
     try:
-        await wait_for(lambda: job_state(resumed.pk).status == "done", timeout=120)
+        await wait_for(lambda: job_state(resumed.pk).status == "done", timeout=scaled(120))
     finally:
         await stop(again)
     expected = await database_sync_to_async(rows_of)(whole.pk)
@@ -187,7 +188,7 @@ async def test_the_doorbell_wakes_an_idle_worker_long_before_its_poll(alice, set
         await wait_for(lambda: WorkerRecord.objects.filter(state="idle").exclude(channel_name="").exists())
         await asyncio.sleep(0.2)  # the worker is now waiting for its next poll (or a doorbell)
         job = await submit(alice, None, {"text": "ring ring"}, {})
-        await wait_for(lambda: job_state(job.pk).status == "done", timeout=5)
+        await wait_for(lambda: job_state(job.pk).status == "done", timeout=scaled(5))
     finally:
         worker.request_stop()
-        await asyncio.wait_for(task, 10)
+        await asyncio.wait_for(task, scaled(10))

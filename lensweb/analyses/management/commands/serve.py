@@ -9,11 +9,28 @@ import os
 
 from channels.layers import get_channel_layer
 from daphne.endpoints import build_endpoint_description_strings
+from daphne.ws_protocol import WebSocketProtocol
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from twisted.internet import defer, reactor
 
 log = logging.getLogger("lensweb.serve")
+
+# The largest message a client may send (the consumer refuses anything over LENSWEB_WS_MAX_MESSAGE_BYTES).
+INCOMING_MESSAGE_LIMIT = 64 * 1024
+
+
+class IncomingLimitProtocol(WebSocketProtocol):
+    """autobahn applies maxMessagePayloadSize to sends as well, and a refused send kills the consumer (the
+    socket closes with 1011). The limit is for what clients send; the consumer keeps its own messages
+    small (fragments.SEND_BUDGET), so a send is never refused for its size."""
+
+    def sendMessage(self, payload, *args, **kwargs):
+        limit, self.maxMessagePayloadSize = self.maxMessagePayloadSize, 0
+        try:
+            return super().sendMessage(payload, *args, **kwargs)
+        finally:
+            self.maxMessagePayloadSize = limit
 
 
 class Command(BaseCommand):
@@ -69,13 +86,16 @@ class Command(BaseCommand):
             ),
         )
         self.stdout.flush()
-        daphne.server.Server(
+        server = daphne.server.Server(
             application=application,
             endpoints=build_endpoint_description_strings(host=host, port=port),
             signal_handlers=True,
             verbosity=options["verbosity"],
-            websocket_max_message_size=64 * 1024,
-        ).run()
+            websocket_max_message_size=INCOMING_MESSAGE_LIMIT,
+        )
+        # run() builds the factory; startup callbacks run before the first connection is accepted.
+        reactor.callWhenRunning(lambda: setattr(server.ws_factory, "protocol", IncomingLimitProtocol))
+        server.run()
         worker = state.get("worker")
         if worker is not None and worker.current_job_id is not None:
             # A batch still running in its thread would hold the interpreter's exit forever.

@@ -22,7 +22,6 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from inference.cachekey import result_key
 from lensweb.analyses import services
 from lensweb.analyses.engine import get_engine
 from lensweb.analyses.models import Analysis
@@ -126,13 +125,10 @@ class Command(BaseCommand):
                 bar.say(f"loading lens {spec.id}…")
                 loaded[spec.id] = engine.load(spec)
             lens = loaded[spec.id]
-            if lens.identity != key.lens_identity:  # its files changed since the key was made
-                key = result_cache.Key(
-                    result_key(lens.identity, prepared.token_ids, prepared.positions, options),
-                    lens.identity,
-                    key.n_tokens,
-                    key.engine_version,
-                )
+            identity, _, device, dtype = result_cache.computed_by(engine.metadata(lens))
+            if (identity, device, dtype) != (key.lens_identity, key.device, key.dtype):
+                # its files changed since the key was made, or this process runs it on another device
+                key = result_cache.make_key(identity, device, dtype, prepared, options)
             t0 = time.monotonic()
 
             def on_batch(update):
