@@ -30,6 +30,21 @@ def day_bounds(now=None) -> tuple[datetime, int]:
     return start, max(1, int((start + timedelta(days=1) - now).total_seconds()))
 
 
+def check_daily_cap(cap: int, used_today, adding: int, refusal, now=None) -> None:
+    """QuotaExceeded if `adding` more takes today's use past `cap` (0: no cap). `used_today()` counts (only
+    called when there is a cap); `refusal(used, cap)` says what was refused."""
+    if not cap:
+        return
+    used = used_today()
+    if used + adding > cap:
+        _, seconds = day_bounds(now)
+        raise QuotaExceeded(
+            f"{refusal(used, cap)}; the count starts again at midnight UTC, in "
+            f"{seconds // 3600} h {seconds % 3600 // 60} min",
+            seconds,
+        )
+
+
 def positions_today(user, now=None) -> int:
     from lensweb.analyses.models import Analysis
 
@@ -44,17 +59,15 @@ def positions_today(user, now=None) -> int:
 
 def check_daily_positions(user, adding: int, now=None) -> None:
     """Raise QuotaExceeded if `adding` more positions would take `user` past today's cap."""
-    cap = settings.LENSWEB_MAX_POSITIONS_PER_DAY
-    if not cap:
-        return
-    used = positions_today(user, now)
-    if used + adding > cap:
-        _, seconds = day_bounds(now)
-        raise QuotaExceeded(
-            f"this analysis has {adding:,} positions and you have used {used:,} of your {cap:,} positions "
-            f"today; the count starts again at midnight UTC, in {seconds // 3600} h {seconds % 3600 // 60} min",
-            seconds,
-        )
+    check_daily_cap(
+        settings.LENSWEB_MAX_POSITIONS_PER_DAY,
+        lambda: positions_today(user, now),
+        adding,
+        lambda used, cap: (
+            f"this analysis has {adding:,} positions and you have used {used:,} of your {cap:,} positions today"
+        ),
+        now,
+    )
 
 
 def generated_tokens_today(user, now=None) -> int:
@@ -71,14 +84,13 @@ def generated_tokens_today(user, now=None) -> int:
 
 def check_daily_generation_tokens(user, adding: int, now=None) -> None:
     """Generations count n × max_new_tokens (what they may cost, known at submit)."""
-    cap = settings.LENSWEB_MAX_GENERATED_TOKENS_PER_DAY
-    if not cap:
-        return
-    used = generated_tokens_today(user, now)
-    if used + adding > cap:
-        _, seconds = day_bounds(now)
-        raise QuotaExceeded(
+    check_daily_cap(
+        settings.LENSWEB_MAX_GENERATED_TOKENS_PER_DAY,
+        lambda: generated_tokens_today(user, now),
+        adding,
+        lambda used, cap: (
             f"this generation may produce {adding:,} tokens and you have used {used:,} of your {cap:,} "
-            f"generated tokens today; the count starts again at midnight UTC",
-            seconds,
-        )
+            "generated tokens today"
+        ),
+        now,
+    )

@@ -13,7 +13,7 @@ from lensweb.accounts.quotas import check_daily_positions
 from lensweb.analyses import services as analyses_services
 from lensweb.analyses.models import Analysis, AnalysisRow
 
-from . import export
+from . import imports
 from .models import OPTIONAL_COLUMNS, ResultsPreference, ShareLink
 
 
@@ -157,12 +157,12 @@ IMPORT_BATCH_ROWS = 500
 
 
 def max_import_bytes() -> int:
-    return getattr(settings, "LENSWEB_MAX_IMPORT_BYTES", export.DEFAULT_MAX_IMPORT_BYTES)
+    return getattr(settings, "LENSWEB_MAX_IMPORT_BYTES", imports.DEFAULT_MAX_IMPORT_BYTES)
 
 
-def parse_upload(content: bytes, filename: str) -> list[export.ImportedTranscript]:
+def parse_upload(content: bytes, filename: str) -> list[imports.ImportedTranscript]:
     """The file's transcripts within this server's bounds (ImportFormatError says which one it breaks)."""
-    return export.parse_import(
+    return imports.parse_import(
         content,
         filename,
         max_bytes=max_import_bytes(),
@@ -180,7 +180,7 @@ def _summary(rows: list[dict]) -> dict:
     return {"rows": len(mses), "mean_mse": sum(mses) / len(mses), "max_mse": max(mses)}
 
 
-def do_import(user, transcripts: list[export.ImportedTranscript], filename: str) -> list[Analysis]:
+def do_import(user, transcripts: list[imports.ImportedTranscript], filename: str) -> list[Analysis]:
     """Each transcript becomes a finished, read-only analysis in the user's history (all or none).
     Imported rows count against the daily positions quota as analysed ones do (positions_today sums
     every analysis created today): QuotaExceeded when this file would pass it."""

@@ -20,7 +20,7 @@ from lensweb.accounts.quotas import QuotaExceeded
 from lensweb.accounts.ratelimits import retry_after
 from lensweb.analyses.models import Analysis, AnalysisRow
 
-from . import colours, display, export, services
+from . import colours, display, export, imports, services
 from .chart import mse_chart
 from .models import OPTIONAL_COLUMNS, ResultsPreference, ShareLink
 
@@ -305,7 +305,7 @@ def import_file(request):
 
 
 def _import_page(request, limit: int, *, error: str = "", created=(), status: int = 200, retry: int = 0):
-    context = {"error": error, "created": created, "max_import": export.size_text(limit)}
+    context = {"error": error, "created": created, "max_import": imports.size_text(limit)}
     response = render(request, "results/import.html", context, status=status)
     if retry:
         response["Retry-After"] = str(retry)
@@ -324,7 +324,7 @@ def _import_file(request, limiter: _ImportSizeLimit):
     upload = request.FILES.get("file")
     if limiter.exceeded:
         error = (
-            f"The file is over the import limit of {export.size_text(limit)}. Split it into several files."
+            f"The file is over the import limit of {imports.size_text(limit)}. Split it into several files."
         )
         return _import_page(request, limit, error=error, status=400)
     if upload is None:
@@ -333,7 +333,7 @@ def _import_file(request, limiter: _ImportSizeLimit):
     try:
         transcripts = services.parse_upload(upload.read(limit + 1), upload.name)
         created = services.do_import(request.user, transcripts, upload.name)
-    except export.ImportFormatError as exc:
+    except imports.ImportFormatError as exc:
         return _import_page(request, limit, error=str(exc), status=400)
     except QuotaExceeded as exc:
         error = f"Not imported: each imported row counts as an analysed position, and {exc.message}."

@@ -13,7 +13,8 @@ from django.urls import reverse
 
 from lensweb.analyses.models import Analysis
 from lensweb.results import services
-from lensweb.results.export import ImportFormatError, export_csv, export_json, parse_import
+from lensweb.results.export import export_csv, export_json
+from lensweb.results.imports import ImportFormatError, parse_import
 
 from .conftest import create_analysis, golden_dir
 

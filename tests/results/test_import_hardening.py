@@ -18,7 +18,8 @@ from django.urls import reverse
 from lensweb.accounts.quotas import positions_today
 from lensweb.analyses.models import Analysis, AnalysisRow
 from lensweb.results import services
-from lensweb.results.export import export_json, parse_import
+from lensweb.results.export import export_json
+from lensweb.results.imports import parse_import
 from tests.accounts.conftest import clear_ratelimits  # noqa: F401  (autouse: every test starts uncounted)
 
 pytestmark = pytest.mark.django_db
@@ -140,7 +141,7 @@ def test_the_row_bound_is_the_token_bound(settings):
     (t,) = services.parse_upload(synthetic(bound), "full.json")
     assert len(t.rows) == bound
     with pytest.raises(
-        services.export.ImportFormatError, match=f"{bound + 1:,} rows; the limit is {bound:,} rows"
+        services.imports.ImportFormatError, match=f"{bound + 1:,} rows; the limit is {bound:,} rows"
     ):
         services.parse_upload(synthetic(bound + 1), "long.json")
 
