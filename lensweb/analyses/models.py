@@ -43,6 +43,11 @@ class JobStatus(models.TextChoices):
     CANCELLED = "cancelled"
 
 
+# What computed an attempt's rows (lens metadata keys). A resumed job holds rows of several attempts: one
+# result only if these agree (bf16 on a GPU and float32 on a CPU do not give the same numbers).
+PLACEMENT_KEYS = ("identity", "engine_version", "device", "dtype")
+
+
 class Analysis(models.Model):
     Status = JobStatus
 

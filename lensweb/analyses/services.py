@@ -24,7 +24,7 @@ from lensweb.cache import services as result_cache
 
 from . import notify
 from .engine import get_engine
-from .models import Analysis, AnalysisRow, WorkerRecord
+from .models import PLACEMENT_KEYS, Analysis, AnalysisRow, WorkerRecord
 from .queue import fair_queue, queue_position, queue_positions  # noqa: F401  (part of the service API)
 
 log = logging.getLogger(__name__)
@@ -230,8 +230,15 @@ def persisted_positions(job_id: int) -> set[int]:
 
 
 def do_record_metadata(job_id: int, worker_id: int, metadata: dict, total: int) -> None:
+    """This attempt's lens metadata, plus the placement of every attempt whose rows the job holds."""
+    job = Analysis.objects.filter(pk=job_id, worker_id=worker_id, status=Status.RUNNING).first()
+    if job is None:
+        return
+    placement = [metadata.get(key) for key in PLACEMENT_KEYS]
+    earlier = list((job.metadata or {}).get("attempt_placements", [])) if job.attempt_base else []
+    placements = earlier + ([placement] if placement not in earlier else [])
     Analysis.objects.filter(pk=job_id, worker_id=worker_id, status=Status.RUNNING).update(
-        metadata=metadata, progress_total=total
+        metadata={**metadata, "attempt_placements": placements}, progress_total=total
     )
 
 

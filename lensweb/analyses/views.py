@@ -6,8 +6,8 @@ from django.conf import settings
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
-from django_ratelimit.core import is_ratelimited
 
+from lensweb.accounts.ratelimits import retry_after
 from lensweb.monitoring import requestlog
 
 from . import fragments, services
@@ -50,9 +50,8 @@ def index(request):
 def submit(request):
     form = _new_form(request.POST)
     submitted = None
-    if is_ratelimited(
-        request, group="analyses.submit", key="user", rate=settings.LENSWEB_SUBMIT_RATE, increment=True
-    ):
+    # The API counts in the same group; an empty rate turns the limit off.
+    if retry_after(request, "analyses.submit", "user", settings.LENSWEB_SUBMIT_RATE) is not None:
         form.is_valid()
         form.add_error(None, "you are submitting too fast; wait a minute and try again")
         requestlog.note(outcome="refused", reason="rate_limited")

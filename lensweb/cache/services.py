@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from inference import cachekey
 from lensweb.analyses import notify
-from lensweb.analyses.models import Analysis, AnalysisRow
+from lensweb.analyses.models import PLACEMENT_KEYS, Analysis, AnalysisRow
 
 from .models import CachedResult, CacheLink
 
@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 
 Status = Analysis.Status
 UNFINISHED = (Status.QUEUED, Status.RUNNING)
-# Result metadata that describes one user's copy, not the computation: never stored in an entry.
-COPY_KEYS = ("cached", "computed_seconds", "followed")
+# Result metadata that describes one job (its copy, its attempts), not the computation: never stored.
+COPY_KEYS = ("cached", "computed_seconds", "followed", "attempt_placements")
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,14 @@ def computed_by(metadata: dict) -> tuple:
         cachekey.device_type(metadata.get("device") or ""),
         metadata.get("dtype"),
     )
+
+
+def attempts_computed_by(metadata: dict) -> set[tuple]:
+    """computed_by of every attempt whose rows a job holds (analyses.services.do_record_metadata)."""
+    return {
+        computed_by(dict(zip(PLACEMENT_KEYS, placement, strict=True)))
+        for placement in metadata.get("attempt_placements", [])
+    }
 
 
 def keyed_for(key) -> tuple:
@@ -305,20 +313,18 @@ def cached_positions_today(user, now=None) -> int:
 def check_daily_cached_positions(user, adding: int, now=None) -> None:
     """QuotaExceeded if copying `adding` more cached positions takes `user` past
     LENSWEB_MAX_CACHED_POSITIONS_PER_DAY (0: no cap)."""
-    from lensweb.accounts.quotas import QuotaExceeded, day_bounds  # quotas imports analyses, which imports us
+    from lensweb.accounts.quotas import check_daily_cap  # quotas imports analyses, which imports us
 
-    cap = settings.LENSWEB_MAX_CACHED_POSITIONS_PER_DAY
-    if not cap:
-        return
-    used = cached_positions_today(user, now)
-    if used + adding > cap:
-        _, seconds = day_bounds(now)
-        raise QuotaExceeded(
+    check_daily_cap(
+        settings.LENSWEB_MAX_CACHED_POSITIONS_PER_DAY,
+        lambda: cached_positions_today(user, now),
+        adding,
+        lambda used, cap: (
             f"this answer from the result cache has {adding:,} positions and you have been answered "
-            f"{used:,} of your {cap:,} cached positions today; the count starts again at midnight UTC, in "
-            f"{seconds // 3600} h {seconds % 3600 // 60} min",
-            seconds,
-        )
+            f"{used:,} of your {cap:,} cached positions today"
+        ),
+        now,
+    )
 
 
 # --- when a job ends -------------------------------------------------------------------------------------
@@ -360,10 +366,10 @@ def _storable(job: Analysis, link: CacheLink, hit: Hit) -> bool:
     since, a rolling upgrade, a worker on another device than LENSWEB_DEVICE / LENSWEB_DTYPE say)."""
     if not hit.rows or len(hit.rows) != job.progress_total or job.metadata.get("cached"):
         return False
-    if job.attempt_base:
-        # Resumed after rows of an earlier attempt, whose worker may have run another device or dtype:
-        # the metadata names the last attempt's only, so rows of two identities cannot be ruled out.
-        log.info("analysis %s: resumed after %d rows, not cached", job.pk, job.attempt_base)
+    if job.attempt_base and len(attempts_computed_by(job.metadata or {})) != 1:
+        # Resumed after rows of an earlier attempt that ran another lens, engine, device or dtype (or
+        # that recorded none): rows of two results.
+        log.info("analysis %s: resumed after rows computed elsewhere, not cached", job.pk)
         return False
     computed, keyed = computed_by(job.metadata or {}), keyed_for(link)
     if computed != keyed:

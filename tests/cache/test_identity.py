@@ -76,16 +76,16 @@ def test_a_result_computed_elsewhere_than_keyed_is_not_stored(alice, run_queue, 
     assert "LENSWEB_DEVICE" in caplog.text and "not cached" in caplog.text
 
 
-def _first_attempt_elsewhere(job, rows: list[dict]) -> None:
-    """A worker on a GPU (bf16) claims `job`, persists `rows` and hands it back (SIGTERM)."""
-    gpu = services.register_worker(device="cuda:0")
+def _first_attempt_elsewhere(job, rows: list[dict], device="cuda:0", dtype="bfloat16") -> None:
+    """A worker (by default on a GPU, bf16) claims `job`, persists `rows` and hands it back (SIGTERM)."""
+    gpu = services.register_worker(device=device)
     assert services.claim_next_job(gpu).pk == job.pk
     link = CacheLink.objects.get(pk=job.pk)
     metadata = {
         "identity": link.lens_identity,
         "engine_version": link.engine_version,
-        "device": "cuda:0",
-        "dtype": "bfloat16",
+        "device": device,
+        "dtype": dtype,
     }
     services.do_record_metadata(job.pk, gpu.pk, metadata, total=job.progress_total)
     if rows:
@@ -106,6 +106,23 @@ def test_a_job_resumed_on_another_placement_is_not_stored(alice, run_queue, sett
     assert rows_of(job.pk)[0] == first and job.metadata["device"] == "cpu"  # the key's placement
     assert not CachedResult.objects.exists()
     assert submit(alice).status == "queued"  # computed afresh, not served from a mixed result
+
+
+def test_a_job_resumed_on_the_same_placement_is_stored(alice, run_queue, settings):
+    """Two attempts on CPUs in float32 (a SIGTERM between them): one result, cached like any other."""
+    settings.LENSWEB_DEVICE = settings.LENSWEB_DTYPE = ""
+    job = submit(alice)
+    _first_attempt_elsewhere(job, [], device="cpu", dtype="float32")  # learn what position 0 computes to
+    run_queue()
+    first = rows_of(job.pk)[0]
+    CachedResult.objects.all().delete()
+    again = submit(alice, text=TEXT)
+    _first_attempt_elsewhere(again, [first], device="cpu", dtype="float32")
+    assert run_queue() == [again.pk]
+    again = fresh(again)
+    assert again.status == "done" and again.attempt_base == 1
+    assert len(again.metadata["attempt_placements"]) == 1
+    assert CachedResult.objects.get().dtype == "float32"
 
 
 def test_an_attempt_that_persisted_nothing_does_not_stop_the_store(alice, run_queue, settings):

@@ -157,6 +157,13 @@ def test_submit_is_rate_limited(logged_in, settings):
     assert Analysis.objects.count() == 1
 
 
+def test_an_empty_submit_rate_turns_the_limit_off(logged_in, settings):
+    settings.LENSWEB_SUBMIT_RATE = ""  # "empty turns one off" (settings): was a 500 in the form view
+    for _ in range(3):
+        assert logged_in.post(reverse("analyses:submit"), VALID, **HTMX).status_code == 200
+    assert Analysis.objects.count() == 3
+
+
 def test_cancel_and_card_views_check_ownership(client, alice, bob):
     job = services.do_submit(alice, None, {"text": "x"}, {})
     client.force_login(bob)
