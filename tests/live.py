@@ -1,5 +1,5 @@
-"""A real `manage.py serve` (daphne, optionally the embedded worker) and Debian's Chromium, for the browser
-tests of every app. One place, so that every browser test starts servers and browsers the same way."""
+"""A real `manage.py serve` (daphne, optionally the embedded worker; or another server command) and Debian's
+Chromium, for the browser tests of every app. One place, so that every browser test starts servers and browsers the same way."""
 
 from __future__ import annotations
 
@@ -26,12 +26,22 @@ CHROMIUM_ARGS = [
 
 
 @contextlib.contextmanager
-def live_server(tmp: Path, *, setup: list[list[str]], ready: str = "/readyz", **env: str) -> Iterator[str]:
-    """Migrate a fresh SQLite database in `tmp`, run each `manage.py` command of `setup`, serve on a free
-    port until `ready` answers 200 (/readyz: the embedded worker has heart-beaten), yield the base URL, and
-    stop the server with SIGTERM (as an operator would) when done. Waits are scaled (tests.conftest.scaled);
-    a server that does not come up fails with its log."""
-    require(shutil.which(CHROMIUM) is not None, f"{CHROMIUM} is not installed")
+def live_server(
+    tmp: Path,
+    *,
+    setup: list[list[str]],
+    ready: str = "/readyz",
+    command: tuple[str, ...] = ("serve",),
+    browser: bool = True,
+    **env: str,
+) -> Iterator[str]:
+    """Migrate a fresh SQLite database in `tmp`, run each `manage.py` command of `setup`, serve (`manage.py`
+    `command`, each "{port}" in it replaced by a free port, also in $PORT) until `ready` answers 200
+    (/readyz: the embedded worker has heart-beaten), yield the base URL, and stop the server with SIGTERM
+    (as an operator would) when done. Waits are scaled (tests.conftest.scaled); a server that does not come
+    up fails with its log. `browser`: skip unless Chromium is installed."""
+    if browser:
+        require(shutil.which(CHROMIUM) is not None, f"{CHROMIUM} is not installed")
     port = free_port()
     environ = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
     environ.update(
@@ -43,14 +53,18 @@ def live_server(tmp: Path, *, setup: list[list[str]], ready: str = "/readyz", **
         PORT=str(port),
         **env,
     )
-    for command in (["migrate", "--noinput", "-v0"], *setup):
+    for step in (["migrate", "--noinput", "-v0"], *setup):
         done = subprocess.run(
-            [sys.executable, "manage.py", *command], cwd=REPO, env=environ, capture_output=True, text=True
+            [sys.executable, "manage.py", *step], cwd=REPO, env=environ, capture_output=True, text=True
         )
-        assert done.returncode == 0, f"manage.py {' '.join(command)} failed: {done.stderr[-3000:]}"
+        assert done.returncode == 0, f"manage.py {' '.join(step)} failed: {done.stderr[-3000:]}"
     log = open(tmp / "serve.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "serve"], cwd=REPO, env=environ, stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, "manage.py", *(arg.format(port=port) for arg in command)],
+        cwd=REPO,
+        env=environ,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:

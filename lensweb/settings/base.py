@@ -14,15 +14,17 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[:
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
+    # The first app's command wins: our `runserver` (daphne's, with the embedded worker) shadows daphne's and
+    # staticfiles' ones, and our `runworker` (which also starts the lens worker) channels' one.
+    "lensweb.analyses",
+    "daphne",  # ASGI runserver: pages and sockets
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    # Before "channels": our `runworker` (which also starts the lens worker) shadows channels' one.
     "lensweb.accounts",
-    "lensweb.analyses",
     "lensweb.api",
     "lensweb.monitoring",
     "lensweb.results",
@@ -33,6 +35,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "lensweb.security.ContentSecurityPolicyMiddleware",  # every response, static files included
+    # Before sessions, CSRF and login: it answers the API's CORS preflights, which carry no credentials.
+    "lensweb.api.cors.ApiCorsMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -190,6 +194,9 @@ LENSWEB_MAX_API_KEYS_PER_USER = env.int("LENSWEB_MAX_API_KEYS_PER_USER", default
 # API request bodies over this many bytes are refused (413) before parsing: a 20 000-character chat in
 # JSON, escapes included, fits.
 LENSWEB_API_MAX_BODY_BYTES = env.int("LENSWEB_API_MAX_BODY_BYTES", default=256 * 1024)
+# CORS (lensweb.api.cors): web pages of these exact origins (scheme://host[:port], comma-separated; no
+# wildcard, no path) may call /api/v1/ with an API key. Unset: none. Never the session pages, never cookies.
+LENSWEB_CORS_ALLOWED_ORIGINS = env.list("LENSWEB_CORS_ALLOWED_ORIGINS", default=[])
 # The limiter's counters: shared through Redis when there is one (several processes must agree), else
 # in this process' memory.
 RATELIMIT_USE_CACHE = "ratelimit"

@@ -9,6 +9,7 @@ import os
 
 from channels.layers import get_channel_layer
 from daphne.endpoints import build_endpoint_description_strings
+from daphne.server import twisted_loop
 from daphne.ws_protocol import WebSocketProtocol
 from django.conf import settings
 from django.core.management.base import BaseCommand
@@ -33,6 +34,73 @@ class IncomingLimitProtocol(WebSocketProtocol):
             self.maxMessagePayloadSize = limit
 
 
+class LimitedServer(daphne.server.Server):
+    """daphne's server with IncomingLimitProtocol on its sockets."""
+
+    def run(self):
+        # run() builds the factory; startup callbacks run before the first connection is accepted.
+        reactor.callWhenRunning(lambda: setattr(self.ws_factory, "protocol", IncomingLimitProtocol))
+        super().run()
+
+
+class EmbeddedWorker:
+    """The lens worker on the Twisted reactor's asyncio loop, shared with the consumers (the in-memory layer
+    is per loop): it starts when the reactor runs and finishes its batch before the reactor shuts down.
+    `manage.py serve` and `manage.py runserver` both embed it this way."""
+
+    def __init__(self, application):
+        self.application = application
+        self.worker = None
+        self.task = None
+
+    def install(self) -> None:
+        # callWhenRunning fires before the loop runs: the task starts with it. The loop is named, not looked
+        # up: under runserver's autoreloader the reactor runs in a thread that has no current loop.
+        reactor.callWhenRunning(lambda: setattr(self, "task", twisted_loop.create_task(self.run())))
+        reactor.addSystemEventTrigger(
+            "before", "shutdown", lambda: defer.Deferred.fromFuture(twisted_loop.create_task(self.stop()))
+        )
+
+    async def run(self) -> None:
+        from lensweb.analyses.notify import WORKER_CHANNEL
+        from lensweb.analyses.worker import LensChannelWorker, get_worker
+
+        self.worker = get_worker()
+        runner = LensChannelWorker(
+            application=self.application,
+            channels=[WORKER_CHANNEL],
+            channel_layer=get_channel_layer(),
+            install_signal_handlers=False,
+        )
+        await runner.arun()
+
+    async def stop(self) -> None:
+        if self.worker is None:
+            return
+        self.worker.request_stop()
+        # Finish the current batch and hand the job back; a stuck batch is left to the stale re-queue.
+        try:
+            await asyncio.wait_for(self.worker.finished.wait(), timeout=20)
+        except TimeoutError:
+            log.warning("the embedded worker did not stop in 20 s; its job will be re-queued when stale")
+
+
+def embed_worker(application) -> EmbeddedWorker:
+    """Run the lens worker in this process once the reactor runs (call before the server runs)."""
+    embedded = EmbeddedWorker(application)
+    embedded.install()
+    return embedded
+
+
+def exit_if_busy(embedded: EmbeddedWorker | None) -> None:
+    """After the reactor stopped: a batch still running in its thread would hold the interpreter's exit
+    forever, so leave at once (the job is re-queued once stale)."""
+    worker = embedded.worker if embedded is not None else None
+    if worker is not None and worker.current_job_id is not None:
+        log.warning("exiting with analysis %s unfinished; it is re-queued once stale", worker.current_job_id)
+        os._exit(0)
+
+
 class Command(BaseCommand):
     help = "Serve lensweb with daphne on $HOST:$PORT (default 127.0.0.1:8000)."
 
@@ -41,41 +109,10 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8000))
 
     def handle(self, *args, **options):
-        from lensweb.analyses.notify import WORKER_CHANNEL
-        from lensweb.analyses.worker import LensChannelWorker, get_worker
         from lensweb.asgi import application
 
         embedded = settings.LENSWEB_EMBEDDED_WORKER
-        state = {}
-
-        async def run_worker():
-            # On daphne's event loop, shared with the consumers (the in-memory layer is per loop).
-            state["worker"] = get_worker()
-            runner = LensChannelWorker(
-                application=application,
-                channels=[WORKER_CHANNEL],
-                channel_layer=get_channel_layer(),
-                install_signal_handlers=False,
-            )
-            await runner.arun()
-
-        async def stop_worker():
-            worker = state.get("worker")
-            if worker is None:
-                return
-            worker.request_stop()
-            # Finish the current batch and hand the job back; a stuck batch is left to the stale re-queue.
-            try:
-                await asyncio.wait_for(worker.finished.wait(), timeout=20)
-            except TimeoutError:
-                log.warning("the embedded worker did not stop in 20 s; its job will be re-queued when stale")
-
-        if embedded:
-            # callWhenRunning fires before the asyncio loop runs: schedule a task, which starts with it.
-            reactor.callWhenRunning(lambda: state.setdefault("task", asyncio.ensure_future(run_worker())))
-            reactor.addSystemEventTrigger(
-                "before", "shutdown", lambda: defer.Deferred.fromFuture(asyncio.ensure_future(stop_worker()))
-            )
+        worker = embed_worker(application) if embedded else None
         host, port = options["host"], options["port"]
         self.stdout.write(
             f"Serving lensweb on http://{host}:{port}/ "
@@ -86,20 +123,11 @@ class Command(BaseCommand):
             ),
         )
         self.stdout.flush()
-        server = daphne.server.Server(
+        LimitedServer(
             application=application,
             endpoints=build_endpoint_description_strings(host=host, port=port),
             signal_handlers=True,
             verbosity=options["verbosity"],
             websocket_max_message_size=INCOMING_MESSAGE_LIMIT,
-        )
-        # run() builds the factory; startup callbacks run before the first connection is accepted.
-        reactor.callWhenRunning(lambda: setattr(server.ws_factory, "protocol", IncomingLimitProtocol))
-        server.run()
-        worker = state.get("worker")
-        if worker is not None and worker.current_job_id is not None:
-            # A batch still running in its thread would hold the interpreter's exit forever.
-            log.warning(
-                "exiting with analysis %s unfinished; it is re-queued once stale", worker.current_job_id
-            )
-            os._exit(0)
+        ).run()
+        exit_if_busy(worker)
