@@ -192,3 +192,26 @@ def test_without_a_proxy_no_forwarded_header_is_believed(tmp_path):
         "client_ip": "198.51.100.8",
         "ssl_header": None,
     }
+
+
+DEMO_USER = """
+import django
+django.setup()
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+call_command("ensure_demo_user")
+"""
+
+
+@pytest.mark.parametrize("published", [True, False], ids=["published-password", "operators-own"])
+def test_production_refuses_only_the_published_demo_password(tmp_path, published):
+    """compose's first look creates `demo` with the operator's LENSWEB_DEMO_PASSWORD: that one is nobody
+    else's, so production serves with it; the published lensweb-demo it refuses."""
+    password = "lensweb-demo" if published else "operators-own-" + secrets.token_hex(8)
+    env = production_env(tmp_path, LENSWEB_DEMO_PASSWORD=password)
+    created = run(env, "-c", DEMO_USER)
+    assert created.returncode == 0, created.stderr
+    assert (password in created.stdout) == published, "only the published password may be printed"
+    check = run(env, "manage.py", "check", "--deploy")
+    assert (check.returncode != 0) == published, check.stdout + check.stderr
+    assert ("lensweb.E001" in check.stderr) == published, check.stderr

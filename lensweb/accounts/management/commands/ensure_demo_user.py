@@ -5,18 +5,28 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
+from lensweb.accounts.checks import PUBLISHED_DEMO_PASSWORD
+
 
 class Command(BaseCommand):
-    help = "Create the demo user (printing its password) unless it exists."
+    help = "Create the demo user unless it exists (printing its password only if it is the published one)."
 
     def handle(self, *args, **options):
         username, password = settings.LENSWEB_DEMO_USERNAME, settings.LENSWEB_DEMO_PASSWORD
+        if not password:
+            self.stdout.write("LENSWEB_DEMO_PASSWORD is empty: no demo user created.")
+            return
         users = get_user_model().objects
         if users.filter(username=username).exists():
             self.stdout.write(f"User {username!r} exists; left as it is.")
             return
         users.create_user(username=username, password=password)
-        self.stdout.write(
-            self.style.SUCCESS(f"Created user {username!r} with password {password!r}.")
-            + f"\nChange it before going public: manage.py changepassword {username}"
-        )
+        if password == PUBLISHED_DEMO_PASSWORD:
+            self.stdout.write(
+                self.style.SUCCESS(f"Created user {username!r} with password {password!r}.")
+                + f"\nChange it before going public: manage.py changepassword {username}"
+            )
+        else:  # the operator's own (LENSWEB_DEMO_PASSWORD): not written to logs
+            self.stdout.write(
+                self.style.SUCCESS(f"Created user {username!r} with the password LENSWEB_DEMO_PASSWORD.")
+            )
