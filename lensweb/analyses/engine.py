@@ -19,7 +19,7 @@ _loaded: tuple[tuple, Any] | None = None
 _loaded_lock = threading.Lock()
 
 
-def _files_stamp(spec) -> tuple:
+def files_stamp(spec) -> tuple:
     """Names, sizes and mtimes of the lens' files: a checkpoint replaced at the same path loads anew."""
     stamp = []
     for location in (spec.checkpoint, spec.base_model, spec.donor_model):
@@ -76,7 +76,7 @@ class InferenceEngine:
         """Cached per lens while its files are unchanged (a replaced or broken checkpoint is read again,
         so the error shows here, before a worker lets go of the lens it holds). Loaded once: concurrent
         first submissions for a lens wait on its lock for the one load."""
-        stamp = _files_stamp(spec)
+        stamp = files_stamp(spec)
         with self._lock:
             lock = self._tokenizer_locks.setdefault(spec, threading.Lock())
         with lock:
@@ -96,7 +96,7 @@ class InferenceEngine:
         """The loaded lens of `spec`: this process' cached one if its files are unchanged, else loaded now
         (slow: seconds), after letting go of the cached one."""
         global _loaded
-        key = (spec, _files_stamp(spec))
+        key = (spec, files_stamp(spec))
         with _loaded_lock:
             if _loaded is not None and _loaded[0] == key:
                 return _loaded[1]

@@ -13,7 +13,6 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 from django.conf import settings
 from django.core.cache import caches
@@ -24,6 +23,7 @@ from django.utils import timezone
 
 from inference import cachekey
 from lensweb.analyses import notify
+from lensweb.analyses.engine import files_stamp
 from lensweb.analyses.models import PLACEMENT_KEYS, Analysis, AnalysisRow
 
 from .models import CachedResult, CacheLink
@@ -61,29 +61,11 @@ _identities: dict[tuple, str] = {}
 _identity_lock = threading.Lock()
 
 
-def _stamp(location: str | None) -> tuple:
-    """Cheap change detection (names, sizes, mtimes) so that a replaced checkpoint gets a fresh hash."""
-    if not location:
-        return ()
-    path = Path(location).expanduser()
-    try:
-        if path.is_dir():
-            return tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir()))
-        stat = path.stat()
-        return (stat.st_size, stat.st_mtime_ns)
-    except OSError:
-        return ()
-
-
 def lens_identity(spec) -> str | None:
     """`inference.lens.spec_identity(spec)`, computed once per lens (and per change of its files) in this
     process: it hashes the checkpoint and model files. None when the lens cannot be hashed (the fake
     engine's, a missing file): such requests bypass the cache and the worker reports the real error."""
-    stamp = tuple(
-        (value, _stamp(value))
-        for value in (spec.checkpoint, getattr(spec, "base_model", None), getattr(spec, "donor_model", None))
-    )
-    memo = (spec.id, stamp)
+    memo = (spec, files_stamp(spec))  # the engine's change detection: a replaced checkpoint hashes anew
     with _identity_lock:
         if memo in _identities:
             return _identities[memo]
