@@ -180,11 +180,6 @@ def job_created(sender, instance, created, **kwargs) -> None:
 # --- retention ---------------------------------------------------------------------------------------------
 
 
-def purge(now=None) -> int:
-    """Delete entries older than LENSWEB_REQUEST_LOG_RETENTION_DAYS (0 keeps them forever)."""
-    return retention.purge_request_log(now)
-
-
 def maybe_purge() -> None:
     """retention.purge_routine (request log, expired sessions, old worker records), at most hourly."""
     global _last_purge
