@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .chat import chat_template_info
 from .errors import InputError
 from .limits import DEFAULT_LIMITS, Limits
 from .types import AnalysisInput, AnalysisOptions, PreparedInput
@@ -13,12 +14,13 @@ def prepare_input(
     inp.validate(limits)
     options = options or AnalysisOptions()
     if inp.is_chat:
-        rendered = render_chat(tokenizer, list(inp.messages))
+        messages, default_system = list(inp.messages), inp.default_system_prompt
+        rendered = render_chat(tokenizer, messages, default_system_prompt=default_system)
         ids = _tokenize(tokenizer, rendered)
         start = 0
         if options.last_n_messages is not None and options.last_n_messages < len(inp.messages):
             first = len(inp.messages) - options.last_n_messages
-            start = _message_start(tokenizer, list(inp.messages), first, ids)
+            start = _message_start(tokenizer, messages, first, ids, default_system)
     else:
         if options.last_n_messages is not None:
             raise InputError("last_n_messages applies to chats only; send messages, not text")
@@ -44,17 +46,50 @@ def _tokenize(tokenizer, text: str) -> list[int]:
     return ids
 
 
-def render_chat(tokenizer, messages: list[dict[str, str]]) -> str:
-    """Apply the chat template: a generation prompt after a user turn, continuation of a final assistant turn."""
+def render_chat(tokenizer, messages: list[dict[str, str]], *, default_system_prompt: bool = True) -> str:
+    """Apply the chat template: a generation prompt after a user turn, continuation of a final assistant
+    turn (an assistant prefill). `default_system_prompt=False` drops the text a template adds to a chat
+    without a system turn."""
     if not getattr(tokenizer, "chat_template", None):
         raise InputError("this lens' tokenizer has no chat template; send plain text")
     last = messages[-1]["role"]
-    kwargs = {"add_generation_prompt": last == "user", "continue_final_message": last == "assistant"}
+    return _apply(
+        tokenizer,
+        chat_turns(tokenizer, messages, default_system_prompt=default_system_prompt),
+        add_generation_prompt=last == "user",
+        continue_final_message=last == "assistant",
+    )
+
+
+def chat_turns(
+    tokenizer, messages: list[dict[str, str]], *, default_system_prompt: bool = True
+) -> list[dict[str, str]]:
+    """The turns the template is given: an empty system turn first where the default is turned off, the
+    system text merged into the first user turn where the template has no system role."""
+    info = chat_template_info(tokenizer)
+    turns = [dict(m) for m in messages]
+    has_system = any(m["role"] == "system" for m in turns)
+    if not default_system_prompt and not has_system and info.default_system_prompt is not None:
+        if not info.default_system_can_be_off:
+            raise InputError(
+                "this lens' chat template adds its default system prompt to every chat; "
+                "it cannot be turned off"
+            )
+        turns.insert(0, {"role": "system", "content": ""})
+    elif has_system and not info.system_role:
+        turns = merge_system_into_user(turns)
+    return turns
+
+
+def _apply(tokenizer, turns: list[dict[str, str]], **kwargs) -> str:
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+        return tokenizer.apply_chat_template(turns, tokenize=False, **kwargs)
     except Exception as exc:  # jinja's TemplateError: e.g. "System role not supported"
-        if any(m["role"] == "system" for m in messages) and "system" in str(exc).lower():
-            return tokenizer.apply_chat_template(merge_system_into_user(messages), tokenize=False, **kwargs)
+        if any(m["role"] == "system" for m in turns):
+            try:
+                return tokenizer.apply_chat_template(merge_system_into_user(turns), tokenize=False, **kwargs)
+            except Exception:
+                pass  # the first error says more
         raise InputError(f"the chat template rejected these messages: {exc}") from exc
 
 
@@ -71,16 +106,18 @@ def merge_system_into_user(messages: list[dict[str, str]]) -> list[dict[str, str
     return rest
 
 
-def _message_start(tokenizer, messages: list[dict[str, str]], index: int, full_ids: list[int]) -> int:
+def _message_start(
+    tokenizer,
+    messages: list[dict[str, str]],
+    index: int,
+    full_ids: list[int],
+    default_system_prompt: bool = True,
+) -> int:
     """Token offset where message `index` begins: the length of the rendered chat before it."""
     if index == 0:
         return 0
-    prefix = messages[:index]
-    try:
-        text = tokenizer.apply_chat_template(prefix, tokenize=False, add_generation_prompt=False)
-    except Exception:
-        text = tokenizer.apply_chat_template(merge_system_into_user(prefix), tokenize=False)
-    ids = _tokenize(tokenizer, text)
+    prefix = chat_turns(tokenizer, messages[:index], default_system_prompt=default_system_prompt)
+    ids = _tokenize(tokenizer, _apply(tokenizer, prefix, add_generation_prompt=False))
     # The prefix render must be a prefix of the full render; otherwise fall back to the longest common prefix.
     n = 0
     for a, b in zip(ids, full_ids, strict=False):

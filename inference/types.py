@@ -50,10 +50,13 @@ class AnalysisOptions:
 
 @dataclass(frozen=True)
 class AnalysisInput:
-    """A plain text, or a chat as a list of {role, content} messages (exactly one of the two)."""
+    """A plain text, or a chat as a list of {role, content} messages (exactly one of the two).
+    `default_system_prompt=False` (chats only) drops the system text a template adds to a chat that has no
+    system turn (SmolLM2's doubles the cost of a short chat)."""
 
     text: str | None = None
     messages: tuple[dict[str, str], ...] | None = None
+    default_system_prompt: bool = True
 
     def __post_init__(self):
         if self.messages is not None and not isinstance(self.messages, tuple):
@@ -66,6 +69,12 @@ class AnalysisInput:
     def validate(self, limits: Limits = DEFAULT_LIMITS) -> AnalysisInput:
         if (self.text is None) == (self.messages is None):
             raise InputError("give either a text or a list of chat messages, not both or neither")
+        if not isinstance(self.default_system_prompt, bool):
+            raise InputError(
+                f"default_system_prompt must be true or false, got {_short(self.default_system_prompt)}"
+            )
+        if not self.default_system_prompt and self.messages is None:
+            raise InputError("default_system_prompt applies to chats only; send messages, not text")
         if self.text is not None:
             if not isinstance(self.text, str):
                 raise InputError("text must be a string")
@@ -102,18 +111,25 @@ class AnalysisInput:
         return self
 
     def to_dict(self) -> dict[str, Any]:
+        # the flag only when off: stored inputs and their comparisons from before it stay as they were
+        extra = (
+            {}
+            if self.default_system_prompt is True
+            else {"default_system_prompt": self.default_system_prompt}
+        )
         if self.messages is not None:
-            return {"messages": [dict(m) for m in self.messages]}
-        return {"text": self.text}
+            return {"messages": [dict(m) for m in self.messages], **extra}
+        return {"text": self.text, **extra}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AnalysisInput:
+        default_system = data.get("default_system_prompt", True)
         if "messages" in data and data["messages"] is not None:
             msgs = data["messages"]
             if not isinstance(msgs, list):
                 raise InputError("messages must be a list of {role, content} objects")
-            return cls(messages=tuple(msgs))
-        return cls(text=data.get("text"))
+            return cls(messages=tuple(msgs), default_system_prompt=default_system)
+        return cls(text=data.get("text"), default_system_prompt=default_system)
 
 
 @dataclass

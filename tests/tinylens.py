@@ -42,6 +42,30 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+# Other template shapes, on the same tokens, for the chat tests (tokenizer_with_chat_template):
+# ChatML with no default system turn;
+PLAIN_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# Gemma's shape: no system role (it raises), the assistant is "model";
+NO_SYSTEM_CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% for message in messages %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{ '<|im_start|>' + role + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>model\n' }}{% endif %}"
+)
+# and one that drops system turns without a word.
+SYSTEM_DROPPING_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] != 'system' %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 DECODER_PROMPT = "Short explanation of <embed>. Language, topic, sentiment, claims, speaker, style, etc:"
 ENCODER_PROMPT = "Summary of the text, encapsulating the main points and message, style and details:<text>"
 
@@ -130,6 +154,15 @@ def build_tokenizer():
         model_max_length=8192,
         chat_template=CHAT_TEMPLATE,
     )
+
+
+def tokenizer_with_chat_template(tokenizer, chat_template: str):
+    """A copy of `tokenizer` (same tokens and ids) whose chat template is `chat_template`."""
+    import copy
+
+    other = copy.deepcopy(tokenizer)
+    other.chat_template = chat_template
+    return other
 
 
 def write_base_model(directory: Path, vocab_size: int):

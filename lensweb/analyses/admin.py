@@ -1,4 +1,4 @@
-"""Analyses, their rows and the workers in the admin: read-only views of the rows of record, and two
+"""Analyses, generations, rows and workers in the admin: read-only views of the rows of record, and two
 actions (cancel, re-queue) that go through the services, never straight to the fields."""
 
 from __future__ import annotations
@@ -9,10 +9,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from lensweb.monitoring import services as staff_services
-from lensweb.monitoring.templatetags.monitoring_format import duration, size
-
-from .models import Analysis, AnalysisRow, WorkerRecord
+from . import services
+from .formatting import duration, size
+from .models import Analysis, AnalysisRow, Generation, WorkerRecord
 
 Status = Analysis.Status
 
@@ -98,7 +97,7 @@ class AnalysisAdmin(admin.ModelAdmin):
     def cancel(self, request, queryset):
         pending = list(queryset.exclude(status__in=Analysis.FINAL).values_list("pk", flat=True))
         for job_id in pending:
-            staff_services.do_staff_cancel(job_id)
+            services.do_staff_cancel(job_id)
         self.message_user(
             request, f"{len(pending)} analysis(es) cancelled or asked to stop.", messages.SUCCESS
         )
@@ -111,8 +110,8 @@ class AnalysisAdmin(admin.ModelAdmin):
     @admin.action(description="Re-queue the selected failed or cancelled analyses (rows kept)")
     def requeue(self, request, queryset):
         requeued = 0
-        for job in queryset.filter(status__in=staff_services.REQUEUABLE):
-            if staff_services.do_requeue(job.pk):
+        for job in queryset.filter(status__in=services.REQUEUABLE):
+            if services.do_requeue(job.pk):
                 requeued += 1
                 self.log_change(
                     request, job, f"Re-queued from {job.status} with {job.progress_done} rows kept"
@@ -125,6 +124,41 @@ class AnalysisAdmin(admin.ModelAdmin):
                 f"{skipped} not re-queued: only failed or cancelled analyses can be.",
                 messages.WARNING,
             )
+
+
+@admin.register(Generation)
+class GenerationAdmin(admin.ModelAdmin):
+    list_display = ("id", "owner", "lens_id", "status", "progress", "created_at", "finished_at", "worker")
+    list_filter = ("status", "lens_id")
+    date_hierarchy = "created_at"
+    search_fields = ("=id", "owner__username", "lens_id", "error")
+    list_select_related = ("owner", "worker")
+    actions = ["cancel", "requeue"]
+    readonly_fields = [f.name for f in Generation._meta.fields]
+
+    def has_add_permission(self, request):
+        return False  # jobs come from the form or the API, where the bounds are checked
+
+    @admin.display(description="tokens")
+    def progress(self, obj):
+        return f"{obj.progress_done}/{obj.progress_total}"
+
+    @admin.action(description="Cancel the selected generations")
+    def cancel(self, request, queryset):
+        pending = list(queryset.exclude(status__in=Generation.FINAL).values_list("pk", flat=True))
+        for generation_id in pending:
+            services.do_staff_cancel(generation_id, Generation.kind)
+        self.message_user(
+            request, f"{len(pending)} generation(s) cancelled or asked to stop.", messages.SUCCESS
+        )
+
+    @admin.action(description="Re-queue the selected failed or cancelled generations")
+    def requeue(self, request, queryset):
+        requeued = sum(
+            services.do_requeue(g.pk, Generation.kind)
+            for g in queryset.filter(status__in=services.REQUEUABLE)
+        )
+        self.message_user(request, f"{requeued} generation(s) re-queued.", messages.SUCCESS)
 
 
 @admin.register(AnalysisRow)

@@ -9,6 +9,7 @@ import logging
 import re
 import time
 from collections import deque
+from functools import partial
 
 from asgiref.sync import sync_to_async
 from channels.consumer import AsyncConsumer
@@ -16,18 +17,19 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from lensweb.monitoring import requestlog
-
 from . import fragments, services
-from .models import Analysis
+from .models import Analysis, Generation
 from .notify import user_group
 from .sessions import check_session, fingerprint
+from .signals import socket_request
 
 log = logging.getLogger(__name__)
 
 # What the card's cancel form sends (htmx sends the id as text); at most 18 digits: any database's integer.
 JOB_ID = re.compile(r"[0-9]{1,18}")
 MAX_JOB_ID = 10**18
+# A cancel names the kind of job (a generation card's form says "generation"); none is an analysis.
+KINDS = {Analysis.kind: Analysis, Generation.kind: Generation}
 
 
 def render(function):
@@ -44,9 +46,9 @@ def _refuse_constant(name):
     raise BadMessage("that message was not understood (NaN and Infinity are not JSON)")
 
 
-def check_message(text: str) -> tuple[str, int]:
-    """(action, job id) from a socket message, or BadMessage saying what is wrong. Any JSON within the size
-    limit is safe here: too deep a nesting, odd numbers and non-objects are refused, never raised."""
+def check_message(text: str) -> tuple[str, str, int]:
+    """(action, kind, job id) from a socket message, or BadMessage saying what is wrong. Any JSON within the
+    size limit is safe here: too deep a nesting, odd numbers and non-objects are refused, never raised."""
     try:
         message = json.loads(text, parse_constant=_refuse_constant)
     except RecursionError:
@@ -62,12 +64,15 @@ def check_message(text: str) -> tuple[str, int]:
         raise BadMessage("that message names no action")
     if action != "cancel":
         raise BadMessage(f"unknown action {action[:40]!r}")
+    kind = message.get("kind", Analysis.kind)
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise BadMessage(f"unknown kind of job {str(kind)[:40]!r}: analysis or generation")
     job = message.get("job")
     if isinstance(job, str) and JOB_ID.fullmatch(job):
         job = int(job)
     if type(job) is not int or not 0 < job < MAX_JOB_ID:  # bool is an int, and not a job
-        raise BadMessage("a cancel names its analysis by number")
-    return action, job
+        raise BadMessage(f"a cancel names its {kind} by number")
+    return action, kind, job
 
 
 class AnalysisConsumer(AsyncWebsocketConsumer):
@@ -83,7 +88,8 @@ class AnalysisConsumer(AsyncWebsocketConsumer):
         self.session_key = self.scope["session"].session_key
         self.checked_at = time.monotonic()  # the auth middleware validated the session just now
         self.ended = False
-        self.shown: dict[int, fragments.Shown] = {}
+        self.shown: dict[int, fragments.Shown] = {}  # analyses on the page
+        self.gen_shown: dict[int, fragments.Shown] = {}  # generations on the page
         self.recent = deque()
         self.group = user_group(user.pk)
         # Join first, then read the database: an event racing the replay arrives after it, and the
@@ -92,7 +98,8 @@ class AnalysisConsumer(AsyncWebsocketConsumer):
         await self.accept()
         jobs, positions = await database_sync_to_async(fragments.load_replay)(user)
         messages, shown = await render(fragments.render_replay)(jobs, positions)
-        self.shown = {s.job_id: s for s in shown}
+        self.shown = {s.job_id: s for s in shown if s.kind == Analysis.kind}
+        self.gen_shown = {s.job_id: s for s in shown if s.kind == Generation.kind}
         await self._send_messages(messages)
         self.watchdog = asyncio.ensure_future(self._watch_session())
 
@@ -178,19 +185,21 @@ class AnalysisConsumer(AsyncWebsocketConsumer):
         try:
             if text_data is None:
                 raise BadMessage("binary messages are not accepted; send JSON text")
-            _action, job_id = check_message(text_data)
+            _action, kind, job_id = check_message(text_data)
         except BadMessage as exc:
             await self._say(str(exc))
             return
         if not await self._session_valid(now=True):
             return
-        await self._cancel(job_id)
+        await self._cancel(kind, job_id)
 
-    async def _cancel(self, job_id: int):
-        log_cancel = database_sync_to_async(requestlog.record)
+    async def _cancel(self, kind: str, job_id: int):
+        """The services check ownership: another user's job is "not found", as one that does not exist."""
+        log_cancel = database_sync_to_async(partial(socket_request.send, None))  # the request log listens
+        cancel = services.do_cancel_generation if kind == Generation.kind else services.do_cancel
         try:
-            job = await database_sync_to_async(services.do_cancel)(self.user, job_id)
-        except Analysis.DoesNotExist:
+            job = await database_sync_to_async(cancel)(self.user, job_id)
+        except KINDS[kind].DoesNotExist:
             await log_cancel(
                 client="socket",
                 method="WS",
@@ -201,7 +210,7 @@ class AnalysisConsumer(AsyncWebsocketConsumer):
                 user=self.user,
                 job_id=job_id,
             )
-            await self._say(f"there is no analysis #{job_id} of yours")
+            await self._say(f"there is no {kind} #{job_id} of yours")
             return
         await log_cancel(
             client="socket",
@@ -213,16 +222,23 @@ class AnalysisConsumer(AsyncWebsocketConsumer):
             job_id=job_id,
         )
         await self._say(
-            f"analysis #{job.pk}: {'cancel requested' if job.status == 'running' else job.status}", "info"
+            f"{kind} #{job.pk}: {'cancel requested' if job.status == 'running' else job.status}", "info"
         )
 
     # --- from the owner's group: forwarded while the session is valid --------------------------------------
 
     async def _add_card(self, job_id: int):
         job, position = await database_sync_to_async(fragments.load_card)(self.user, job_id)
-        if job is not None:
-            messages, self.shown[job_id] = await render(fragments.render_new_card)(job, position)
-            await self._send_messages(messages)
+        if job is None:
+            return
+        # A generation's follow-up takes the place of the generation's card: one card, generating, then
+        # analysing, then done.
+        source = fragments.source_generation_id(job)
+        replace = source if source in self.gen_shown and not self.gen_shown[source].replaced else None
+        messages, self.shown[job_id] = await render(fragments.render_new_card)(job, position, replace)
+        if source is not None:
+            self.gen_shown[source] = fragments.Shown(source, final=True, kind=Generation.kind, replaced=True)
+        await self._send_messages(messages)
 
     async def analysis_created(self, event):
         if not await self._session_valid():
@@ -272,6 +288,45 @@ class AnalysisConsumer(AsyncWebsocketConsumer):
             return
         await self._send_html([event["html"]])
 
+    # generations: the card (state), and its samples so far (tokens); both whole, swapped by id
+
+    async def _add_generation_card(self, generation_id: int):
+        gen, position = await database_sync_to_async(fragments.load_generation_card)(self.user, generation_id)
+        if gen is None:  # not this user's, or followed by its analysis (whose card stands for it)
+            return
+        messages, self.gen_shown[generation_id] = await render(fragments.render_new_generation_card)(
+            gen, position
+        )
+        await self._send_messages(messages)
+
+    async def generation_created(self, event):
+        if not await self._session_valid():
+            return
+        if event["job"] not in self.gen_shown:
+            await self._add_generation_card(event["job"])
+
+    async def generation_state(self, event):
+        if not await self._session_valid():
+            return
+        shown = self.gen_shown.get(event["job"])
+        if shown is None:
+            await self._add_generation_card(event["job"])
+            return
+        if shown.final:
+            return  # its final card is on the page already (or its analysis' card took its place)
+        shown.final = bool(event["final"])
+        await self._send_html([event["html"]])
+
+    async def generation_tokens(self, event):
+        if not await self._session_valid():
+            return
+        shown = self.gen_shown.get(event["job"])
+        if shown is None:
+            await self._add_generation_card(event["job"])
+            return
+        if not shown.final:
+            await self._send_html([event["html"]])
+
 
 class LensWorkerConsumer(AsyncConsumer):
     """Background consumer on `lens-inference` (and on its own channel, which the worker record names,
@@ -292,4 +347,4 @@ class LensWorkerConsumer(AsyncConsumer):
         self._worker().ring()
 
     async def analysis_cancel(self, message):
-        self._worker().request_cancel(message["job"])
+        self._worker().request_cancel(message["job"], message.get("kind", Analysis.kind))

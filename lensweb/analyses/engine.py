@@ -116,12 +116,30 @@ class InferenceEngine:
 
         return analyze(lens, inp, options, **kwargs)
 
-    def generate(self, lens, inp, options, should_cancel=None, *, limits=None) -> dict[str, Any]:
-        """Continuations or a chat reply: `inference.generation.generate`'s result dict."""
-        from inference.generation import generate
+    def generate(
+        self, lens, inp, options, should_cancel=None, *, limits=None, on_tokens=None, stream_every=None
+    ) -> dict[str, Any]:
+        """Continuations or a chat reply: `inference.generation.generate`'s result dict. `on_tokens` gets
+        each sample's new token ids so far as they are produced (every `stream_every` tokens)."""
+        from inference.generation import STREAM_EVERY, generate
         from inference.limits import DEFAULT_LIMITS
 
-        return generate(lens, inp, options, should_cancel=should_cancel, limits=limits or DEFAULT_LIMITS)
+        return generate(
+            lens,
+            inp,
+            options,
+            should_cancel=should_cancel,
+            limits=limits or DEFAULT_LIMITS,
+            on_tokens=on_tokens,
+            stream_every=stream_every or STREAM_EVERY,
+        )
+
+    def chat_info(self, spec) -> dict[str, Any]:
+        """What the lens' chat template does with system turns (inference.chat.ChatTemplateInfo as a dict):
+        cheap, from the cached tokenizer, so a page may ask on every render."""
+        from inference.chat import chat_template_info
+
+        return chat_template_info(self.tokenizer(spec)).to_dict()
 
 
 _engines: dict[str, Any] = {}

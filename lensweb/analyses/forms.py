@@ -7,10 +7,13 @@ import json
 from django import forms
 from django.conf import settings
 from django.core.validators import MaxValueValidator
+from django.urls import reverse
 
-from inference.types import AnalysisOptions
+from inference.limits import Limits
+from inference.types import AnalysisOptions, GenerationOptions
 
 DEFAULTS = AnalysisOptions()
+GENERATION_DEFAULTS = GenerationOptions()
 # A submission nests three deep ({"messages": [{"role": …}]}); anything much deeper is refused before use:
 # a deep value's repr or re-encoding would exhaust the recursion limit (a 500) wherever it goes next.
 MAX_JSON_DEPTH = 10
@@ -67,18 +70,10 @@ def parse_chat(text: str) -> list | None:
     return None
 
 
-class AnalysisForm(forms.Form):
-    text = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 5, "placeholder": "The capital of France is Paris."}),
-        strip=False,
-        help_text="A text, or a chat as JSON messages.",
-    )
-    input_format = forms.ChoiceField(
-        choices=InputFormat.CHOICES,
-        initial=InputFormat.TEXT,
-        widget=forms.RadioSelect,
-        label="Read the input as",
-    )
+class AnalysisOptionsForm(forms.Form):
+    """The analysis options alone: the analysis form's, and what "Analyse" on a generation card and
+    "Generate, then analyse" send (the analysis form's option fields, included by htmx)."""
+
     best_of_k = forms.IntegerField(
         label="Best of k",
         min_value=1,
@@ -114,39 +109,13 @@ class AnalysisForm(forms.Form):
         label="Last N messages",
         help_text="Chats only: analyse the last N messages.",
     )
-    lens = forms.ChoiceField(help_text="Which lens reads the model.")
 
-    def __init__(self, *args, lenses=(), **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["best_of_k"].widget.attrs["max"] = settings.LENSWEB_MAX_BEST_OF_K
         self.fields["best_of_k"].help_text += f" (1–{settings.LENSWEB_MAX_BEST_OF_K})"
         self.fields["best_of_k"].validators.append(MaxValueValidator(settings.LENSWEB_MAX_BEST_OF_K))
-        self.fields["text"].max_length = settings.LENSWEB_MAX_TEXT_CHARS
         self.fields["temperature"].widget.attrs["step"] = "0.01"
-        choices = [(spec.id, spec.name) for spec in lenses]
-        self.fields["lens"].choices = choices
-        default = next(
-            (spec.id for spec in lenses if getattr(spec, "default", False)),
-            choices[0][0] if choices else None,
-        )
-        self.fields["lens"].initial = default
-
-    def clean(self):
-        data = super().clean()
-        text, fmt = data.get("text"), data.get("input_format")
-        if text is None or fmt is None:
-            return data
-        if fmt == InputFormat.CHAT:
-            messages = parse_chat(text)
-            if messages is None:
-                self.add_error("text", 'this is not a JSON list of {"role": …, "content": …} messages')
-                return data
-            data["input"] = {"messages": messages}
-        elif fmt == InputFormat.WRAP:
-            data["input"] = {"messages": [{"role": "user", "content": text}]}
-        else:
-            data["input"] = {"text": text}
-        return data
 
     def options(self) -> dict:
         data = self.cleaned_data
@@ -162,3 +131,303 @@ class AnalysisForm(forms.Form):
                 "last_n_messages",
             )
         }
+
+    def error_text(self) -> str:
+        """The errors in one line, for a place that has no field to show them beside."""
+        return "; ".join(
+            f"{self.fields[name].label or name.replace('_', ' ')}: {' '.join(errors)}"
+            if name in self.fields
+            else " ".join(errors)
+            for name, errors in self.errors.items()
+        )
+
+
+def analysis_options_from(data) -> tuple[dict | None, str]:
+    """(options, "") from the analysis form's option fields in `data`, or (None, what is wrong). Without
+    them (a client that sent none) the defaults: an empty dict."""
+    if "best_of_k" not in data:
+        return {}, ""
+    form = AnalysisOptionsForm(data)
+    if not form.is_valid():
+        return None, f"analysis options: {form.error_text()}"
+    return form.options(), ""
+
+
+class AnalysisForm(AnalysisOptionsForm):
+    text = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 5, "placeholder": "The capital of France is Paris."}),
+        strip=False,
+        help_text="A text, or a chat as JSON messages.",
+    )
+    input_format = forms.ChoiceField(
+        choices=InputFormat.CHOICES,
+        initial=InputFormat.TEXT,
+        widget=forms.RadioSelect,
+        label="Read the input as",
+    )
+    lens = forms.ChoiceField(help_text="Which lens reads the model.")
+
+    def __init__(self, *args, lenses=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["text"].max_length = settings.LENSWEB_MAX_TEXT_CHARS
+        _lens_choices(self.fields["lens"], lenses)
+
+    def clean(self):
+        data = super().clean()
+        text, fmt = data.get("text"), data.get("input_format")
+        if text is None or fmt is None:
+            return data
+        if fmt == InputFormat.CHAT:
+            chat = parse_chat_input(text)
+            if chat is None:
+                self.add_error("text", 'this is not a JSON list of {"role": …, "content": …} messages')
+                return data
+            data["input"] = chat
+        elif fmt == InputFormat.WRAP:
+            data["input"] = {"messages": [{"role": "user", "content": text}]}
+        else:
+            data["input"] = {"text": text}
+        return data
+
+
+def parse_chat_input(text: str) -> dict | None:
+    """A chat input from a JSON list of messages, or from the object "Use as input" writes:
+    {"messages": [...], "default_system_prompt": false}; None if it is neither."""
+    messages = parse_chat(text)
+    if messages is not None:
+        return {"messages": messages}
+    try:
+        value = load_json(text)
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(value, dict) or set(value) - {"messages", "default_system_prompt"}:
+        return None
+    messages = value.get("messages")
+    if not (
+        isinstance(messages, list) and messages and all(isinstance(m, dict) and "role" in m for m in messages)
+    ):
+        return None
+    chat = {"messages": messages}
+    if "default_system_prompt" in value:
+        chat["default_system_prompt"] = value["default_system_prompt"]
+    return chat
+
+
+def _lens_choices(field, lenses) -> None:
+    choices = [(spec.id, spec.name) for spec in lenses]
+    field.choices = choices
+    field.initial = next(
+        (spec.id for spec in lenses if getattr(spec, "default", False)),
+        choices[0][0] if choices else None,
+    )
+
+
+# --- generation ----------------------------------------------------------------------------------------
+
+
+class PromptMode:
+    TEXT = "text"
+    CHAT = "chat"
+    CHOICES = [(TEXT, "Plain text"), (CHAT, "Chat")]
+
+
+class Action:
+    """What the generation form's buttons ask for (the clicked button's name="action")."""
+
+    GENERATE = "generate"  # "Generate": continuations (or replies to the chat), n of them
+    REPLY = "reply"  # "Get reply": one reply, appended to the chat when it is done
+    THEN_ANALYSE = "then_analyse"  # "Generate, then analyse": one reply or continuation, then its analysis
+    ANALYSE = "analyse"  # "Analyse the chat": the conversation as it stands, no generation
+    REFRESH = "refresh"  # another lens chosen: the form again, with that lens' chat facts
+    ALL = (GENERATE, REPLY, THEN_ANALYSE, ANALYSE, REFRESH)
+
+
+ROLES = ("system", "user", "assistant")
+NO_CHAT = {
+    "has_template": False,
+    "system_role": False,
+    "default_system_prompt": None,
+    "default_system_can_be_off": False,
+}
+
+
+class GenerationForm(forms.Form):
+    """Continuations of a text, or a chat's next reply. Fields carry the prefix "gen-" so the analysis
+    form's option fields can travel in the same request ("Generate, then analyse")."""
+
+    PREFIX = "gen"
+
+    lens = forms.ChoiceField(help_text="Which lens' model writes.")
+    mode = forms.ChoiceField(
+        choices=PromptMode.CHOICES, initial=PromptMode.TEXT, widget=forms.RadioSelect, label="Prompt"
+    )
+    prompt = forms.CharField(
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 4, "placeholder": "Once upon a time"}),
+        label="Text to continue",
+    )
+    # Never an input: the chat builder's turns arrive as gen-role / gen-content lists; their errors go here.
+    messages = forms.CharField(required=False, widget=forms.HiddenInput)
+    default_system_prompt = forms.BooleanField(
+        required=False, initial=True, label="Use the template's default system prompt"
+    )
+    n = forms.IntegerField(label="Completions", min_value=1, initial=GENERATION_DEFAULTS.n)
+    max_new_tokens = forms.IntegerField(
+        label="New tokens", min_value=1, initial=GENERATION_DEFAULTS.max_new_tokens
+    )
+    temperature = forms.FloatField(
+        min_value=0.0, initial=GENERATION_DEFAULTS.temperature, help_text="0 is greedy: one answer."
+    )
+    top_p = forms.FloatField(
+        label="Top-p", min_value=0.01, max_value=1.0, initial=GENERATION_DEFAULTS.top_p, help_text="0.01–1."
+    )
+    seed = forms.IntegerField(
+        min_value=0, max_value=2**31 - 1, initial=GENERATION_DEFAULTS.seed, help_text="Same seed, same text."
+    )
+    last_n_messages = forms.IntegerField(
+        required=False,
+        min_value=1,
+        label="Analyse the last N messages",
+        help_text="Generate, then analyse: only the last N messages (chats).",
+    )
+
+    def __init__(self, data=None, *, lenses=(), limits: Limits, chat: dict | None = None, **kwargs):
+        kwargs.setdefault("prefix", self.PREFIX)
+        super().__init__(data, **kwargs)
+        _lens_choices(self.fields["lens"], lenses)
+        # Another lens, other chat facts: the form comes again for it (nothing is submitted).
+        self.fields["lens"].widget.attrs.update(
+            {
+                "hx-post": reverse("analyses:generate"),
+                "hx-trigger": "change",
+                "hx-target": "#generation-form",
+                "hx-swap": "outerHTML",
+                "hx-vals": '{"action": "refresh"}',
+            }
+        )
+        self.limits = limits
+        self.chat = {**NO_CHAT, **(chat or {})}
+        self.fields["prompt"].max_length = limits.max_text_chars
+        for name, top in (
+            ("n", limits.max_samples),
+            ("max_new_tokens", limits.max_new_tokens),
+            ("last_n_messages", limits.max_last_n_messages),
+        ):
+            self.fields[name].validators.append(MaxValueValidator(top))
+            self.fields[name].widget.attrs["max"] = top
+        self.fields["n"].help_text = f"1–{limits.max_samples}; one with “Get reply”."
+        self.fields["max_new_tokens"].help_text = f"At most this many (1–{limits.max_new_tokens})."
+        self.fields["temperature"].max_value = limits.max_temperature
+        self.fields["temperature"].validators.append(MaxValueValidator(limits.max_temperature))
+        self.fields["temperature"].widget.attrs.update(step="0.01", max=limits.max_temperature)
+        self.fields["top_p"].widget.attrs["step"] = "0.01"
+        self.fields["temperature"].help_text = f"0–{limits.max_temperature:g}; 0 is greedy: one answer."
+
+    # --- the chat builder's turns ---
+
+    def _list(self, name: str) -> list[str]:
+        key = self.add_prefix(name)
+        data = self.data
+        return list(data.getlist(key)) if hasattr(data, "getlist") else list(data.get(key) or [])
+
+    def turns(self) -> list[dict]:
+        """The builder's turns as submitted (or as given in `initial`), for rendering them again."""
+        if self.is_bound:
+            roles, contents = self._list("role"), self._list("content")
+            turns = [{"role": r, "content": c} for r, c in zip(roles, contents, strict=False)]
+        else:
+            turns = list(self.initial.get("turns") or [])
+        return turns or [{"role": "user", "content": ""}]
+
+    @property
+    def system_toggle(self) -> bool:
+        """Whether the page offers to turn the template's default system prompt off."""
+        return bool(self.chat["default_system_prompt"] and self.chat["default_system_can_be_off"])
+
+    def _clean_turns(self) -> list[dict] | None:
+        roles, contents = self._list("role"), self._list("content")
+        if len(roles) != len(contents):
+            self.add_error("messages", "every turn needs a role and a text")
+            return None
+        if not roles:
+            self.add_error("messages", "add a turn to the chat")
+            return None
+        if len(roles) > self.limits.max_messages:
+            self.add_error(
+                "messages", f"a chat has at most {self.limits.max_messages} turns; it has {len(roles)}"
+            )
+            return None
+        bad = next((r for r in roles if r not in ROLES), None)
+        if bad is not None:
+            self.add_error("messages", f"a turn's role must be system, user or assistant, not {bad[:40]!r}")
+            return None
+        total = sum(len(c) for c in contents)
+        if total > self.limits.max_text_chars:
+            self.add_error(
+                "messages", f"the chat has {total:,} characters; the limit is {self.limits.max_text_chars:,}"
+            )
+            return None
+        return [{"role": r, "content": c} for r, c in zip(roles, contents, strict=True)]
+
+    def clean(self):
+        data = super().clean()
+        action = self.action
+        if action not in Action.ALL:
+            raise forms.ValidationError("that is not something this form can do")
+        if action == Action.REPLY and not self.chat["has_template"]:
+            self.add_error("mode", "this lens' model has no chat template, so it cannot reply; use Generate")
+            return data
+        if data.get("mode") == PromptMode.CHAT:
+            if not self.chat["has_template"]:
+                self.add_error("mode", "this lens' model has no chat template: use plain text")
+                return data
+            turns = self._clean_turns()
+            if turns is None:
+                return data
+            chat = {"messages": turns}
+            # Sent only where the page offered the choice (an unticked box is absent from the POST too).
+            if self.system_toggle and not data.get("default_system_prompt"):
+                chat["default_system_prompt"] = False
+            data["input"] = chat
+        elif data.get("mode") == PromptMode.TEXT:
+            if not data.get("prompt"):
+                self.add_error("prompt", "write a text to continue")
+                return data
+            data["input"] = {"text": data["prompt"]}
+        return data
+
+    @property
+    def action(self) -> str:
+        return (self.data.get("action") if self.is_bound else None) or Action.GENERATE
+
+    @property
+    def is_chat(self) -> bool:
+        return self.cleaned_data.get("mode") == PromptMode.CHAT
+
+    def options(self) -> dict:
+        """GenerationOptions for the action: "Get reply" and "Generate, then analyse" take one sample; a
+        plain text's reply is the reply to it as one user turn."""
+        data = self.cleaned_data
+        single = self.action in (Action.REPLY, Action.THEN_ANALYSE)
+        return {
+            "n": 1 if single else data["n"],
+            "max_new_tokens": data["max_new_tokens"],
+            "temperature": data["temperature"],
+            "top_p": data["top_p"],
+            "seed": data["seed"],
+            "chat_reply": self.action == Action.REPLY
+            or (self.is_chat and self.action == Action.THEN_ANALYSE),
+        }
+
+    def carried(self) -> dict:
+        """The submitted values as `initial` for a fresh form (another lens chosen: no errors shown)."""
+        initial = {}
+        for name, field in self.fields.items():
+            if name == "messages":
+                continue
+            value = field.widget.value_from_datadict(self.data, self.files, self.add_prefix(name))
+            if value not in (None, ""):
+                initial[name] = value
+        initial["turns"] = self.turns()
+        return initial

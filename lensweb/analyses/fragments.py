@@ -10,9 +10,9 @@ from django.conf import settings
 from django.db.models import Prefetch
 from django.template.loader import render_to_string
 
-from lensweb.results.colours import build_scale
+from lensweb.analyses.colours import build_scale
 
-from .models import Analysis, AnalysisRow
+from .models import Analysis, AnalysisRow, Generation
 from .queue import queue_position, queue_positions
 
 UNFINISHED = (Analysis.Status.QUEUED, Analysis.Status.RUNNING)
@@ -131,7 +131,10 @@ def render_progress(job: Analysis) -> str:
     return render_to_string("analyses/partials/job-progress.html", {"job": job})
 
 
-def render_queue(job: Analysis, position: int | None) -> str:
+def render_queue(job, position: int | None) -> str:
+    """Either kind's queue line (the queue holds both; notify.queue_moved sends them together)."""
+    if job.kind == Generation.kind:
+        return render_to_string("analyses/partials/gen-queue.html", {"gen": job, "position": position})
     return render_to_string("analyses/partials/job-queue.html", {"job": job, "position": position})
 
 
@@ -195,6 +198,8 @@ class Shown:
     done: int = 0
     final: bool = False
     more: int = 0  # rows the card leaves to the results page
+    kind: str = Analysis.kind
+    replaced: bool = False  # a generation whose card became its follow-up analysis' card
 
 
 def _shown(context: dict, rows: list) -> Shown:
@@ -202,45 +207,76 @@ def _shown(context: dict, rows: list) -> Shown:
     return Shown(job.pk, {r.position for r in rows}, job.progress_done, job.is_final, context["more"])
 
 
-def recent_jobs(user) -> list[Analysis]:
-    """Every unfinished job of the user, then the most recent finished ones; newest first. Each with its
-    first rows only: a card never loads an import's 20,000."""
-    qs = Analysis.objects.filter(owner=user).prefetch_related(
-        Prefetch(
-            "rows",
-            queryset=AnalysisRow.objects.order_by("position")[: live_card_rows()],
-            to_attr="card_rows",
+def _newest_first(jobs: list) -> list:
+    return sorted(jobs, key=lambda j: (j.created_at, j.kind, j.pk), reverse=True)
+
+
+def recent_jobs(user) -> list[Analysis | Generation]:
+    """Every unfinished job of the user (of either kind), then the most recent finished ones; newest first.
+    An analysis with its first rows only (a card never loads an import's 20,000). A generation that was
+    followed by its analysis is that analysis' card, so it is left out."""
+    analyses = (
+        Analysis.objects.filter(owner=user)
+        .select_related("source_generation")
+        .prefetch_related(
+            Prefetch(
+                "rows",
+                queryset=AnalysisRow.objects.order_by("position")[: live_card_rows()],
+                to_attr="card_rows",
+            )
         )
     )
-    unfinished = qs.filter(status__in=UNFINISHED)
-    finished = qs.exclude(status__in=UNFINISHED)[: settings.LENSWEB_RECENT_JOBS]
-    return sorted([*unfinished, *finished], key=lambda j: (j.created_at, j.pk), reverse=True)
+    generations = Generation.objects.filter(owner=user, follow_up__isnull=True)
+    recent = settings.LENSWEB_RECENT_JOBS
+    unfinished = [*analyses.filter(status__in=UNFINISHED), *generations.filter(status__in=UNFINISHED)]
+    finished = _newest_first(
+        [
+            *analyses.exclude(status__in=UNFINISHED)[:recent],
+            *generations.exclude(status__in=UNFINISHED)[:recent],
+        ]
+    )[:recent]
+    return _newest_first([*unfinished, *finished])
 
 
-def jobs_context(user) -> tuple[dict, list[Analysis]]:
+def _position(positions: dict, job) -> int | None:
+    return positions.get((job.kind, job.pk))
+
+
+def _context(job, position: int | None) -> dict:
+    if job.kind == Generation.kind:
+        return generation_context(job, position)
+    return card_context(job, position)
+
+
+def jobs_context(user) -> tuple[dict, list]:
     jobs = recent_jobs(user)
     positions = queue_positions()
-    return {"cards": [card_context(job, positions.get(job.pk)) for job in jobs]}, jobs
+    return {"cards": [_context(job, _position(positions, job)) for job in jobs]}, jobs
 
 
-def load_replay(user) -> tuple[list[Analysis], dict[int, int]]:
+def load_replay(user) -> tuple[list, dict]:
     """What a replay shows, read on the database thread: the recent jobs with their first rows, and the
     queue. Rendering them (render_replay) reads nothing more, so it can run on any thread."""
     return recent_jobs(user), queue_positions()
 
 
-def render_replay(jobs: list[Analysis], positions: dict[int, int]) -> tuple[list[str], list[Shown]]:
+def render_replay(jobs: list, positions: dict) -> tuple[list[str], list[Shown]]:
     """The replay on (re)connect, as messages that fit: the #jobs list as the database has it now, with the
     leading cards that fit inline, then each further card inserted before the list's end, each card
     followed by the rows that did not fit in it."""
     room = SEND_BUDGET - size(render_to_string("analyses/partials/jobs.html", {"cards": []}))
     inline, rest, shown = [], [], []
     for job in jobs:
-        rows = _card_rows(job)
-        context = card_context(job, positions.get(job.pk), rows)
-        shown.append(_shown(context, rows))
-        fitted, more_rows = fit_card(context)
-        card = _render_card(fitted)
+        if job.kind == Generation.kind:
+            fitted = generation_context(job, _position(positions, job))
+            card, more_rows = _render_generation_card(fitted), []
+            shown.append(Shown(job.pk, final=job.is_final, kind=Generation.kind))
+        else:
+            rows = _card_rows(job)
+            context = card_context(job, _position(positions, job), rows)
+            shown.append(_shown(context, rows))
+            fitted, more_rows = fit_card(context)
+            card = _render_card(fitted)
         if len(inline) == len(shown) - 1 and size(card) <= room:  # every card before it is inline too
             inline.append(fitted)
             room -= size(card)
@@ -253,21 +289,117 @@ def render_replay(jobs: list[Analysis], positions: dict[int, int]) -> tuple[list
 
 def load_card(user, job_id: int) -> tuple[Analysis | None, int | None]:
     """A job of `user` with its first rows, and its queue position, for render_new_card."""
-    job = Analysis.objects.filter(pk=job_id, owner=user).first()
+    job = Analysis.objects.filter(pk=job_id, owner=user).select_related("source_generation").first()
     if job is None:
         return None, None
     job.card_rows = _card_rows(job)
     return job, queue_position(job)
 
 
-def render_new_card(job: Analysis, position: int | None) -> tuple[list[str], Shown]:
+def source_generation_id(job: Analysis) -> int | None:
+    """The generation this analysis follows up (`source_generation` loaded with the job), else None."""
+    try:
+        return job.source_generation.pk
+    except Generation.DoesNotExist:
+        return None
+
+
+def render_new_card(
+    job: Analysis, position: int | None, replace: int | None = None
+) -> tuple[list[str], Shown]:
     """A card for the top of #jobs (a job submitted after the socket connected), with its first rows, as
-    messages that fit."""
+    messages that fit. `replace`: the generation whose card this one takes the place of (its follow-up)."""
     rows = _card_rows(job)
     context = card_context(job, position, rows)
     fitted, more_rows = fit_card(context)
-    card = f'<div hx-swap-oob="afterbegin:#jobs">{_render_card(fitted)}</div>'
+    if replace is not None:
+        card = _render_card({**fitted, "oob": f"outerHTML:#gen-{replace}"})
+    else:
+        card = f'<div hx-swap-oob="afterbegin:#jobs">{_render_card(fitted)}</div>'
     return pack([card, *more_rows]), _shown(context, rows)
+
+
+# --- generations -----------------------------------------------------------------------------------------
+
+# How much of a plain prompt a card shows: its end, where the generated text carries on.
+PROMPT_TAIL_CHARS = 400
+TURN_PREVIEW_CHARS = 300
+
+
+def _prompt_view(gen: Generation) -> dict:
+    if gen.is_chat:
+        turns = [
+            {"role": str(m.get("role", "")), "content": _cut(str(m.get("content", "")), TURN_PREVIEW_CHARS)}
+            for m in gen.input.get("messages") or []
+        ]
+        return {"turns": turns, "text": ""}
+    text = gen.input.get("text") or ""
+    cut = len(text) > PROMPT_TAIL_CHARS
+    return {"turns": [], "text": text[-PROMPT_TAIL_CHARS:], "cut": cut}
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def sample_views(gen: Generation) -> list[dict]:
+    return [
+        {
+            "index": i,
+            "text": str(sample.get("text") or ""),
+            "tokens": len(sample.get("token_ids") or []),
+            "finished": bool(sample.get("finished")),
+        }
+        for i, sample in enumerate(gen.samples)
+    ]
+
+
+def _usable(gen: Generation) -> bool:
+    """Whether its samples can be used and analysed: ended with text (a cancelled one keeps its part)."""
+    return gen.is_final and gen.status != Generation.Status.FAILED and not (gen.result or {}).get("partial")
+
+
+def generation_context(gen: Generation, position: int | None, *, read_only: bool = False) -> dict:
+    """A generation card's context. `read_only`: staff looking at another user's card (no buttons)."""
+    return {
+        "gen": gen,
+        "position": position,
+        "prompt": _prompt_view(gen),
+        "samples": sample_views(gen),
+        "usable": _usable(gen),
+        "read_only": read_only,
+    }
+
+
+def _render_generation_card(context: dict) -> str:
+    return render_to_string("analyses/partials/gen-card.html", context)
+
+
+def render_generation_card(gen: Generation, position: int | None) -> str:
+    """The whole card (a generation.state event swaps it by its id, gen-<pk>)."""
+    return _render_generation_card(generation_context(gen, position))
+
+
+def render_generation_samples(gen: Generation) -> str:
+    """The samples so far and the progress in tokens (a generation.tokens event; both swapped by id)."""
+    context = generation_context(gen, None)
+    return render_to_string("analyses/partials/gen-samples.html", context) + render_to_string(
+        "analyses/partials/gen-progress.html", context
+    )
+
+
+def load_generation_card(user, generation_id: int) -> tuple[Generation | None, int | None]:
+    """A generation of `user` and its queue position, for render_new_generation_card; None for one that is
+    not theirs, or that was followed by its analysis (that analysis' card stands for it)."""
+    gen = Generation.objects.filter(pk=generation_id, owner=user, follow_up__isnull=True).first()
+    if gen is None:
+        return None, None
+    return gen, queue_position(gen)
+
+
+def render_new_generation_card(gen: Generation, position: int | None) -> tuple[list[str], Shown]:
+    card = f'<div hx-swap-oob="afterbegin:#jobs">{render_generation_card(gen, position)}</div>'
+    return pack([card]), Shown(gen.pk, final=gen.is_final, kind=Generation.kind)
 
 
 def render_socket_message(text: str, level: str = "error") -> str:

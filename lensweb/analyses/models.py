@@ -34,7 +34,7 @@ class WorkerRecord(models.Model):
 
 
 class JobStatus(models.TextChoices):
-    """The life of every job of record (analyses here, generations in the api app)."""
+    """The life of every job of record, analysis or generation."""
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -48,27 +48,28 @@ class JobStatus(models.TextChoices):
 PLACEMENT_KEYS = ("identity", "engine_version", "device", "dtype")
 
 
-class Analysis(models.Model):
+class Job(models.Model):
+    """What analyses and generations share: one lifecycle (queue, claim, heartbeat, stale re-queue, cancel,
+    progress). Two tables, not one with a kind: every history, cache, export and metrics query is about
+    analyses, and must not have to leave generations out."""
+
     Status = JobStatus
 
     FINAL = (Status.DONE, Status.FAILED, Status.CANCELLED)
+    kind = ""  # "analysis" or "generation": events, queue keys and URLs say which table
 
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="analyses")
     lens_id = models.CharField(max_length=100)
     input = models.JSONField()  # AnalysisInput.to_dict(): {"text": ...} or {"messages": [...]}
-    options = models.JSONField()  # AnalysisOptions.to_dict()
+    options = models.JSONField()  # AnalysisOptions.to_dict() / GenerationOptions.to_dict()
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
-    # Queue: FIFO within a user by (queued_at, id); fairness between users is computed (services).
+    # Queue: FIFO within a user by (queued_at, id); fairness between users is computed (queue.py).
     queued_at = models.DateTimeField(default=timezone.now)
     attempts = models.PositiveIntegerField(default=0)  # claims so far; a worker death costs one
     cancel_requested = models.BooleanField(default=False)
-    worker = models.ForeignKey(
-        WorkerRecord, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
-    )
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     progress_done = models.PositiveIntegerField(default=0)
     progress_total = models.PositiveIntegerField(default=0)
-    # Rows present when the current attempt started: the ETA counts only this attempt's speed.
+    # Progress present when the current attempt started: the ETA counts only this attempt's speed.
     attempt_base = models.PositiveIntegerField(default=0)
     attempt_started_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
@@ -79,21 +80,8 @@ class Analysis(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        abstract = True
         ordering = ["-created_at", "-id"]
-        verbose_name_plural = "analyses"
-        indexes = [
-            # the dashboard and /metrics filter by these on every poll and scrape
-            models.Index(fields=["created_at"], name="analysis_created_idx"),
-            models.Index(fields=["started_at"], name="analysis_started_idx"),
-            models.Index(fields=["finished_at"], name="analysis_finished_idx"),
-            models.Index(fields=["status", "queued_at", "id"], name="analysis_claim_idx"),
-            models.Index(fields=["owner", "status"], name="analysis_owner_status_idx"),
-            models.Index(fields=["status", "heartbeat_at"], name="analysis_stale_idx"),
-            models.Index(fields=["owner", "attempt_started_at"], name="analysis_owner_served_idx"),
-        ]
-
-    def __str__(self):
-        return f"Analysis {self.pk} ({self.status})"
 
     @property
     def is_final(self) -> bool:
@@ -128,6 +116,94 @@ class Analysis(models.Model):
         if not self.started_at:
             return None
         return ((self.finished_at or timezone.now()) - self.started_at).total_seconds()
+
+
+class Analysis(Job):
+    kind = "analysis"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="analyses")
+    worker = models.ForeignKey(
+        WorkerRecord, null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+
+    class Meta(Job.Meta):
+        verbose_name_plural = "analyses"
+        indexes = [
+            # the dashboard and /metrics filter by these on every poll and scrape
+            models.Index(fields=["created_at"], name="analysis_created_idx"),
+            models.Index(fields=["started_at"], name="analysis_started_idx"),
+            models.Index(fields=["finished_at"], name="analysis_finished_idx"),
+            models.Index(fields=["status", "queued_at", "id"], name="analysis_claim_idx"),
+            models.Index(fields=["owner", "status"], name="analysis_owner_status_idx"),
+            models.Index(fields=["status", "heartbeat_at"], name="analysis_stale_idx"),
+            models.Index(fields=["owner", "attempt_started_at"], name="analysis_owner_served_idx"),
+        ]
+
+    def __str__(self):
+        return f"Analysis {self.pk} ({self.status})"
+
+
+class Generation(Job):
+    """Continuations of a text, or a chat's next reply; optionally followed by the analysis of the result."""
+
+    kind = "generation"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generations")
+    worker = models.ForeignKey(
+        WorkerRecord, null=True, blank=True, on_delete=models.SET_NULL, related_name="generations"
+    )
+    # Running: {"samples": [...], "partial": true}, rewritten as tokens arrive; then the engine's result.
+    result = models.JSONField(null=True, blank=True)
+    # "Generate, then analyse": the analysis' options, and the analysis once it is queued.
+    analysis_options = models.JSONField(null=True, blank=True)
+    follow_up = models.OneToOneField(
+        Analysis, null=True, blank=True, on_delete=models.SET_NULL, related_name="source_generation"
+    )
+    follow_up_error = models.TextField(blank=True)
+
+    class Meta(Job.Meta):
+        indexes = [
+            models.Index(fields=["status", "queued_at", "id"], name="gen_job_claim_idx"),
+            models.Index(fields=["owner", "created_at"], name="gen_job_owner_day_idx"),
+            models.Index(fields=["owner", "status"], name="gen_job_owner_status_idx"),
+            models.Index(fields=["status", "heartbeat_at"], name="gen_job_stale_idx"),
+            models.Index(fields=["owner", "attempt_started_at"], name="gen_job_owner_served_idx"),
+        ]
+
+    def __str__(self):
+        return f"Generation {self.pk} ({self.status})"
+
+    @property
+    def samples(self) -> list[dict]:
+        return list((self.result or {}).get("samples") or [])
+
+    @property
+    def is_reply(self) -> bool:
+        """A chat, or a text sent as one user turn: the sample is the assistant's next turn."""
+        return self.is_chat or bool((self.options or {}).get("chat_reply"))
+
+    def reply_messages(self, index: int) -> list[dict]:
+        """The conversation with sample `index` as the assistant's turn (a prefilled assistant turn is
+        continued, not repeated)."""
+        text = self.samples[index]["text"]
+        if self.is_chat:
+            messages = [dict(m) for m in self.input["messages"]]
+        else:
+            messages = [{"role": "user", "content": self.input.get("text") or ""}]
+        if messages and messages[-1].get("role") == "assistant":
+            messages[-1]["content"] = f"{messages[-1].get('content', '')}{text}"
+        else:
+            messages.append({"role": "assistant", "content": text})
+        return messages
+
+    def analysis_input(self, index: int) -> dict:
+        """What "Analyse" sends for sample `index`: the conversation with the reply, or the text continued."""
+        if self.is_reply:
+            data = {"messages": self.reply_messages(index)}
+            if self.input.get("default_system_prompt") is False:
+                data["default_system_prompt"] = False
+            return data
+        return {"text": f"{self.input.get('text') or ''}{self.samples[index]['text']}"}
 
 
 class AnalysisRow(models.Model):

@@ -36,10 +36,22 @@ def _send(channel: str, message: dict) -> None:
 
 
 def job_created(job) -> None:
-    _group_send(user_group(job.owner_id), {"type": "analysis.created", "job": job.pk})
+    """An analysis or a generation: its owner's pages add its card."""
+    _group_send(user_group(job.owner_id), {"type": f"{job.kind}.created", "job": job.pk})
 
 
 def job_state(job) -> None:
+    if job.kind == "generation":
+        _group_send(
+            user_group(job.owner_id),
+            {
+                "type": "generation.state",
+                "job": job.pk,
+                "html": fragments.render_generation_card(job, queue_position(job)),
+                "final": job.is_final,
+            },
+        )
+        return
     html = fragments.render_state(job, queue_position(job))
     _group_send(
         user_group(job.owner_id),
@@ -67,6 +79,18 @@ def job_rows(job, rows: list[dict]) -> None:
     )
 
 
+def generation_tokens(generation) -> None:
+    """A running generation's samples so far (small: bounded by n × max_new_tokens)."""
+    _group_send(
+        user_group(generation.owner_id),
+        {
+            "type": "generation.tokens",
+            "job": generation.pk,
+            "html": fragments.render_generation_samples(generation),
+        },
+    )
+
+
 def session_check(user_id: int, ended: str = "") -> None:
     """Every socket of the user re-validates its session; the one whose session fingerprint is `ended`
     (a logout) closes without asking."""
@@ -75,21 +99,23 @@ def session_check(user_id: int, ended: str = "") -> None:
 
 def queue_moved() -> None:
     """Every queued job's position, to its owner, whenever the queue moves."""
-    from .models import Analysis
+    from .queue import JOB_MODELS
 
     positions = queue_positions()
     by_owner: dict[int, list] = {}
-    for job in Analysis.objects.filter(pk__in=positions).only("id", "owner_id", "status"):
-        by_owner.setdefault(job.owner_id, []).append(job)
+    for kind, model in JOB_MODELS.items():
+        ids = [job_id for job_kind, job_id in positions if job_kind == kind]
+        for job in model.objects.filter(pk__in=ids).only("id", "owner_id", "status"):
+            by_owner.setdefault(job.owner_id, []).append(job)
     for owner_id, jobs in by_owner.items():
-        html = "".join(fragments.render_queue(job, positions[job.pk]) for job in jobs)
+        html = "".join(fragments.render_queue(job, positions[(job.kind, job.pk)]) for job in jobs)
         _group_send(user_group(owner_id), {"type": "analysis.queue", "html": html})
 
 
-def cancel_to_worker(channel: str, job_id: int) -> None:
+def cancel_to_worker(channel: str, job) -> None:
     """Fast path: the worker stops mid-batch. Without it the worker still sees the flag after the batch."""
     if channel:
-        _send(channel, {"type": "analysis.cancel", "job": job_id})
+        _send(channel, {"type": "analysis.cancel", "job": job.pk, "kind": job.kind})
 
 
 def doorbell(channels: list[str]) -> None:

@@ -1,8 +1,9 @@
-"""Queue order, read-only: round-robin between users, FIFO within a user.
+"""Queue order, read-only: round-robin between users, FIFO within a user, analyses and generations alike.
 
-A job's rank is the number of its owner's jobs ahead of it, running ones included; between users of the
-same rank, the one served least recently goes first (never served: first of all). So one user's twenty
-jobs never starve another user's one, and users take turns. Workers claim and pages show this order.
+A job's rank is the number of its owner's jobs ahead of it (of either kind), running ones included; between
+users of the same rank, the one served least recently goes first (never served: first of all). So one user's
+twenty jobs never starve another user's one, and users take turns. Workers claim and pages show this order.
+A job is keyed (kind, id): two tables, one queue.
 """
 
 from __future__ import annotations
@@ -12,47 +13,60 @@ from datetime import datetime
 
 from django.db.models import Max
 
-from .models import Analysis
+from .models import Analysis, Generation, JobStatus
 
 NEVER = datetime.min.isoformat()
+JOB_MODELS = {Analysis.kind: Analysis, Generation.kind: Generation}
 
 
-def fair_queue() -> list[int]:
-    """Queued job ids in the order workers take them. Bounded by LENSWEB_MAX_QUEUE, so cheap."""
-    queued = list(
-        Analysis.objects.filter(status=Analysis.Status.QUEUED)
+def _waiting(model):
+    queued = model.objects.filter(status=JobStatus.QUEUED)
+    if model is Analysis:
         # a follower waits for the identical job it follows (lensweb.cache), unless that one gave up
-        .exclude(cache_link__leader__status__in=(Analysis.Status.QUEUED, Analysis.Status.RUNNING))
-        .order_by("queued_at", "id")
-        .values_list("id", "owner_id", "queued_at")
-    )
-    owners = {owner_id for _, owner_id, _ in queued}
-    running = Counter(
-        Analysis.objects.filter(status=Analysis.Status.RUNNING, owner_id__in=owners).values_list(
-            "owner_id", flat=True
+        queued = queued.exclude(cache_link__leader__status__in=(JobStatus.QUEUED, JobStatus.RUNNING))
+    return queued
+
+
+def fair_queue() -> list[tuple[str, int]]:
+    """Queued jobs' (kind, id) in the order workers take them. Bounded by LENSWEB_MAX_QUEUE, so cheap."""
+    queued = []
+    for kind, model in JOB_MODELS.items():
+        queued += [
+            (queued_at, kind, job_id, owner_id)
+            for job_id, owner_id, queued_at in _waiting(model).values_list("id", "owner_id", "queued_at")
+        ]
+    queued.sort(key=lambda item: (item[0], item[1] == Generation.kind, item[2]))
+    owners = {owner_id for *_, owner_id in queued}
+    running: Counter = Counter()
+    last_served: dict = {}
+    for model in JOB_MODELS.values():
+        running.update(
+            model.objects.filter(status=JobStatus.RUNNING, owner_id__in=owners).values_list(
+                "owner_id", flat=True
+            )
         )
-    )
-    last_served = dict(
-        Analysis.objects.filter(owner_id__in=owners, attempt_started_at__isnull=False)
-        .values("owner_id")
-        .annotate(last=Max("attempt_started_at"))
-        .values_list("owner_id", "last")
-    )
+        for owner_id, last in (
+            model.objects.filter(owner_id__in=owners, attempt_started_at__isnull=False)
+            .values("owner_id")
+            .annotate(last=Max("attempt_started_at"))
+            .values_list("owner_id", "last")
+        ):
+            if owner_id not in last_served or last > last_served[owner_id]:
+                last_served[owner_id] = last
     seen: Counter = Counter()
     keyed = []
-    for job_id, owner_id, queued_at in queued:
+    for order, (_, kind, job_id, owner_id) in enumerate(queued):
         served = last_served.get(owner_id)
-        keyed.append(
-            (running[owner_id] + seen[owner_id], served.isoformat() if served else NEVER, queued_at, job_id)
-        )
+        rank = running[owner_id] + seen[owner_id]
+        keyed.append((rank, served.isoformat() if served else NEVER, order, (kind, job_id)))
         seen[owner_id] += 1
     keyed.sort()
     return [key[-1] for key in keyed]
 
 
-def queue_positions() -> dict[int, int]:
-    return {job_id: i + 1 for i, job_id in enumerate(fair_queue())}
+def queue_positions() -> dict[tuple[str, int], int]:
+    return {key: i + 1 for i, key in enumerate(fair_queue())}
 
 
-def queue_position(job: Analysis) -> int | None:
-    return queue_positions().get(job.pk) if job.status == Analysis.Status.QUEUED else None
+def queue_position(job) -> int | None:
+    return queue_positions().get((job.kind, job.pk)) if job.status == JobStatus.QUEUED else None

@@ -1,5 +1,7 @@
-"""Everything that changes an analysis goes through here (check_* validate and look up, do_* write and
-notify on commit), so views, consumers and the worker stay thin and agree on the rules. Queue order: queue.py.
+"""Everything that changes a job goes through here (check_* validate and look up, do_* write and notify on
+commit), so views, the API, warm_cache, consumers and the worker stay thin and agree on the rules. One
+lifecycle for both kinds of job, analyses and generations (models.Job); queue order: queue.py. Refusals are
+typed (errors.py); the caller maps them (a form error, an API status, a CLI line).
 """
 
 from __future__ import annotations
@@ -19,39 +21,22 @@ from django.utils import timezone
 
 from inference.errors import InputError, LensError, OptionError, UnknownLensError
 from inference.limits import Limits
-from inference.types import AnalysisInput, AnalysisOptions
-from lensweb.cache import services as result_cache
+from inference.types import AnalysisInput, AnalysisOptions, GenerationOptions
 
-from . import notify
+from . import notify, quotas, signals
 from .engine import get_engine
-from .models import PLACEMENT_KEYS, Analysis, AnalysisRow, WorkerRecord
-from .queue import fair_queue, queue_position, queue_positions  # noqa: F401  (part of the service API)
+from .errors import LensUnavailable, NoWorker, QueueFull, SubmissionError
+from .models import PLACEMENT_KEYS, Analysis, AnalysisRow, Generation, WorkerRecord
+from .queue import JOB_MODELS, fair_queue, queue_position, queue_positions  # noqa: F401  (service API)
 
 log = logging.getLogger(__name__)
 
 Status = Analysis.Status
 UNFINISHED = (Status.QUEUED, Status.RUNNING)
 OPTION_FIELDS = set(AnalysisOptions.__dataclass_fields__)
-
-
-class SubmissionError(Exception):
-    """A refusal the page shows next to `field` (or above the form when field is None)."""
-
-    def __init__(self, message: str, field: str | None = None):
-        super().__init__(message)
-        self.message = message
-        self.field = field
-
-
-class LensUnavailable(SubmissionError):
-    """The lens' files cannot be read right now: the server's fault, not the input's. The page says so
-    above the form and the API answers 503; the details (paths, torch's text) go to the server log only."""
-
-    retry_after = 60  # seconds: an operator has to fix or replace the lens' files
-
-    def __init__(self, lens_id: str):
-        super().__init__(f"the lens {lens_id} is unavailable right now; the operator has been told")
-        self.lens_id = lens_id
+GENERATION_OPTION_FIELDS = set(GenerationOptions.__dataclass_fields__)
+# A running generation persists (and streams) its tokens at most this often.
+TOKENS_EVERY_SECONDS = 0.3
 
 
 def limits() -> Limits:
@@ -62,12 +47,80 @@ def limits() -> Limits:
     )
 
 
+# --- the result cache's port ---------------------------------------------------------------------------
+
+
+class NoResultStore:
+    """What the core asks a result cache at submit. lensweb.cache plugs itself in (its AppConfig.ready());
+    without it every submission is computed."""
+
+    @staticmethod
+    def key_for(spec, prepared, options):
+        return None
+
+    @staticmethod
+    def lookup(key):
+        return None
+
+    @staticmethod
+    def check_daily_cached_positions(user, adding: int) -> None:
+        return None
+
+    @staticmethod
+    def attach(job, key, hit) -> None:
+        return None
+
+
+result_store = NoResultStore()
+
+
+def use_result_store(store) -> None:
+    global result_store
+    result_store = store
+
+
 # --- submitting -------------------------------------------------------------------------------------
 
 
-def _option_field(error: Exception) -> str | None:
+def _option_field(error: Exception, fields=OPTION_FIELDS) -> str | None:
     first = str(error).split(" ", 1)[0]
-    return first if first in OPTION_FIELDS else None
+    return first if first in fields else None
+
+
+def _spec(engine, lens_id: str | None):
+    try:
+        return engine.get_spec(lens_id) if lens_id else engine.default_lens()
+    except UnknownLensError as exc:
+        raise SubmissionError(str(exc), "lens") from exc
+
+
+def _input(input_data: dict, bounds: Limits, field: str | None = None) -> AnalysisInput:
+    """`field`: where the form shows an input error (the analysis form has one "text" field for both)."""
+    try:
+        return AnalysisInput.from_dict(input_data).validate(bounds)
+    except (InputError, TypeError) as exc:
+        raise SubmissionError(
+            str(exc), field or ("messages" if "messages" in input_data else "text")
+        ) from exc
+
+
+def _analysis_options(options_data: dict, bounds: Limits) -> AnalysisOptions:
+    try:
+        return AnalysisOptions.from_dict(options_data).validate(bounds)
+    except (OptionError, TypeError) as exc:
+        raise SubmissionError(str(exc), _option_field(exc)) from exc
+
+
+def _prepare(engine, spec, inp, options, bounds, field: str | None = None):
+    try:
+        return engine.prepare(spec, inp, options, bounds)
+    except InputError as exc:
+        raise SubmissionError(str(exc), field or ("messages" if inp.is_chat else "text")) from exc
+    except OptionError as exc:
+        raise SubmissionError(str(exc), _option_field(exc)) from exc
+    except (LensError, OSError) as exc:  # its checkpoint or model files: logged, not shown
+        log.error("lens %s is unavailable: %s", spec.id, exc, exc_info=True)
+        raise LensUnavailable(spec.id) from None
 
 
 def check_submission(lens_id: str | None, input_data: dict, options_data: dict):
@@ -81,71 +134,99 @@ def check_prepared_submission(lens_id: str | None, input_data: dict, options_dat
     """check_submission, returning the PreparedInput (token ids and positions: the result cache's key)."""
     engine = get_engine()
     bounds = limits()
-    try:
-        spec = engine.get_spec(lens_id) if lens_id else engine.default_lens()
-    except UnknownLensError as exc:
-        raise SubmissionError(str(exc), "lens") from exc
-    try:
-        inp = AnalysisInput.from_dict(input_data).validate(bounds)
-    except InputError as exc:
-        raise SubmissionError(str(exc), "text") from exc
-    try:
-        options = AnalysisOptions.from_dict(options_data).validate(bounds)
-    except (OptionError, TypeError) as exc:
-        raise SubmissionError(str(exc), _option_field(exc)) from exc
+    spec = _spec(engine, lens_id)
+    inp = _input(input_data, bounds, "text")
+    options = _analysis_options(options_data, bounds)
     if options.last_n_messages is not None and not inp.is_chat:
         raise SubmissionError("last N messages applies to chats only", "last_n_messages")
-    try:
-        prepared = engine.prepare(spec, inp, options, bounds)
-    except InputError as exc:
-        raise SubmissionError(str(exc), "text") from exc
-    except OptionError as exc:
-        raise SubmissionError(str(exc), _option_field(exc)) from exc
-    except (LensError, OSError) as exc:  # its checkpoint or model files: logged, not shown
-        log.error("lens %s is unavailable: %s", spec.id, exc, exc_info=True)
-        raise LensUnavailable(spec.id) from None
+    prepared = _prepare(engine, spec, inp, options, bounds, "text")
     if not prepared.positions:
         raise SubmissionError("there are no positions to analyse in this input", "text")
     return spec, inp, options, prepared
+
+
+def check_generation_submission(lens_id: str | None, input_data: dict, options_data: dict):
+    """(spec, AnalysisInput, GenerationOptions), or SubmissionError naming the field."""
+    engine = get_engine()
+    bounds = limits()
+    spec = _spec(engine, lens_id)
+    inp = _input(input_data, bounds)
+    try:
+        unknown = set(options_data) - GENERATION_OPTION_FIELDS
+        if unknown:
+            raise OptionError(f"unknown option(s): {', '.join(sorted(unknown))}")
+        options = GenerationOptions(**options_data).validate(bounds)
+        if not isinstance(options.chat_reply, bool):  # GenerationOptions.validate does not check it
+            raise OptionError(f"chat_reply must be true or false, got {options.chat_reply!r}")
+        if options.temperature == 0 and options.n > 1:  # transformers refuses greedy with several samples
+            raise OptionError(
+                "n must be 1 with temperature 0 (greedy decoding gives one answer); raise temperature"
+            )
+    except (OptionError, TypeError) as exc:
+        raise SubmissionError(str(exc), _option_field(exc, GENERATION_OPTION_FIELDS)) from exc
+    # The prompt's token count, with the lens' own tokenizer (the same bound as an analysis').
+    _prepare(engine, spec, inp, AnalysisOptions(), bounds)
+    return spec, inp, options
+
+
+def check_queue_caps(model, user, per_user: int, noun: str) -> None:
+    """The per-user cap (waiting + running) and the global queue cap (both kinds: one queue)."""
+    mine = model.objects.filter(owner=user, status__in=UNFINISHED).count()
+    if mine >= per_user:
+        raise QueueFull(
+            f"you have {mine} {noun} waiting or running; the limit is {per_user}. "
+            "Cancel one or wait for one to finish."
+        )
+    queued = sum(m.objects.filter(status=Status.QUEUED).count() for m in JOB_MODELS.values())
+    if queued >= settings.LENSWEB_MAX_QUEUE:
+        raise QueueFull(f"the queue is full ({queued} jobs waiting); please try again in a few minutes.")
 
 
 def check_capacity(user) -> None:
     check_queue_caps(Analysis, user, settings.LENSWEB_MAX_QUEUED_PER_USER, "analyses")
 
 
-def check_queue_caps(model, user, per_user: int, noun: str) -> None:
-    """The per-user cap (waiting + running) and the global queue cap, for any kind of job of record."""
-    mine = model.objects.filter(owner=user, status__in=UNFINISHED).count()
-    if mine >= per_user:
-        raise SubmissionError(
-            f"you have {mine} {noun} waiting or running; the limit is {per_user}. "
-            "Cancel one or wait for one to finish."
-        )
-    queued = model.objects.filter(status=Status.QUEUED).count()
-    if queued >= settings.LENSWEB_MAX_QUEUE:
-        raise SubmissionError(
-            f"the queue is full ({queued} {noun} waiting); please try again in a few minutes."
-        )
+def check_generation_capacity(user) -> None:
+    check_queue_caps(Generation, user, settings.LENSWEB_MAX_QUEUED_GENERATIONS_PER_USER, "generations")
+
+
+def check_worker_available() -> None:
+    if not live_workers().exists():
+        raise NoWorker()
+
+
+def _lock_owner(user) -> None:
+    """Serialise one user's submissions, so two at once cannot both pass the caps."""
+    get_user_model().objects.select_for_update().filter(pk=user.pk).exists()
 
 
 def do_submit(
-    user, lens_id: str | None, input_data: dict, options_data: dict, *, limited: bool = True
+    user,
+    lens_id: str | None,
+    input_data: dict,
+    options_data: dict,
+    *,
+    limited: bool = True,
+    require_worker: bool = False,
 ) -> Analysis:
-    """`limited=False` (the cache warmer's service user) skips the per-user caps and the daily quota."""
+    """The one way an analysis is queued (form, API, warm_cache, a generation's follow-up): validate and
+    tokenize once, ask the result cache, check the caps, create the row, ring the doorbell after commit.
+    `limited=False` (the cache warmer's service user) skips the per-user caps and the daily quota;
+    `require_worker` refuses (NoWorker) a job that would wait for a worker that is not there."""
     spec, inp, options, prepared = check_prepared_submission(lens_id, input_data, options_data)
     total = len(prepared.positions)
-    key = result_cache.key_for(spec, prepared, options)
+    key = result_store.key_for(spec, prepared, options)
     with transaction.atomic():
-        # Lock the owner's row so two simultaneous submits cannot both pass the per-user cap.
-        get_user_model().objects.select_for_update().filter(pk=user.pk).exists()
-        hit = result_cache.lookup(key)  # a hit takes no place in the queue and costs no compute quota
-        if limited and hit is None:
-            from lensweb.accounts.quotas import check_daily_positions  # quotas imports this module
-
-            check_capacity(user)
-            check_daily_positions(user, total)
+        _lock_owner(user)
+        hit = result_store.lookup(key)  # a hit takes no place in the queue and costs no compute quota
+        if hit is None:
+            if limited:
+                quotas.check_daily_positions(user, total)
+                check_capacity(user)
+            if require_worker:
+                check_worker_available()
         elif limited:  # but its rows are copied for the user: capped per day (a refusal undoes the hit count)
-            result_cache.check_daily_cached_positions(user, total)
+            result_store.check_daily_cached_positions(user, total)
         job = Analysis.objects.create(
             owner=user,
             lens_id=spec.id,
@@ -153,23 +234,117 @@ def do_submit(
             options=options.to_dict(),
             progress_total=total,
         )
-        result_cache.attach(job, key, hit)  # a hit: done now; an identical job unfinished: waits for it
+        result_store.attach(job, key, hit)  # a hit: done now; an identical job unfinished: waits for it
         transaction.on_commit(lambda: (notify.job_created(job), ring_doorbell(), notify.queue_moved()))
     return job
+
+
+def do_submit_generation(
+    user,
+    lens_id: str | None,
+    input_data: dict,
+    options_data: dict,
+    *,
+    then_analyse: dict | None = None,
+    require_worker: bool = False,
+) -> Generation:
+    """Queue a generation; with `then_analyse` (analysis options) its result is analysed when it is done
+    (the conversation with the reply, or the text continued), as one more submission by the same user."""
+    spec, inp, options = check_generation_submission(lens_id, input_data, options_data)
+    analysis_options = None
+    if then_analyse is not None:
+        if not isinstance(then_analyse, dict):
+            raise SubmissionError("the analysis options must be an object", "analysis_options")
+        try:
+            analysis_options = _analysis_options(then_analyse, limits())
+        except SubmissionError as exc:  # named as the caller sent it: the follow-up's options
+            field = f"analysis_options.{exc.field}" if exc.field else "analysis_options"
+            raise SubmissionError(exc.message, field) from exc.__cause__
+        if analysis_options.last_n_messages is not None and not (inp.is_chat or options.chat_reply):
+            raise SubmissionError("last N messages applies to chats only", "analysis_options.last_n_messages")
+        if options.n != 1:
+            raise SubmissionError("generate, then analyse takes one sample (n = 1)", "n")
+        analysis_options = analysis_options.to_dict()
+    with transaction.atomic():
+        _lock_owner(user)
+        quotas.check_daily_generation_tokens(user, options.n * options.max_new_tokens)
+        check_generation_capacity(user)
+        if require_worker:
+            check_worker_available()
+        generation = Generation.objects.create(
+            owner=user,
+            lens_id=spec.id,
+            input=inp.to_dict(),
+            options=options.to_dict(),
+            progress_total=options.max_new_tokens,
+            analysis_options=analysis_options,
+        )
+        transaction.on_commit(lambda: (notify.job_created(generation), ring_doorbell(), notify.queue_moved()))
+    return generation
+
+
+def do_analyse_sample(user, generation_id, sample_index, options_data: dict) -> Analysis:
+    """ "Analyse" on a generation's sample: the conversation with that reply (or the text continued)."""
+    generation = get_generation_for(user, generation_id, write=True)
+    samples = generation.samples
+    if not isinstance(sample_index, int) or not 0 <= sample_index < len(samples):
+        raise SubmissionError(f"generation #{generation.pk} has no sample {sample_index!r}", "sample")
+    if (generation.result or {}).get("partial"):
+        raise SubmissionError("this generation is still running; analyse it when it is done", "sample")
+    return do_submit(user, generation.lens_id, generation.analysis_input(sample_index), options_data)
+
+
+def _queue_follow_up(generation: Generation) -> None:
+    """Inside the transaction that finished `generation`: its analysis queued, or why not."""
+    try:
+        with transaction.atomic():
+            follow_up = do_submit(
+                generation.owner,
+                generation.lens_id,
+                generation.analysis_input(0),
+                generation.analysis_options,
+            )
+    except SubmissionError as exc:
+        Generation.objects.filter(pk=generation.pk).update(follow_up_error=exc.message[:2000])
+        log.info("generation %s: its analysis was refused: %s", generation.pk, exc.message)
+        return
+    Generation.objects.filter(pk=generation.pk).update(follow_up=follow_up)
+    generation.follow_up = follow_up
+
+
+# --- access --------------------------------------------------------------------------------------------
+
+
+def _get_for(model, user, job_id, write: bool):
+    """The one access rule for a job: its owner may do anything; staff may read any; anyone else gets
+    DoesNotExist (someone else's job is 'not found', not 'forbidden')."""
+    if user.is_staff and not write:
+        return model.objects.get(pk=job_id)
+    return model.objects.get(pk=job_id, owner=user)
+
+
+def get_analysis_for(user, job_id, write: bool = False) -> Analysis:
+    return _get_for(Analysis, user, job_id, write)
+
+
+def get_generation_for(user, generation_id, write: bool = False) -> Generation:
+    return _get_for(Generation, user, generation_id, write)
 
 
 # --- the queue ----------------------------------------------------------------------------------------
 
 
-def claim_next_job(worker: WorkerRecord) -> Analysis | None:
-    """Take the first job in fair order. The conditional UPDATE is the lock: of several workers racing
-    for one job exactly one sees rowcount 1 (PostgreSQL re-checks the WHERE after the row lock). The claim
-    counts an attempt (a crash cannot report itself); a graceful hand-back gives it back (do_requeue_job).
-    One transaction: a database that fails between the claim and reading the job back undoes the claim."""
-    for job_id in fair_queue():
+def claim_next_job(worker: WorkerRecord) -> Analysis | Generation | None:
+    """Take the first job (of either kind) in fair order. The conditional UPDATE is the lock: of several
+    workers racing for one job exactly one sees rowcount 1 (PostgreSQL re-checks the WHERE after the row
+    lock). The claim counts an attempt (a crash cannot report itself); a graceful hand-back gives it back
+    (do_requeue_job). One transaction: a database that fails between the claim and reading the job back
+    undoes the claim."""
+    for kind, job_id in fair_queue():
+        model = JOB_MODELS[kind]
         now = timezone.now()
         with transaction.atomic():
-            claimed = Analysis.objects.filter(id=job_id, status=Status.QUEUED, cancel_requested=False).update(
+            claimed = model.objects.filter(id=job_id, status=Status.QUEUED, cancel_requested=False).update(
                 status=Status.RUNNING,
                 worker=worker,
                 heartbeat_at=now,
@@ -182,7 +357,7 @@ def claim_next_job(worker: WorkerRecord) -> Analysis | None:
                 WorkerRecord.objects.filter(pk=worker.pk).update(
                     state=WorkerRecord.State.BUSY, last_heartbeat=now
                 )
-                job = Analysis.objects.get(pk=job_id)
+                job = model.objects.get(pk=job_id)
                 transaction.on_commit(lambda job=job: (notify.job_state(job), notify.queue_moved()))
                 return job
     return None
@@ -192,34 +367,80 @@ def claim_next_job(worker: WorkerRecord) -> Analysis | None:
 
 
 def check_job_for_user(user, job_id) -> Analysis:
-    """The job if `user` owns it; Analysis.DoesNotExist otherwise (someone else's job is 'not found')."""
-    return Analysis.objects.get(pk=job_id, owner=user)
+    """The analysis if `user` owns it; Analysis.DoesNotExist otherwise."""
+    return get_analysis_for(user, job_id, write=True)
 
 
-def do_cancel(user, job_id) -> Analysis:
-    """Queued: cancelled at once, never starts. Running: flagged; the worker stops within one batch and
-    marks it cancelled with its partial rows."""
-    job = check_job_for_user(user, job_id)
+def _cancel(job):
+    """Queued: cancelled at once, never starts. Running: flagged; the worker stops within one batch (or a
+    few decode steps) and marks it cancelled with what it has."""
     if job.is_final:
         return job
+    model = type(job)
     now = timezone.now()
-    if Analysis.objects.filter(pk=job.pk, status=Status.QUEUED).update(
+    if model.objects.filter(pk=job.pk, status=Status.QUEUED).update(
         status=Status.CANCELLED, cancel_requested=True, finished_at=now, worker=None
     ):
         job.refresh_from_db()
-        result_cache.job_ended(job)  # its followers compute themselves
+        if model is Analysis:
+            signals.job_ended.send(sender=Analysis, job=job)  # its cache followers compute themselves
         transaction.on_commit(lambda: (notify.job_state(job), notify.queue_moved()))
         return job
-    Analysis.objects.filter(pk=job.pk, status=Status.RUNNING).update(cancel_requested=True)
+    model.objects.filter(pk=job.pk, status=Status.RUNNING).update(cancel_requested=True)
     job.refresh_from_db()
     if job.status == Status.RUNNING:
         channel = job.worker.channel_name if job.worker else ""
-        transaction.on_commit(lambda: (notify.job_state(job), notify.cancel_to_worker(channel, job.pk)))
+        transaction.on_commit(lambda: (notify.job_state(job), notify.cancel_to_worker(channel, job)))
     return job
 
 
-def is_cancel_requested(job_id: int) -> bool:
-    return Analysis.objects.filter(pk=job_id, cancel_requested=True).exists()
+def do_cancel(user, job_id) -> Analysis:
+    return _cancel(get_analysis_for(user, job_id, write=True))
+
+
+def do_cancel_generation(user, generation_id) -> Generation:
+    return _cancel(get_generation_for(user, generation_id, write=True))
+
+
+def is_cancel_requested(job_id: int, kind: str = Analysis.kind) -> bool:
+    return JOB_MODELS[kind].objects.filter(pk=job_id, cancel_requested=True).exists()
+
+
+# --- staff ---------------------------------------------------------------------------------------------
+
+REQUEUABLE = (Status.FAILED, Status.CANCELLED)
+
+
+def do_staff_cancel(job_id: int, kind: str = Analysis.kind):
+    """Cancel on the owner's behalf (queued: at once; running: flagged)."""
+    return _cancel(JOB_MODELS[kind].objects.get(pk=job_id))
+
+
+def do_requeue(job_id: int, kind: str = Analysis.kind) -> bool:
+    """A failed or cancelled job back to the queue, as if submitted now: an analysis' rows stay (the next
+    worker resumes after them), attempts and error start again. False if it was not failed/cancelled."""
+    model = JOB_MODELS[kind]
+    now = timezone.now()
+    fresh = {"result": None, "progress_done": 0} if model is Generation else {}
+    with transaction.atomic():
+        requeued = model.objects.filter(pk=job_id, status__in=REQUEUABLE).update(
+            status=Status.QUEUED,
+            cancel_requested=False,
+            worker=None,
+            heartbeat_at=None,
+            attempts=0,
+            error="",
+            queued_at=now,
+            started_at=None,  # so that queue wait and run time measure this run, not the first one
+            finished_at=None,
+            **fresh,
+        )
+        if not requeued:
+            return False
+        job = model.objects.get(pk=job_id)
+        log.info("%s %s re-queued by staff with %s done kept", kind, job_id, job.progress_done)
+        transaction.on_commit(lambda: (notify.job_state(job), ring_doorbell(), notify.queue_moved()))
+    return True
 
 
 # --- what workers report -------------------------------------------------------------------------------
@@ -262,6 +483,20 @@ def do_record_batch(job_id: int, worker_id: int, rows: list[dict]) -> bool:
     return not job.cancel_requested
 
 
+def do_record_tokens(generation_id: int, worker_id: int, samples: list[dict], steps: int) -> bool:
+    """A running generation's tokens so far (persisted, so a reload shows them), THEN streamed to its owner.
+    Returns whether to go on, as do_record_batch."""
+    now = timezone.now()
+    with transaction.atomic():
+        if not Generation.objects.filter(pk=generation_id, worker_id=worker_id, status=Status.RUNNING).update(
+            heartbeat_at=now, result={"samples": samples, "partial": True}, progress_done=steps
+        ):
+            return False
+        generation = Generation.objects.get(pk=generation_id)
+        transaction.on_commit(lambda: notify.generation_tokens(generation))
+    return not generation.cancel_requested
+
+
 def summarize(job_id: int) -> dict:
     return summarize_rows(AnalysisRow.objects.filter(analysis_id=job_id).values_list("data", flat=True))
 
@@ -274,63 +509,96 @@ def summarize_rows(rows) -> dict:
 
 
 def do_finish_job(
-    job_id: int, worker_id: int, status: str, timings: dict | None = None, error: str = ""
+    job_id: int,
+    worker_id: int,
+    status: str,
+    timings: dict | None = None,
+    error: str = "",
+    *,
+    kind: str = Analysis.kind,
+    result: dict | None = None,
 ) -> bool:
-    """done / cancelled / failed, only if the job is still this worker's (a stale one may have lost it)."""
-    job = Analysis.objects.filter(pk=job_id, worker_id=worker_id, status=Status.RUNNING).first()
-    if job is None:
-        return False
-    metadata = {**job.metadata, "summary": summarize(job_id)}
-    now = timezone.now()
-    finished = Analysis.objects.filter(pk=job_id, worker_id=worker_id, status=Status.RUNNING).update(
-        status=status,
-        finished_at=now,
-        heartbeat_at=None,
-        metadata=metadata,
-        timings={**job.timings, **(timings or {})},
-        error=error[:2000],
-    )
-    WorkerRecord.objects.filter(pk=worker_id).update(state=WorkerRecord.State.IDLE, last_heartbeat=now)
-    if finished:
+    """done / cancelled / failed, only if the job is still this worker's (a stale one may have lost it).
+    An analysis gets its summary (and the cache hears of it); a generation its result, and, done and asked
+    for, its follow-up analysis, in the same transaction (so neither can be lost without the other)."""
+    model = JOB_MODELS[kind]
+    with transaction.atomic():
+        job = model.objects.filter(pk=job_id, worker_id=worker_id, status=Status.RUNNING).first()
+        if job is None:
+            return False
+        changes = {}
+        if model is Analysis:
+            changes["metadata"] = {**job.metadata, "summary": summarize(job_id)}
+        elif result is not None:
+            changes["result"] = result
+            changes["progress_done"] = max(
+                (len(s.get("token_ids") or []) for s in result["samples"]), default=0
+            )
+        now = timezone.now()
+        finished = model.objects.filter(pk=job_id, worker_id=worker_id, status=Status.RUNNING).update(
+            status=status,
+            finished_at=now,
+            heartbeat_at=None,
+            timings={**job.timings, **(timings or {})},
+            error=error[:2000],
+            **changes,
+        )
+        WorkerRecord.objects.filter(pk=worker_id).update(state=WorkerRecord.State.IDLE, last_heartbeat=now)
+        if not finished:
+            return False
         job.refresh_from_db()
-        result_cache.job_ended(job)  # done: stored and followers completed; else followers re-queued
+        if model is Analysis:
+            signals.job_ended.send(sender=Analysis, job=job)  # done: cached and followers completed
+        elif status == Status.DONE and job.analysis_options is not None and job.samples:
+            _queue_follow_up(job)
         transaction.on_commit(lambda: (notify.job_state(job), notify.queue_moved()))
-    return bool(finished)
+    return True
 
 
-def do_fail_job(job_id: int, worker_id: int, error: str) -> bool:
-    return do_finish_job(job_id, worker_id, Status.FAILED, error=error)
+def do_fail_job(job_id: int, worker_id: int, error: str, *, kind: str = Analysis.kind) -> bool:
+    return do_finish_job(job_id, worker_id, Status.FAILED, error=error, kind=kind)
 
 
-def do_requeue_job(job_id: int, worker_id: int, error: str = "") -> bool:
-    """A worker hands its job back; the rows stay and the next worker resumes after them.
+def do_requeue_job(job_id: int, worker_id: int, error: str = "", *, kind: str = Analysis.kind) -> bool:
+    """A worker hands its job back; an analysis' rows stay and the next worker resumes after them (a
+    generation starts again: it is deterministic for its seed).
 
     Without `error` it is stopping (SIGTERM): graceful, so the attempt its claim counted is given back and
     `attempts` counts only crashes and errors. With `error` (the database failed mid-job) the attempt stays
     counted, and a job that has used up its attempts fails instead of going round for ever."""
-    if is_cancel_requested(job_id):
-        return do_finish_job(job_id, worker_id, Status.CANCELLED)
-    mine = Analysis.objects.filter(pk=job_id, worker_id=worker_id, status=Status.RUNNING)
+    model = JOB_MODELS[kind]
+    if is_cancel_requested(job_id, kind):
+        return do_finish_job(job_id, worker_id, Status.CANCELLED, kind=kind)
+    mine = model.objects.filter(pk=job_id, worker_id=worker_id, status=Status.RUNNING)
     if error:
         attempts = mine.values_list("attempts", flat=True).first()
         if attempts is not None and attempts >= settings.LENSWEB_MAX_ATTEMPTS:
             return do_fail_job(
                 job_id,
                 worker_id,
-                f"the database failed {attempts} times while running this analysis; giving up "
+                f"the database failed {attempts} times while running this {kind}; giving up "
                 f"(last error: {error})",
+                kind=kind,
             )
     given_back = {} if error else {"attempts": F("attempts") - 1}
-    requeued = mine.update(status=Status.QUEUED, worker=None, heartbeat_at=None, **given_back)
+    requeued = mine.update(
+        status=Status.QUEUED, worker=None, heartbeat_at=None, **given_back, **_restart(model)
+    )
     if requeued:
-        job = Analysis.objects.get(pk=job_id)
+        job = model.objects.get(pk=job_id)
         transaction.on_commit(lambda: (notify.job_state(job), ring_doorbell(), notify.queue_moved()))
     return bool(requeued)
 
 
+def _restart(model) -> dict:
+    """What a job going back to the queue forgets: a generation its partial tokens (its next attempt
+    produces them again); an analysis nothing (its rows stay)."""
+    return {"result": None, "progress_done": 0} if model is Generation else {}
+
+
 def stale_job_changes(job, kind: str, now) -> dict:
-    """What a job (analysis or generation) whose worker went silent becomes: cancelled if that was asked,
-    failed once it has used up its attempts (it may be what kills workers), else queued again."""
+    """What a job whose worker went silent becomes: cancelled if that was asked, failed once it has used
+    up its attempts (it may be what kills workers), else queued again."""
     if job.cancel_requested:
         return {"status": Status.CANCELLED, "finished_at": now}
     if job.attempts >= settings.LENSWEB_MAX_ATTEMPTS:
@@ -339,35 +607,39 @@ def stale_job_changes(job, kind: str, now) -> dict:
             "finished_at": now,
             "error": f"the worker running this {kind} stopped {job.attempts} times; giving up",
         }
-    return {"status": Status.QUEUED}
+    return {"status": Status.QUEUED, **_restart(type(job))}
 
 
 def requeue_stale_jobs(now=None) -> list[int]:
-    """Jobs whose worker stopped heart-beating go back to the queue with their rows (or are cancelled /
-    failed if a cancel was asked for / they used up their attempts). Any worker calls this as it polls."""
+    """Jobs of either kind whose worker stopped heart-beating go back to the queue (an analysis with its
+    rows), or are cancelled / failed if a cancel was asked for / they used up their attempts. Any worker
+    calls this as it polls. Returns the ids moved."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.LENSWEB_STALE_AFTER)
     stale_q = Q(status=Status.RUNNING) & (
         Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, attempt_started_at__lt=cutoff)
     )
-    moved = []
-    for job in Analysis.objects.filter(stale_q):
-        changes = stale_job_changes(job, "analysis", now)
-        if Analysis.objects.filter(stale_q, pk=job.pk).update(worker=None, heartbeat_at=None, **changes):
-            moved.append(job.pk)
-            log.warning(
-                "analysis %s: worker %s stopped heart-beating; now %s",
-                job.pk,
-                job.worker_id,
-                changes["status"],
-            )
+    moved, jobs = [], []
+    for kind, model in JOB_MODELS.items():
+        for job in model.objects.filter(stale_q):
+            changes = stale_job_changes(job, kind, now)
+            if model.objects.filter(stale_q, pk=job.pk).update(worker=None, heartbeat_at=None, **changes):
+                moved.append(job.pk)
+                jobs.append((model, job.pk))
+                log.warning(
+                    "%s %s: worker %s stopped heart-beating; now %s",
+                    kind,
+                    job.pk,
+                    job.worker_id,
+                    changes["status"],
+                )
     WorkerRecord.objects.filter(
         last_heartbeat__lt=cutoff,
         state__in=[WorkerRecord.State.STARTING, WorkerRecord.State.IDLE, WorkerRecord.State.BUSY],
     ).update(state=WorkerRecord.State.LOST)
-    if moved:
-        jobs = list(Analysis.objects.filter(pk__in=moved))
-        transaction.on_commit(lambda: ([notify.job_state(j) for j in jobs], notify.queue_moved()))
+    if jobs:
+        fresh = [model.objects.get(pk=pk) for model, pk in jobs]
+        transaction.on_commit(lambda: ([notify.job_state(j) for j in fresh], notify.queue_moved()))
     return moved
 
 
@@ -387,7 +659,12 @@ def register_worker(channel_name: str = "", device: str = "") -> WorkerRecord:
 
 
 def worker_heartbeat(
-    worker_id: int, job_id: int | None, lens_id: str = "", device: str = "", memory_bytes: int | None = None
+    worker_id: int,
+    job_id: int | None,
+    lens_id: str = "",
+    device: str = "",
+    memory_bytes: int | None = None,
+    kind: str = Analysis.kind,
 ) -> bool:
     """Refresh the worker's and its job's heartbeat. Returns whether a cancel was requested for the job."""
     now = timezone.now()
@@ -400,8 +677,10 @@ def worker_heartbeat(
     )
     if job_id is None:
         return False
-    Analysis.objects.filter(pk=job_id, worker_id=worker_id, status=Status.RUNNING).update(heartbeat_at=now)
-    return is_cancel_requested(job_id)
+    JOB_MODELS[kind].objects.filter(pk=job_id, worker_id=worker_id, status=Status.RUNNING).update(
+        heartbeat_at=now
+    )
+    return is_cancel_requested(job_id, kind)
 
 
 def worker_listens_on(worker_id: int, channel_name: str) -> None:

@@ -9,4 +9,9 @@ urlpatterns = [
     path("analyses/", views.submit, name="submit"),
     path("analyses/<int:job_id>/card/", views.job_card, name="card"),
     path("analyses/<int:job_id>/cancel/", views.cancel, name="cancel"),
+    path("generations/", views.generate, name="generate"),
+    path("generations/<int:generation_id>/card/", views.generation_card, name="generation_card"),
+    path("generations/<int:generation_id>/cancel/", views.generation_cancel, name="generation_cancel"),
+    path("generations/<int:generation_id>/analyse/", views.generation_analyse, name="generation_analyse"),
+    path("generations/<int:generation_id>/input/", views.generation_input, name="generation_input"),
 ]

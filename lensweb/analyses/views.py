@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
-from django.http import Http404
+from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from lensweb.accounts.ratelimits import retry_after
-from lensweb.monitoring import requestlog
 
 from . import fragments, services
 from .engine import get_engine
-from .forms import AnalysisForm
-from .models import Analysis
+from .forms import NO_CHAT, Action, AnalysisForm, GenerationForm, analysis_options_from
+from .models import Analysis, Generation
+from .signals import note_request
+
+log = logging.getLogger(__name__)
 
 
 def _is_htmx(request) -> bool:
@@ -39,36 +43,72 @@ def _new_form(data=None):
     return AnalysisForm(data, lenses=[spec for spec, _ in lenses])
 
 
+def _chat_facts(lens_id) -> dict:
+    """The lens' chat template facts for the builder. A registry or tokenizer that cannot be read leaves
+    the builder without chat (the page says the registry is broken; a submit says why the lens is not
+    usable): the page must still come up."""
+    engine = get_engine()
+    try:
+        spec = engine.get_spec(lens_id) if lens_id else engine.default_lens()
+        return {**NO_CHAT, **engine.chat_info(spec)}
+    except Exception as exc:
+        log.warning("no chat facts for lens %r: %s", lens_id, exc)
+        return dict(NO_CHAT)
+
+
+def _new_generation_form(data=None, initial=None):
+    specs = [spec for spec, _ in _lenses()[0]]
+    # The builder's chat facts follow the lens chosen (the default lens' on a fresh page).
+    lens_id = (data or {}).get(f"{GenerationForm.PREFIX}-lens") or (initial or {}).get("lens")
+    return GenerationForm(
+        data, lenses=specs, limits=services.limits(), chat=_chat_facts(lens_id), initial=initial
+    )
+
+
+def _page_context(request, form=None, gen_form=None, tab="analyse") -> dict:
+    context = _form_context(form or _new_form())
+    context["gen_form"] = gen_form or _new_generation_form()
+    context["tab"] = tab
+    context.update(fragments.jobs_context(request.user)[0])
+    return context
+
+
 @require_GET
 def index(request):
-    context = _form_context(_new_form())
-    context.update(fragments.jobs_context(request.user)[0])
-    return render(request, "analyses/index.html", context)
+    return render(request, "analyses/index.html", _page_context(request))
+
+
+def _rate_limited(request) -> bool:
+    """Both forms and the API count in one group; an empty rate turns the limit off."""
+    if retry_after(request, "analyses.submit", "user", settings.LENSWEB_SUBMIT_RATE) is not None:
+        note_request(outcome="refused", reason="rate_limited")
+        return True
+    return False
+
+
+TOO_FAST = "you are submitting too fast; wait a minute and try again"
 
 
 @require_POST
 def submit(request):
     form = _new_form(request.POST)
     submitted = None
-    # The API counts in the same group; an empty rate turns the limit off.
-    if retry_after(request, "analyses.submit", "user", settings.LENSWEB_SUBMIT_RATE) is not None:
+    if _rate_limited(request):
         form.is_valid()
-        form.add_error(None, "you are submitting too fast; wait a minute and try again")
-        requestlog.note(outcome="refused", reason="rate_limited")
+        form.add_error(None, TOO_FAST)
     elif form.is_valid():
         try:
             submitted = services.do_submit(
                 request.user, form.cleaned_data["lens"], form.cleaned_data["input"], form.options()
             )
         except services.SubmissionError as exc:
-            form.add_error(exc.field if exc.field in form.fields else None, exc.message)
-            requestlog.note(outcome="refused", reason=_refusal_reason(exc))
+            field = "text" if exc.field == "messages" else exc.field  # a chat is typed in the text box
+            form.add_error(field if field in form.fields else None, exc.message)
+            note_request(outcome="refused", reason=_refusal_reason(exc))
     if not _is_htmx(request):
         if submitted:
             return redirect("analyses:index")
-        context = _form_context(form)
-        context.update(fragments.jobs_context(request.user)[0])
-        return render(request, "analyses/index.html", context, status=400)
+        return render(request, "analyses/index.html", _page_context(request, form=form), status=400)
     # 200 even with errors: htmx swaps only 2xx. Values stay for the next variation; the card comes over the socket.
     return render(request, "analyses/partials/analysis-form.html", _form_context(form, submitted))
 
@@ -101,3 +141,153 @@ def cancel(request, job_id):
     if not _is_htmx(request):
         return redirect("analyses:index")
     return render(request, "analyses/partials/job-status.html", {"job": job})
+
+
+# --- generations ---------------------------------------------------------------------------------------
+
+# Where a service's refusal is shown on the generation form: its field names, or the builder / prompt.
+_GEN_FIELDS = {"n", "max_new_tokens", "temperature", "top_p", "seed", "lens", "last_n_messages"}
+
+
+def _gen_error_field(form: GenerationForm, field: str | None) -> str | None:
+    if field in _GEN_FIELDS:
+        return field
+    if field in ("text", "messages", "prompt"):
+        return "messages" if form.cleaned_data.get("mode") == "chat" else "prompt"
+    return None  # chat_reply, analysis options, capacity: above the form
+
+
+def _submit_generation(request, form: GenerationForm):
+    """The service the clicked button asks for; (generation, analysis), one of them set, or a form error."""
+    data, action = form.cleaned_data, form.action
+    analysis_options = None
+    if action in (Action.THEN_ANALYSE, Action.ANALYSE):
+        analysis_options, problem = analysis_options_from(request.POST)
+        if analysis_options is None:
+            form.add_error(None, problem)
+            return None, None
+        if action == Action.THEN_ANALYSE and data.get("last_n_messages"):
+            analysis_options["last_n_messages"] = data["last_n_messages"]
+    try:
+        if action == Action.ANALYSE:
+            return None, services.do_submit(request.user, data["lens"], data["input"], analysis_options)
+        generation = services.do_submit_generation(
+            request.user,
+            data["lens"],
+            data["input"],
+            form.options(),
+            then_analyse=analysis_options if action == Action.THEN_ANALYSE else None,
+        )
+        return generation, None
+    except services.SubmissionError as exc:
+        form.add_error(_gen_error_field(form, exc.field), exc.message)
+        note_request(outcome="refused", reason=_refusal_reason(exc))
+    return None, None
+
+
+@require_POST
+def generate(request):
+    """The generation form's buttons: Generate, Get reply, Generate then analyse, Analyse the chat; and
+    "refresh" (another lens chosen: the form again with that lens' chat facts, nothing submitted)."""
+    form = _new_generation_form(request.POST)
+    generation = analysis = None
+    if form.action == Action.REFRESH:
+        form = _new_generation_form(initial=form.carried())
+    elif _rate_limited(request):
+        form.is_valid()
+        form.add_error(None, TOO_FAST)
+    elif form.is_valid():
+        generation, analysis = _submit_generation(request, form)
+    if not _is_htmx(request):
+        if generation or analysis:
+            return redirect("analyses:index")
+        status = 200 if form.action == Action.REFRESH else 400
+        return render(
+            request,
+            "analyses/index.html",
+            _page_context(request, gen_form=form, tab="generate"),
+            status=status,
+        )
+    context = {
+        "gen_form": form,
+        "generation": generation,
+        "analysis": analysis,
+        "pending_reply": generation.pk if generation and form.action == Action.REPLY else None,
+    }
+    return render(request, "analyses/partials/generation-form.html", context)
+
+
+def _get_generation(request, generation_id, *, write: bool = False) -> Generation:
+    try:
+        return services.get_generation_for(request.user, generation_id, write=write)
+    except Generation.DoesNotExist:
+        raise Http404("no such generation") from None
+
+
+@require_GET
+def generation_card(request, generation_id):
+    generation = _get_generation(request, generation_id)
+    read_only = generation.owner_id != request.user.pk  # staff reading another user's card
+    context = fragments.generation_context(
+        generation, services.queue_position(generation), read_only=read_only
+    )
+    return render(request, "analyses/partials/gen-card.html", context)
+
+
+@require_GET
+def generation_input(request, generation_id):
+    """What "Use as input" fills in: the analysis input for sample ?sample=N (the chat with the reply, or
+    the text continued). JSON, read by the page's script."""
+    generation = _get_generation(request, generation_id)
+    index = _sample_index(request.GET.get("sample", "0"))
+    if index is None or index >= len(generation.samples):
+        raise Http404("no such sample")
+    return JsonResponse(generation.analysis_input(index))
+
+
+def _sample_index(raw: str) -> int | None:
+    return int(raw) if raw.isdigit() and len(raw) < 6 else None
+
+
+@require_POST
+def generation_cancel(request, generation_id):
+    try:
+        generation = services.do_cancel_generation(request.user, generation_id)
+    except Generation.DoesNotExist:
+        raise Http404("no such generation") from None
+    if not _is_htmx(request):
+        return redirect("analyses:index")
+    return render(request, "analyses/partials/gen-status.html", {"gen": generation})
+
+
+@require_POST
+def generation_analyse(request, generation_id):
+    """ "Analyse" on a generation card: the sample analysed with the analysis form's options (included by
+    htmx; the defaults without them). The answer is the card's note; the analysis card comes by socket."""
+    generation = _get_generation(request, generation_id, write=True)
+    index = _sample_index(request.POST.get("sample", ""))
+    analysis, error = None, ""
+    options, problem = analysis_options_from(request.POST)
+    if index is None:
+        error = "which sample? (a number)"
+    elif options is None:
+        error = problem
+    elif _rate_limited(request):
+        error = TOO_FAST
+    else:
+        try:
+            analysis = services.do_analyse_sample(request.user, generation.pk, index, options)
+        except services.SubmissionError as exc:
+            error = exc.message
+            note_request(outcome="refused", reason=_refusal_reason(exc))
+    if not _is_htmx(request):
+        if analysis:
+            return redirect("analyses:index")
+        return render(
+            request,
+            "analyses/index.html",
+            {**_page_context(request), "page_error": error},
+            status=400,
+        )
+    context = {"gen": generation, "index": index or 0, "analysis": analysis, "error": error}
+    return render(request, "analyses/partials/gen-note.html", context)

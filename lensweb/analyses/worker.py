@@ -30,11 +30,11 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connections
 
 from inference.errors import LensError
-from inference.types import AnalysisInput, AnalysisOptions
+from inference.types import AnalysisInput, AnalysisOptions, GenerationOptions
 
 from . import services
 from .engine import get_engine
-from .models import Analysis
+from .models import Analysis, Generation, JobStatus
 from .notify import WORKER_CHANNEL
 
 log = logging.getLogger("lensweb.worker")
@@ -88,8 +88,8 @@ class LensWorker:
         self.finished = asyncio.Event()
         self._wake = asyncio.Event()
         self._stopping = False
-        self._cancelled: set[int] = set()
-        self._job_id: int | None = None
+        self._cancelled: set[tuple[str, int]] = set()  # (kind, id)
+        self._job: tuple[str, int] | None = None
         self._task: asyncio.Task | None = None
         self._lens = None  # (lens id, loaded lens): one at a time, swapped when a job needs another
 
@@ -115,8 +115,8 @@ class LensWorker:
     def ring(self) -> None:
         self._wake.set()
 
-    def request_cancel(self, job_id) -> None:
-        self._cancelled.add(int(job_id))
+    def request_cancel(self, job_id, kind: str = Analysis.kind) -> None:
+        self._cancelled.add((kind, int(job_id)))
 
     def request_stop(self) -> None:
         if not self._stopping:
@@ -130,7 +130,11 @@ class LensWorker:
 
     @property
     def current_job_id(self) -> int | None:
-        return self._job_id
+        return self._job[1] if self._job else None
+
+    @property
+    def current_job(self) -> tuple[str, int] | None:
+        return self._job
 
     # --- the loop --------------------------------------------------------------------------------------
 
@@ -164,83 +168,75 @@ class LensWorker:
             self.finished.set()
 
     async def step(self) -> bool:
-        """One analysis step, then one generation if any waits (so neither kind starves the other)."""
-        worked = await self._analysis_step()
-        if not self._stopping:
-            worked = await sync_to_async(self._generation_step, thread_sensitive=False)() or worked
-        return worked
-
-    def _generation_step(self) -> bool:
-        from lensweb.api.generation_worker import process_one_generation
-
-        try:
-            return process_one_generation(
-                self.record, lambda lens_id: self._load(self.engine.get_spec(lens_id)), lambda: self._stopping
-            )
-        finally:
-            connections.close_all()
-
-    async def _analysis_step(self) -> bool:
-        """Re-queue stale jobs, claim the next one and run it. False when there was nothing to do."""
+        """Re-queue stale jobs, claim the next job of either kind and run it. False when there was none."""
         await database_sync_to_async(services.requeue_stale_jobs)()
         job = await database_sync_to_async(services.claim_next_job)(self.record)
         if job is None:
             return False
-        self._job_id = job.pk
+        self._job = (job.kind, job.pk)
         try:
             # Off the event loop, and not in Django's one sync thread: requests and heartbeats go on.
             await sync_to_async(self._execute, thread_sensitive=False)(job)
         finally:
-            self._job_id = None
-            self._cancelled.discard(job.pk)
+            self._job = None
+            self._cancelled.discard((job.kind, job.pk))
         return True
 
     async def _heartbeat_forever(self) -> None:
         while True:
             await asyncio.sleep(settings.LENSWEB_HEARTBEAT_INTERVAL)
-            job_id = self._job_id
+            job = self._job
+            kind, job_id = job if job else (Analysis.kind, None)
             lens_id, device = (
                 (self._lens[0], getattr(self._lens[1], "device", "")) if self._lens else ("", "")
             )
             try:
                 cancel = await database_sync_to_async(services.worker_heartbeat)(
-                    self.record.pk, job_id, lens_id, str(device), memory_in_use()
+                    self.record.pk, job_id, lens_id, str(device), memory_in_use(), kind
                 )
             except Exception:
                 log.exception("heartbeat failed")
                 continue
-            if cancel and job_id is not None:
-                self._cancelled.add(job_id)
+            if cancel and job is not None:
+                self._cancelled.add(job)
 
     # --- one job, in a worker thread ---------------------------------------------------------------------
 
-    def _execute(self, job: Analysis) -> None:
-        worker_id = self.record.pk
+    def _execute(self, job: Analysis | Generation) -> None:
+        worker_id, kind = self.record.pk, job.kind
+        run = self._run_generation if kind == Generation.kind else self._run_job
         try:
-            self._run_job(job)
+            run(job)
         except LensError as exc:
             error = str(exc)
-            self._write_outcome(job.pk, "fail", lambda: services.do_fail_job(job.pk, worker_id, error))
+            self._write_outcome(
+                job, "fail", lambda: services.do_fail_job(job.pk, worker_id, error, kind=kind)
+            )
         except DATABASE_AWAY as exc:
             # Not the job's fault: back to the queue, to resume after its persisted rows. The attempt counts.
             error = f"{type(exc).__name__}: {exc}"
-            log.warning("analysis %s: database error (%s); handing it back to the queue", job.pk, error)
+            log.warning("%s %s: database error (%s); handing it back to the queue", kind, job.pk, error)
             self._write_outcome(
-                job.pk, "hand back", lambda: services.do_requeue_job(job.pk, worker_id, error=error)
+                job, "hand back", lambda: services.do_requeue_job(job.pk, worker_id, error=error, kind=kind)
             )
         except Exception as exc:
-            log.exception("analysis %s failed", job.pk)
+            log.exception("%s %s failed", kind, job.pk)
             error = f"internal error ({type(exc).__name__}): {exc}"
-            self._write_outcome(job.pk, "fail", lambda: services.do_fail_job(job.pk, worker_id, error))
+            self._write_outcome(
+                job, "fail", lambda: services.do_fail_job(job.pk, worker_id, error, kind=kind)
+            )
         finally:
             connections.close_all()  # this pool thread's connections; the next job opens fresh ones
 
-    def _write_outcome(self, job_id: int, what: str, action) -> None:
+    def _write_outcome(self, job, what: str, action) -> None:
         """Write how a job ended, retrying while the database is away. Past LENSWEB_STALE_AFTER (or when
         stopping) the job is left running without a heartbeat: the stale rule re-queues it."""
         retry_while_database_away(
-            action, f"{what} analysis {job_id}", settings.LENSWEB_STALE_AFTER, lambda: self._stopping
+            action, f"{what} {job.kind} {job.pk}", settings.LENSWEB_STALE_AFTER, lambda: self._stopping
         )
+
+    def _is_cancelled(self, job) -> bool:
+        return (job.kind, job.pk) in self._cancelled
 
     def _load(self, spec):
         if self._lens is None or self._lens[0] != spec.id:
@@ -272,7 +268,7 @@ class LensWorker:
             fresh = [row for row in update.rows if row["position"] not in persisted]
             go_on = services.do_record_batch(job.pk, worker_id, fresh)
             persisted.update(row["position"] for row in fresh)
-            return go_on and not self._stopping and job.pk not in self._cancelled
+            return go_on and not self._stopping and not self._is_cancelled(job)
 
         status, timings = "done", {}
         if remaining:
@@ -282,7 +278,7 @@ class LensWorker:
                 options,
                 positions=remaining,
                 on_batch=on_batch,
-                should_cancel=lambda: job.pk in self._cancelled,
+                should_cancel=lambda: self._is_cancelled(job),
                 limits=limits,
             )
             leftover = [row for row in result.rows if row["position"] not in persisted]
@@ -290,7 +286,7 @@ class LensWorker:
                 services.do_record_batch(job.pk, worker_id, leftover)
             status, timings = result.status, dict(result.timings or {})
         timings.update(load_s=round(loaded - started, 3), attempt_s=round(time.monotonic() - started, 3))
-        if job.pk in self._cancelled or services.is_cancel_requested(job.pk):
+        if self._is_cancelled(job) or services.is_cancel_requested(job.pk):
             # A cancelled job never shows as done, even if its last batch completed it.
             services.do_finish_job(job.pk, worker_id, Analysis.Status.CANCELLED, timings=timings)
         elif status == "done":
@@ -298,6 +294,59 @@ class LensWorker:
         elif self._stopping:
             services.do_requeue_job(job.pk, worker_id)  # graceful: the attempt is given back
         # else: the job was taken from this worker (re-queued as stale); its new worker carries on.
+
+    def _run_generation(self, generation: Generation) -> None:
+        """Generate, persisting and streaming the tokens as they come; deterministic for its seed, so an
+        attempt after a crash or a hand-back starts again and produces the same text."""
+        close_old_connections()
+        started = time.monotonic()
+        worker_id, pk = self.record.pk, generation.pk
+        spec = self.engine.get_spec(generation.lens_id)
+        lens = self._load(spec)
+        loaded = time.monotonic()
+        tokenizer = lens.tokenizer
+        state = {"at": 0.0, "go_on": True}
+
+        def on_tokens(sequences: list[list[int]]) -> None:
+            now = time.monotonic()
+            if now - state["at"] < services.TOKENS_EVERY_SECONDS:
+                return
+            state["at"] = now
+            samples = [
+                {"text": tokenizer.decode(ids), "token_ids": list(ids), "finished": False}
+                for ids in sequences
+            ]
+            steps = max((len(ids) for ids in sequences), default=0)
+            state["go_on"] = services.do_record_tokens(pk, worker_id, samples, steps)
+
+        def should_cancel() -> bool:
+            return bool(self._is_cancelled(generation) or self._stopping or not state["go_on"])
+
+        result = self.engine.generate(
+            lens,
+            AnalysisInput.from_dict(generation.input),
+            GenerationOptions(**generation.options),
+            should_cancel=should_cancel,
+            limits=services.limits(),
+            on_tokens=on_tokens,
+        )
+        timings = {
+            "load_s": round(loaded - started, 3),
+            "generate_s": round(time.monotonic() - loaded, 3),
+            "attempt_s": round(time.monotonic() - started, 3),
+        }
+        if self._is_cancelled(generation) or services.is_cancel_requested(pk, Generation.kind):
+            services.do_finish_job(
+                pk, worker_id, JobStatus.CANCELLED, timings, kind=Generation.kind, result=result
+            )
+        elif self._stopping and result.get("cancelled"):
+            services.do_requeue_job(pk, worker_id, kind=Generation.kind)  # graceful: it starts again
+        elif state["go_on"]:
+            result = {**result, "cancelled": False}
+            services.do_finish_job(
+                pk, worker_id, JobStatus.DONE, timings, kind=Generation.kind, result=result
+            )
+        # else: taken from this worker (re-queued as stale); its new worker starts again.
 
 
 _workers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -129,6 +129,12 @@ SCHEMAS: dict = {
                 "description": "a lens id from GET /lenses; default: the default lens",
             },
             "options": _ref("AnalysisOptions"),
+            "default_system_prompt": {
+                "type": "boolean",
+                "default": True,
+                "description": "chats only: false drops the template's default system prompt (where the template "
+                "lets an empty system turn replace it; see GET /lenses)",
+            },
         },
         "additionalProperties": False,
     },
@@ -255,6 +261,22 @@ SCHEMAS: dict = {
             "messages": True,
             "lens": {"type": "string"},
             "options": _ref("GenerationOptions"),
+            "default_system_prompt": {
+                "type": "boolean",
+                "default": True,
+                "description": "chats only: false drops the template's default system prompt (where the template "
+                "lets an empty system turn replace it; see GET /lenses)",
+            },
+            "then_analyse": {
+                "type": "boolean",
+                "default": False,
+                "description": "when the generation is done, queue the analysis of the conversation with the "
+                "reply (or the text continued); n must be 1. The generation then names it (analysis_id)",
+            },
+            "analysis_options": {
+                **_ref("AnalysisOptions"),
+                "description": "with then_analyse: the analysis' options (default: the defaults)",
+            },
         },
         "additionalProperties": False,
     },
@@ -269,8 +291,10 @@ SCHEMAS: dict = {
     },
     "GenerationResult": {
         "type": "object",
-        "required": ["prompt", "samples", "cancelled"],
+        "required": ["samples"],
+        "description": "while running: the samples so far and partial=true; when it ends: the whole result",
         "properties": {
+            "partial": {"type": "boolean", "description": "true while the generation runs"},
             "prompt": {"type": "string"},
             "prompt_token_ids": {"type": "array", "items": {"type": "integer"}},
             "samples": {"type": "array", "items": _ref("Sample")},
@@ -287,11 +311,27 @@ SCHEMAS: dict = {
             "status": {"type": "string", "enum": STATUSES},
             "lens": {"type": "string"},
             "queue_position": _nullable({"type": "integer", "minimum": 1}),
+            "progress": {
+                "type": "object",
+                "description": "decode steps (tokens) so far, of at most max_new_tokens",
+                "properties": {"done": {"type": "integer"}, "total": {"type": "integer"}},
+            },
             "cancel_requested": {"type": "boolean"},
             "input": {"type": "object"},
             "options": {"type": "object"},
             "result": _nullable(_ref("GenerationResult")),
             "error": _nullable({"type": "string"}),
+            "then_analyse": {"type": "boolean"},
+            "analysis_options": _nullable({"type": "object"}),
+            "analysis_id": {
+                **_nullable({"type": "integer"}),
+                "description": "with then_analyse: the analysis that follows, once the generation is done",
+            },
+            "analysis_url": _nullable({"type": "string", "format": "uri"}),
+            "analysis_error": {
+                **_nullable({"type": "string"}),
+                "description": "with then_analyse: why the analysis could not be queued (a daily cap, say)",
+            },
             "timings": {"type": "object"},
             "created_at": TIME,
             "started_at": TIME,

@@ -5,10 +5,7 @@ from __future__ import annotations
 from django.urls import reverse
 
 from lensweb.analyses import services as analyses
-from lensweb.analyses.models import Analysis
-
-from . import services
-from .models import Generation
+from lensweb.analyses.models import Analysis, Generation
 
 
 def _time(value):
@@ -60,12 +57,22 @@ def generation_json(request, generation: Generation) -> dict:
         "id": generation.pk,
         "status": generation.status,
         "lens": generation.lens_id,
-        "queue_position": services.queue_position(generation),
+        "queue_position": analyses.queue_position(generation),
+        "progress": {"done": generation.progress_done, "total": generation.progress_total},
         "cancel_requested": generation.cancel_requested,
         "input": generation.input,
         "options": generation.options,
         "result": generation.result,
         "error": generation.error or None,
+        "then_analyse": generation.analysis_options is not None,
+        "analysis_options": generation.analysis_options,
+        "analysis_id": generation.follow_up_id,
+        "analysis_url": (
+            request.build_absolute_uri(reverse("api:analysis", args=[generation.follow_up_id]))
+            if generation.follow_up_id
+            else None
+        ),
+        "analysis_error": generation.follow_up_error or None,
         "timings": generation.timings or {},
         "created_at": _time(generation.created_at),
         "started_at": _time(generation.started_at),

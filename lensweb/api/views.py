@@ -8,25 +8,20 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import JsonResponse
 
-from lensweb.accounts.quotas import QuotaExceeded, check_daily_positions
 from lensweb.accounts.ratelimits import retry_after
 from lensweb.analyses import services as analyses
 from lensweb.analyses.engine import get_engine
+from lensweb.analyses.errors import LensUnavailable, NoWorker, QueueFull, QuotaExceeded, SubmissionError
 from lensweb.analyses.forms import JSONTooDeep, load_json
-from lensweb.analyses.models import Analysis
-from lensweb.analyses.services import LensUnavailable, SubmissionError
-from lensweb.cache import services as result_cache
+from lensweb.analyses.models import Analysis, Generation
 
 from . import openapi, serializers
-from . import services as generations
 from .auth import api_view
 from .errors import ApiError, bad_request, not_found, rate_limited
-from .models import Generation
 
 ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-ANALYSIS_FIELDS = {"text", "messages", "lens", "options"}
-# How long to ask a client to wait when the queue (theirs or everyone's) is full or no worker is up.
-BUSY_RETRY_AFTER = 30
+ANALYSIS_FIELDS = {"text", "messages", "lens", "options", "default_system_prompt"}
+GENERATION_FIELDS = ANALYSIS_FIELDS | {"then_analyse", "analysis_options"}
 
 
 # --- request parsing ----------------------------------------------------------------------------------
@@ -92,7 +87,10 @@ def parse_submission(body: dict, allowed: set[str]) -> tuple[str | None, dict, d
         options = {}
     if not isinstance(options, dict):
         raise bad_request('"options" must be an object', field="options", code="invalid_option")
-    return lens, ({"text": text} if text is not None else {"messages": messages}), options
+    input_data = {"text": text} if text is not None else {"messages": messages}
+    if "default_system_prompt" in body:  # the engine checks it is a boolean given with messages
+        input_data["default_system_prompt"] = body["default_system_prompt"]
+    return lens, input_data, options
 
 
 def submission_error(exc: SubmissionError, is_chat: bool, option_fields) -> ApiError:
@@ -102,7 +100,8 @@ def submission_error(exc: SubmissionError, is_chat: bool, option_fields) -> ApiE
     field = exc.field
     code = getattr(exc.__cause__, "code", None)
     if code not in ("invalid_input", "invalid_option", "unknown_lens"):
-        code = "invalid_option" if field in option_fields else "invalid_input"
+        in_options = field in option_fields or (field or "").startswith("analysis_options")
+        code = "invalid_option" if in_options else "invalid_input"
     if field == "text" and is_chat:
         field = "messages"
     if field is None and code == "invalid_option":
@@ -119,38 +118,30 @@ def check_submit_rate(request, group: str) -> None:
         raise rate_limited(seconds, f"you are submitting too fast; try again in {seconds} s")
 
 
-def check_worker_available() -> None:
-    if not analyses.live_workers().exists():
-        raise ApiError(
-            503,
-            "no_worker",
-            "no worker is running to take this job; try again later (the operator has been told by /readyz)",
-            retry_after=BUSY_RETRY_AFTER,
-        )
-
-
 def lens_unavailable(exc: LensUnavailable) -> ApiError:
     """The server's files, not the request: a 503 without details (they are in the server log)."""
     return ApiError(503, "lens_unavailable", exc.message, retry_after=exc.retry_after)
 
 
-def capacity_error(exc: SubmissionError) -> ApiError:
+def refusal(exc: SubmissionError, is_chat: bool, option_fields) -> ApiError:
+    """The one submit path's typed refusal as the API says it."""
     if isinstance(exc, LensUnavailable):
         return lens_unavailable(exc)
+    if isinstance(exc, NoWorker):
+        return ApiError(503, "no_worker", exc.message, retry_after=exc.retry_after)
     if isinstance(exc, QuotaExceeded):
         return rate_limited(exc.retry_after, exc.message, code="quota_exceeded")
-    return rate_limited(BUSY_RETRY_AFTER, exc.message, code="queue_full")
+    if isinstance(exc, QueueFull):
+        return rate_limited(exc.retry_after, exc.message, code="queue_full")
+    return submission_error(exc, is_chat, option_fields)
 
 
 # --- analyses ---------------------------------------------------------------------------------------------
 
 
-def _get_analysis_for_user(request, analysis_id) -> Analysis:
-    """The owner's analysis, or any for staff; another user's analysis is 404."""
+def _get_analysis_for_user(request, analysis_id, write: bool = False) -> Analysis:
     try:
-        if request.user.is_staff:
-            return Analysis.objects.get(pk=analysis_id)
-        return analyses.check_job_for_user(request.user, analysis_id)
+        return analyses.get_analysis_for(request.user, analysis_id, write=write)
     except Analysis.DoesNotExist:
         raise not_found("analysis") from None
 
@@ -160,25 +151,9 @@ def analyses_collection(request):
     check_submit_rate(request, "analyses.submit")
     lens, input_data, options_data = parse_submission(read_json(request), ANALYSIS_FIELDS)
     try:
-        spec, inp, options, prepared = analyses.check_prepared_submission(lens, input_data, options_data)
+        job = analyses.do_submit(request.user, lens, input_data, options_data, require_worker=True)
     except SubmissionError as exc:
-        raise submission_error(exc, "messages" in input_data, analyses.OPTION_FIELDS) from None
-    cached = result_cache.peek(result_cache.key_for(spec, prepared, options))
-    positions = len(prepared.positions)
-    try:
-        if cached:  # a hit takes no place in the queue, needs no worker and costs no compute quota
-            result_cache.check_daily_cached_positions(request.user, positions)
-        else:
-            check_daily_positions(request.user, positions)
-            analyses.check_capacity(request.user)
-    except SubmissionError as exc:
-        raise capacity_error(exc) from None
-    if not cached:
-        check_worker_available()
-    try:
-        job = analyses.do_submit(request.user, spec.id, input_data, options_data)
-    except SubmissionError as exc:  # validated above: only a cap reached meanwhile lands here
-        raise capacity_error(exc) from None
+        raise refusal(exc, "messages" in input_data, analyses.OPTION_FIELDS) from None
     return _submitted(
         request, job, cached=job.status == Analysis.Status.DONE and bool(job.metadata.get("cached"))
     )
@@ -226,24 +201,40 @@ def lenses(request):
 
 def _get_generation_for_user(request, generation_id) -> Generation:
     try:
-        return generations.check_generation_for_user(request.user, generation_id)
+        return analyses.get_generation_for(request.user, generation_id)
     except Generation.DoesNotExist:
         raise not_found("generation") from None
+
+
+def parse_then_analyse(body: dict) -> dict | None:
+    """`then_analyse: true` with the analysis' options under `analysis_options` (or none: the defaults)."""
+    then = body.get("then_analyse", False)
+    if not isinstance(then, bool):
+        raise bad_request('"then_analyse" must be true or false', field="then_analyse", code="invalid_body")
+    options = body.get("analysis_options")
+    if options is not None and not isinstance(options, dict):
+        raise bad_request(
+            '"analysis_options" must be an object', field="analysis_options", code="invalid_option"
+        )
+    if options is not None and not then:
+        raise bad_request(
+            '"analysis_options" goes with "then_analyse": true', field="analysis_options", code="invalid_body"
+        )
+    return (options or {}) if then else None
 
 
 @api_view(("POST",))
 def generations_collection(request):
     check_submit_rate(request, "api.generations.submit")
-    lens, input_data, options_data = parse_submission(read_json(request), ANALYSIS_FIELDS)
+    body = read_json(request)
+    lens, input_data, options_data = parse_submission(body, GENERATION_FIELDS)
+    then_analyse = parse_then_analyse(body)
     try:
-        generations.check_generation_submission(lens, input_data, options_data)
+        generation = analyses.do_submit_generation(
+            request.user, lens, input_data, options_data, then_analyse=then_analyse, require_worker=True
+        )
     except SubmissionError as exc:
-        raise submission_error(exc, "messages" in input_data, generations.GENERATION_OPTION_FIELDS) from None
-    check_worker_available()
-    try:
-        generation = generations.do_submit_generation(request.user, lens, input_data, options_data)
-    except SubmissionError as exc:  # validated above: only the caps land here
-        raise capacity_error(exc) from None
+        raise refusal(exc, "messages" in input_data, analyses.GENERATION_OPTION_FIELDS) from None
     generation.refresh_from_db()  # a worker may have taken it already
     body = serializers.generation_json(request, generation)
     response = JsonResponse(body, status=202)
@@ -259,7 +250,7 @@ def generation_detail(request, generation_id: int):
             raise ApiError(
                 403, "forbidden", "staff may read any generation, but only its owner may cancel it"
             )
-        generation = generations.do_cancel_generation(generation)
+        generation = analyses.do_cancel_generation(request.user, generation.pk)
     return JsonResponse(serializers.generation_json(request, generation))
 
 

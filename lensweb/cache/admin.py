@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from lensweb.monitoring.templatetags.monitoring_format import size
+from lensweb.analyses.formatting import size
 
 from .models import CachedResult
 

@@ -1,8 +1,9 @@
 """The result cache: look up, attach, store, complete followers, evict. The database is the record; a Redis
 front (LENSWEB_CACHE_FRONT, set when REDIS_URL is) keeps recently used entries for LENSWEB_CACHE_REDIS_TTL.
 
-The analyses services call four functions: `key_for` and `lookup` before a submit, `attach` once its row
-exists, `job_ended` when a job reaches a final state. A result is stored only when a worker finished it
+The core's one submit path asks this module (plugged in as its result store by CacheConfig.ready()):
+`key_for` and `lookup` before a submit, `attach` once its row exists; `job_ended` hears the core's signal
+when an analysis reaches a final state. A result is stored only when a worker finished it
 `done` with every position in one attempt, computed by the lens identity, on the device type and in the
 dtype its key names, under this engine version.
 """
@@ -25,6 +26,8 @@ from inference import cachekey
 from lensweb.analyses import notify
 from lensweb.analyses.engine import files_stamp
 from lensweb.analyses.models import PLACEMENT_KEYS, Analysis, AnalysisRow
+from lensweb.analyses.quotas import check_daily_cap, day_bounds
+from lensweb.analyses.services import ring_doorbell, summarize_rows
 
 from .models import CachedResult, CacheLink
 
@@ -285,8 +288,6 @@ def _complete_from(job: Analysis, hit: Hit, extra: dict) -> bool:
 
 def cached_positions_today(user, now=None) -> int:
     """Positions of `user`'s analyses created today that were answered from the cache (copied rows)."""
-    from lensweb.accounts.quotas import day_bounds
-
     start, _ = day_bounds(now)
     copies = Analysis.objects.filter(owner=user, created_at__gte=start, metadata__cached=True)
     return copies.aggregate(n=Sum("progress_total"))["n"] or 0
@@ -295,8 +296,6 @@ def cached_positions_today(user, now=None) -> int:
 def check_daily_cached_positions(user, adding: int, now=None) -> None:
     """QuotaExceeded if copying `adding` more cached positions takes `user` past
     LENSWEB_MAX_CACHED_POSITIONS_PER_DAY (0: no cap)."""
-    from lensweb.accounts.quotas import check_daily_cap  # quotas imports analyses, which imports us
-
     check_daily_cap(
         settings.LENSWEB_MAX_CACHED_POSITIONS_PER_DAY,
         lambda: cached_positions_today(user, now),
@@ -310,6 +309,11 @@ def check_daily_cached_positions(user, adding: int, now=None) -> None:
 
 
 # --- when a job ends -------------------------------------------------------------------------------------
+
+
+def on_job_ended(sender, job: Analysis, **kwargs) -> None:
+    """The core's job_ended signal (inside the transaction that ended the job)."""
+    job_ended(job)
 
 
 def job_ended(job: Analysis) -> None:
@@ -399,8 +403,6 @@ def complete_followers(leader: Analysis, hit: Hit) -> list[int]:
 
 
 def release_followers(leader: Analysis) -> list[int]:
-    from lensweb.analyses.services import ring_doorbell  # analyses.services imports this module
-
     links = list(
         CacheLink.objects.filter(leader=leader, analysis__status=Status.QUEUED).order_by("analysis_id")
     )
@@ -502,8 +504,6 @@ def store_computed(
     key: Key, spec_id: str, options, rows: list[dict], metadata: dict, timings: dict, seconds: float
 ):
     """A result computed outside the queue (`warm_cache --local`): stored as a worker's would be."""
-    from lensweb.analyses.services import summarize_rows  # analyses.services imports this module
-
     rows = sorted(rows, key=lambda row: row["position"])
     metadata = {**metadata, "summary": summarize_rows(rows)}
     hit = Hit(key.key, rows, metadata, dict(timings or {}), round(seconds, 3))

@@ -15,8 +15,7 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
-from lensweb.analyses.models import Analysis, WorkerRecord
-from lensweb.api.models import Generation
+from lensweb.analyses.models import Analysis, Generation, WorkerRecord
 from lensweb.cache import services as result_cache
 
 from . import counters, stats

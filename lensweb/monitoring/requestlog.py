@@ -164,6 +164,14 @@ def note(**facts) -> None:
         draft["noted"].update(facts)
 
 
+def on_request_noted(sender, signal=None, **facts) -> None:
+    note(**facts)
+
+
+def on_socket_request(sender, signal=None, **fields) -> None:
+    record(**fields)
+
+
 def job_created(sender, instance, created, **kwargs) -> None:
     """post_save of Analysis / Generation: the job this request made (its id, lens, options, positions)."""
     draft = CURRENT.get()
@@ -211,8 +219,8 @@ def submit_paths() -> dict[str, str]:
     global _submit_paths
     if _submit_paths is None:
         paths = {}
-        for name, kind in (("analyses:submit", "analysis"), ("api:analyses", "analysis"),
-                           ("api:generations", "generation")):  # fmt: skip
+        for name, kind in (("analyses:submit", "analysis"), ("analyses:generate", "generation"),
+                           ("api:analyses", "analysis"), ("api:generations", "generation")):  # fmt: skip
             try:
                 paths[reverse(name)] = kind
             except NoReverseMatch:
@@ -250,12 +258,14 @@ def read_submission(request, client: str) -> dict:
     try:
         if client == Client.BROWSER:
             data = request.POST
-            options = {name: data.get(name) for name in OPTION_NAMES if name in data}
-            return {
-                "text_chars": _chars(data.get("text"), None),
-                "lens_id": data.get("lens") or "",
-                "options": options,
-            }
+            # The generation form's fields carry a prefix: the analysis form's travel in the same request.
+            prefix = "gen-" if submit_paths()[request.path_info] == "generation" else ""
+            options = {name: data.get(prefix + name) for name in OPTION_NAMES if prefix + name in data}
+            if prefix and data.get("gen-mode") == "chat":
+                chars = sum(len(content) for content in data.getlist("gen-content"))
+            else:
+                chars = _chars(data.get(prefix + ("prompt" if prefix else "text")), None)
+            return {"text_chars": chars, "lens_id": data.get(prefix + "lens") or "", "options": options}
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
         if not 0 < declared <= settings.LENSWEB_API_MAX_BODY_BYTES:
             return {}

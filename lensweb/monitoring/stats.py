@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
 
-from lensweb.accounts.quotas import day_bounds
 from lensweb.analyses.models import Analysis, WorkerRecord
+from lensweb.analyses.quotas import day_bounds
 
 Status = Analysis.Status
 HOUR, DAY = timedelta(hours=1), timedelta(days=1)

@@ -8,7 +8,8 @@ import math
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from .colours import UNTRAINED_POSITIONS, fmt
+from lensweb.analyses.colours import UNTRAINED_POSITIONS, fmt
+
 from .display import visible
 
 WIDTH, HEIGHT = 960, 240

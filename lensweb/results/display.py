@@ -10,8 +10,9 @@ from dataclasses import dataclass, field, replace
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from . import colours
-from .colours import UNTRAINED_POSITIONS, ColourScheme, fmt
+from lensweb.analyses import colours
+from lensweb.analyses.colours import UNTRAINED_POSITIONS, ColourScheme, fmt
+
 from .models import DEFAULT_COLUMNS, OPTIONAL_COLUMNS, ResultsPreference
 
 VIEWS = ("table", "transposed", "fulltext")

@@ -9,9 +9,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from lensweb.accounts.quotas import check_daily_positions
 from lensweb.analyses import services as analyses_services
 from lensweb.analyses.models import Analysis, AnalysisRow
+from lensweb.analyses.quotas import check_daily_positions
 
 from . import imports
 from .models import OPTIONAL_COLUMNS, ResultsPreference, ShareLink

@@ -16,11 +16,12 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from lensweb.accounts.quotas import QuotaExceeded
 from lensweb.accounts.ratelimits import retry_after
+from lensweb.analyses import colours
+from lensweb.analyses.errors import QuotaExceeded
 from lensweb.analyses.models import Analysis, AnalysisRow
 
-from . import colours, display, export, imports, services
+from . import display, export, imports, services
 from .chart import mse_chart
 from .models import OPTIONAL_COLUMNS, ResultsPreference, ShareLink
 

@@ -248,7 +248,7 @@ LENSWEB_ANALYSIS_RETENTION_DAYS = env.int("LENSWEB_ANALYSIS_RETENTION_DAYS", def
 # through Redis when there is one), not written to the request log: spam cannot grow a table.
 LENSWEB_METRICS_COUNTER_CACHE = RATELIMIT_USE_CACHE
 # POST/PUT/PATCH/DELETE under these paths are logged (the browser's submit and cancel, and the API).
-LENSWEB_REQUEST_LOG_PREFIXES = ["/analyses/", "/api/v1/"]
+LENSWEB_REQUEST_LOG_PREFIXES = ["/analyses/", "/generations/", "/api/v1/"]
 LENSWEB_REQUEST_LOG_API_PREFIX = "/api/"
 MIDDLEWARE += ["lensweb.monitoring.middleware.RequestLogMiddleware"]  # last: it sees request.user
 

@@ -1,4 +1,5 @@
-// lensweb's own script: the chat hint and the socket indicator. No inline scripts (CSP-ready).
+// lensweb's own script: the chat hint, the socket indicator, the tabs, the chat builder and what generation
+// cards hand back to the forms. No inline scripts (CSP-ready); the server renders every element.
 (function () {
   "use strict";
 
@@ -52,5 +53,221 @@
     if (code === 4401) socketState("signed out: reload the page to sign in again", "down");
     else if (RECONNECTS.indexOf(code) < 0) socketState("disconnected: reload the page", "down");
     else socketState("reconnecting…", "down");
+  });
+
+  // --- tabs: analyse a text, or generate / chat -------------------------------------------------------
+
+  var TAB_KEY = "lensweb.tab";
+
+  function showTab(name) {
+    var tabs = document.querySelectorAll("[data-tab]");
+    if (!tabs.length) return;
+    tabs.forEach(function (tab) { tab.setAttribute("aria-selected", String(tab.dataset.tab === name)); });
+    document.querySelectorAll(".mode-panel[data-panel]").forEach(function (panel) {
+      panel.hidden = panel.dataset.panel !== name;
+    });
+    try { sessionStorage.setItem(TAB_KEY, name); } catch (e) { /* storage off: the tab is not kept */ }
+  }
+
+  document.addEventListener("click", function (e) {
+    var tab = e.target.closest && e.target.closest("[data-tab]");
+    if (tab) showTab(tab.dataset.tab);
+  });
+  document.addEventListener("DOMContentLoaded", function () {
+    var kept = null;
+    try { kept = sessionStorage.getItem(TAB_KEY); } catch (e) { kept = null; }
+    var chosen = document.querySelector("[data-tab][aria-selected=true]");
+    // A page the server opened on a tab (a form with errors) keeps it; else the tab this session last used.
+    if (kept && (!chosen || chosen.dataset.tab === "analyse")) showTab(kept);
+  });
+
+  // --- the generation form: plain text or chat ------------------------------------------------------
+
+  function genForm() { return document.getElementById("generation-form"); }
+
+  function showMode(form) {
+    var chosen = form.querySelector("input[name='gen-mode']:checked");
+    var mode = chosen ? chosen.value : "text";
+    form.querySelectorAll("[data-mode]").forEach(function (el) { el.hidden = el.dataset.mode !== mode; });
+  }
+
+  document.addEventListener("change", function (e) {
+    if (e.target.name === "gen-mode") showMode(e.target.form);
+  });
+
+  // --- the chat builder -------------------------------------------------------------------------------
+
+  function builder() { return document.getElementById("chat-builder"); }
+
+  function renumber(list) {
+    list.querySelectorAll("[data-turn]").forEach(function (turn, i) {
+      var number = turn.querySelector(".turn-number");
+      if (number) number.textContent = String(i + 1);
+    });
+  }
+
+  function newTurn(role, content) {
+    var template = document.getElementById("chat-turn-template");
+    var turn = template.content.firstElementChild.cloneNode(true);
+    var select = turn.querySelector("select");
+    if (role && !select.querySelector("option[value='" + role + "']")) {
+      // a system turn on a template without a system role: kept (the engine merges it), as the server would
+      var option = document.createElement("option");
+      option.value = role;
+      option.textContent = role;
+      select.insertBefore(option, select.firstChild);
+    }
+    if (role) select.value = role;
+    turn.querySelector("textarea").value = content || "";
+    return turn;
+  }
+
+  function setTurns(messages) {
+    var list = document.getElementById("chat-turns");
+    if (!list) return;
+    list.replaceChildren();
+    messages.forEach(function (m) { list.appendChild(newTurn(String(m.role), String(m.content))); });
+    renumber(list);
+  }
+
+  document.addEventListener("click", function (e) {
+    var target = e.target.closest ? e.target : null;
+    if (!target) return;
+    var add = target.closest("[data-add-turn]");
+    var list = document.getElementById("chat-turns");
+    if (add && list) {
+      var last = list.querySelector("[data-turn]:last-child select");
+      // turns usually alternate: after a user turn comes the assistant's, after anything else a user's
+      var turn = newTurn(last && last.value === "user" ? "assistant" : "user", "");
+      list.appendChild(turn);
+      renumber(list);
+      turn.querySelector("textarea").focus();
+      return;
+    }
+    var move = target.closest("[data-turn-move]");
+    if (move) {
+      var item = move.closest("[data-turn]");
+      if (move.dataset.turnMove === "up" && item.previousElementSibling) {
+        item.parentNode.insertBefore(item, item.previousElementSibling);
+      } else if (move.dataset.turnMove === "down" && item.nextElementSibling) {
+        item.parentNode.insertBefore(item.nextElementSibling, item);
+      }
+      renumber(item.parentNode);
+      move.focus();
+      return;
+    }
+    var remove = target.closest("[data-turn-delete]");
+    if (remove) {
+      var gone = remove.closest("[data-turn]");
+      var parent = gone.parentNode;
+      gone.remove();
+      renumber(parent);
+    }
+  });
+
+  // --- what a generation card hands back ------------------------------------------------------------
+
+  function fetchInput(url) {
+    return fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) {
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        return response.json();
+      });
+  }
+
+  function chatIntoBuilder(input) {
+    var form = genForm();
+    if (!form) return;
+    var chat = form.querySelector("input[name='gen-mode'][value=chat]");
+    if (chat) chat.checked = true;
+    showMode(form);
+    setTurns(input.messages);
+    var system = form.querySelector("input[name='gen-default_system_prompt']");
+    if (system) system.checked = input.default_system_prompt !== false;
+  }
+
+  function textIntoAnalysisForm(text) {
+    var form = document.getElementById("analysis-form");
+    if (!form) return;
+    var area = form.querySelector("textarea[name=text]");
+    var plain = form.querySelector("input[name=input_format][value=text]");
+    if (plain) plain.checked = true;
+    area.value = text;
+    updateHint(form);
+    area.focus();
+  }
+
+  // "Use as input": a chat (with the reply) goes to the chat builder, a text (continued) to the analysis form.
+  document.addEventListener("click", function (e) {
+    var button = e.target.closest && e.target.closest("[data-use-input]");
+    if (!button) return;
+    fetchInput(button.dataset.useInput).then(function (input) {
+      if (input.messages) {
+        showTab("generate");
+        chatIntoBuilder(input);
+      } else {
+        showTab("analyse");
+        textIntoAnalysisForm(input.text || "");
+      }
+    }).catch(function (err) { socketMessage("could not read that sample: " + err.message); });
+  });
+
+  function socketMessage(text) {
+    var el = document.getElementById("socket-message");
+    if (!el) return;
+    el.className = "flash error";
+    el.textContent = text;
+  }
+
+  // "Get reply": when its generation is done, the conversation with the reply replaces the builder's turns
+  // (the reply is the new assistant turn, editable); the id survives a reload of the page in this tab.
+  var PENDING_KEY = "lensweb.pendingReply";
+  var pendingReply = null;
+  try { pendingReply = sessionStorage.getItem(PENDING_KEY); } catch (e) { pendingReply = null; }
+
+  function setPending(id) {
+    pendingReply = id;
+    try {
+      if (id) sessionStorage.setItem(PENDING_KEY, id); else sessionStorage.removeItem(PENDING_KEY);
+    } catch (e) { /* storage off: kept for this page only */ }
+  }
+
+  var appending = false;
+  function checkPendingReply() {
+    if (!pendingReply || appending) return;
+    var card = document.getElementById("gen-" + pendingReply);
+    if (!card) return;
+    var status = card.dataset.status;
+    if (status === "failed" || status === "cancelled") { setPending(null); return; }
+    if (status !== "done") return;
+    var use = card.querySelector("[data-use-input]");
+    if (!use) { setPending(null); return; }
+    appending = true;
+    fetchInput(use.dataset.useInput).then(function (input) {
+      if (input.messages) chatIntoBuilder(input);
+      var list = document.getElementById("chat-turns");
+      var last = list && list.querySelector("[data-turn]:last-child textarea");
+      if (last) last.focus();
+      setPending(null);
+    }).catch(function (err) {
+      socketMessage("could not add the reply to the chat: " + err.message);
+      setPending(null);
+    }).finally(function () { appending = false; });
+  }
+
+  document.addEventListener("htmx:load", function (e) {
+    var el = e.target;
+    if (el && el.id === "generation-form") {
+      showMode(el);
+      var chat = el.querySelector("#chat-builder[data-pending-reply]");
+      if (chat) setPending(chat.dataset.pendingReply);
+    }
+    checkPendingReply();
+  });
+  document.addEventListener("htmx:wsAfterMessage", checkPendingReply);
+  document.addEventListener("DOMContentLoaded", function () {
+    var form = genForm();
+    if (form) showMode(form);
+    checkPendingReply();
   });
 })();

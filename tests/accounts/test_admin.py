@@ -54,12 +54,12 @@ def test_admin_renames_and_revokes(admin_client, alice):
 
 
 def test_generations_are_listed_read_only(admin_client, alice):
-    from lensweb.api.models import Generation
+    from lensweb.analyses.models import Generation
 
     generation = Generation.objects.create(owner=alice, lens_id="tiny", input={"text": "x"}, options={})
-    assert admin_client.get("/admin/api/generation/").status_code == 200
-    assert admin_client.get(f"/admin/api/generation/{generation.pk}/change/").status_code == 200
-    assert admin_client.get("/admin/api/generation/add/").status_code == 403
+    assert admin_client.get("/admin/analyses/generation/").status_code == 200
+    assert admin_client.get(f"/admin/analyses/generation/{generation.pk}/change/").status_code == 200
+    assert admin_client.get("/admin/analyses/generation/add/").status_code == 403
 
 
 def test_non_staff_cannot_reach_the_admin(client, alice):

@@ -26,7 +26,7 @@ from tests.accounts.conftest import (  # noqa: F401  (fixtures)
     staff,
     staff_key,
 )
-from tests.web.conftest import tiny_engine, tiny_registry  # noqa: F401  (fixtures)
+from tests.web.conftest import run_jobs, tiny_engine, tiny_registry  # noqa: F401  (fixtures)
 
 DOC = document()
 VALIDATOR = jsonschema.Draft202012Validator

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lensweb.analyses import services
-from lensweb.api import services as generation_services
+from lensweb.analyses import services as generation_services
 from tests.conftest import TINY_DESCRIPTION, TINY_NAME
 
 from .conftest import error_of

@@ -9,9 +9,9 @@ import pytest
 from channels.db import database_sync_to_async
 
 from lensweb.analyses import services
+from lensweb.analyses import services as generation_services
+from lensweb.analyses.models import Generation
 from lensweb.analyses.worker import LensWorker
-from lensweb.api import services as generation_services
-from lensweb.api.models import Generation
 from tests.web.conftest import fast_worker, job_state, scaled, wait_for  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.django_db(transaction=True)]

@@ -11,8 +11,7 @@ import random
 import pytest
 from django.urls import reverse
 
-from lensweb.analyses.models import Analysis
-from lensweb.api.models import Generation
+from lensweb.analyses.models import Analysis, Generation
 from lensweb.monitoring.models import RequestLogEntry
 
 from .conftest import error_of

@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from lensweb.analyses.models import Analysis
-from lensweb.api.models import Generation
+from lensweb.analyses.models import Analysis, Generation
 
 from .conftest import error_of
 

@@ -10,9 +10,10 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from lensweb.accounts.quotas import QuotaExceeded, positions_today
 from lensweb.analyses import services
+from lensweb.analyses.errors import QuotaExceeded
 from lensweb.analyses.models import Analysis, AnalysisRow
+from lensweb.analyses.quotas import positions_today
 from lensweb.cache import services as result_cache
 from lensweb.cache.models import CachedResult
 from tests.accounts.conftest import alice_key, clear_ratelimits  # noqa: F401  (fixtures)

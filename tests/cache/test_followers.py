@@ -29,7 +29,7 @@ def test_a_duplicate_attaches_and_is_completed_with_the_leader(alice, bob, run_q
     leader = submit(alice)
     follower = submit(bob)
     assert follower.status == "queued" and follower.metadata == {"followed": True}
-    assert services.fair_queue() == [leader.pk]  # workers never claim the follower
+    assert services.fair_queue() == [("analysis", leader.pk)]  # workers never claim the follower
     assert services.queue_position(follower) is None
     card = render_to_string("analyses/partials/job-queue.html", {"job": follower, "position": None})
     assert "Waiting for an identical analysis already under way" in card
@@ -95,7 +95,7 @@ def test_a_running_leader_cancelled_or_failed_lets_its_follower_compute(alice, b
         else:
             services.do_fail_job(leader.pk, worker.pk, "out of memory")
         assert fresh(leader).status == outcome
-        assert services.fair_queue() == [follower.pk]
+        assert services.fair_queue() == [("analysis", follower.pk)]
         assert run_queue() == [follower.pk]
         assert fresh(follower).status == "done" and "cached" not in fresh(follower).metadata
 
@@ -149,5 +149,5 @@ def test_a_leader_failed_by_the_stale_sweep_frees_its_follower(alice, bob, run_q
     leader = submit(alice)
     follower = submit(bob)
     Analysis.objects.filter(pk=leader.pk).update(status=Analysis.Status.FAILED)
-    assert services.fair_queue() == [follower.pk]
+    assert services.fair_queue() == [("analysis", follower.pk)]
     assert run_queue() == [follower.pk] and fresh(follower).status == "done"

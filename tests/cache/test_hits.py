@@ -165,7 +165,7 @@ def test_identity_is_computed_once_per_lens(alice, cache_on, monkeypatch):
 
 
 def test_hits_cost_no_daily_quota_and_pass_a_full_quota(alice, run_queue, settings):
-    from lensweb.accounts.quotas import positions_today
+    from lensweb.analyses.quotas import positions_today
 
     first = submit(alice)
     run_queue()

@@ -5,9 +5,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from lensweb.analyses import services as core
+from lensweb.analyses import services as staff_services
 from lensweb.analyses.models import Analysis, AnalysisRow, WorkerRecord
 from lensweb.monitoring import requestlog
-from lensweb.monitoring import services as staff_services
 
 from .conftest import make_job, make_worker, minutes
 
@@ -91,7 +91,7 @@ def test_cancel_goes_through_the_core_service(
 ):
     sent = []
     monkeypatch.setattr(
-        "lensweb.analyses.notify.cancel_to_worker", lambda channel, job_id: sent.append((channel, job_id))
+        "lensweb.analyses.notify.cancel_to_worker", lambda channel, job: sent.append((channel, job.pk))
     )
     with django_capture_on_commit_callbacks(execute=True):
         response = act(admin_client, "cancel", jobs["queued"], jobs["running"], jobs["done"])

@@ -197,3 +197,38 @@ async def test_under_asgi_the_async_middleware_path_records_too(async_client, al
     )  # fmt: skip
     assert entry.text_tokens == job.progress_total
     await sync_to_async(connections.close_all)()  # the request thread's connection (PostgreSQL teardown)
+
+
+def test_a_browser_generation_is_logged_with_its_size_and_options(client, alice):
+    """The generation form's fields carry the "gen-" prefix; a chat's size is the sum of its turns."""
+    from lensweb.analyses.models import Generation
+
+    client.force_login(alice)
+    turns = ["You answer briefly.", "Where is Paris?"]
+    form = {
+        "action": "generate",
+        "gen-lens": "tiny",
+        "gen-mode": "chat",
+        "gen-prompt": "",
+        "gen-n": 1,
+        "gen-max_new_tokens": 8,
+        "gen-temperature": 0.8,
+        "gen-top_p": 0.9,
+        "gen-seed": 7,
+        "gen-role": ["system", "user"],
+        "gen-content": turns,
+        "lens": "some-other-lens",  # the analysis form's, in the same request: not this submission's
+        "best_of_k": "3",
+    }
+    response = client.post(reverse("analyses:generate"), form, **HTMX)
+    assert response.status_code == 200
+    generation = Generation.objects.get()
+    entry = RequestLogEntry.objects.get()
+    assert (entry.client, entry.kind, entry.outcome, entry.job_id) == (
+        "browser",
+        "generation",
+        "accepted",
+        generation.pk,
+    )
+    assert entry.text_chars == sum(len(t) for t in turns) and entry.lens_id == "tiny"
+    assert "best_of_k" not in entry.options

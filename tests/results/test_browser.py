@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from lensweb.analyses import colours
 from lensweb.analyses.models import Analysis
-from lensweb.results import colours
 from lensweb.results.export import export_json
 from tests.conftest import scaled
 from tests.live import chromium, live_server

@@ -15,8 +15,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from lensweb.accounts.quotas import positions_today
 from lensweb.analyses.models import Analysis, AnalysisRow
+from lensweb.analyses.quotas import positions_today
 from lensweb.results import services
 from lensweb.results.export import export_json
 from lensweb.results.imports import parse_import
@@ -103,7 +103,7 @@ def test_imported_rows_count_against_the_daily_positions_quota(
 
 
 def test_a_file_over_the_quota_on_its_own_is_refused_whole(alice, good, n_rows, settings):
-    from lensweb.accounts.quotas import QuotaExceeded
+    from lensweb.analyses.errors import QuotaExceeded
 
     settings.LENSWEB_MAX_POSITIONS_PER_DAY = 2 * n_rows  # the fixture's n_rows + one more transcript
     transcripts = parse_import(good + good, "two.json")

@@ -8,8 +8,9 @@ import re
 import pytest
 from django.urls import reverse
 
+from lensweb.analyses import colours
 from lensweb.analyses.models import Analysis, AnalysisRow, WorkerRecord
-from lensweb.results import colours, services
+from lensweb.results import services
 from lensweb.results.models import ResultsPreference
 
 from .conftest import create_analysis

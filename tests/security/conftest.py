@@ -21,8 +21,7 @@ def matrix_result():
 @pytest.fixture
 def world(django_user_model, matrix_result, tiny_engine) -> World:  # noqa: F811
     from lensweb.accounts import keys
-    from lensweb.analyses.models import Analysis, WorkerRecord
-    from lensweb.api.models import Generation
+    from lensweb.analyses.models import Analysis, Generation, WorkerRecord
     from lensweb.results.models import ShareLink
 
     owner = django_user_model.objects.create_user("owner", password="pw-owner-Long-1")

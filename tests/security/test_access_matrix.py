@@ -37,6 +37,11 @@ SITE: dict[str, list] = {
     "analyses:submit": [site("POST", LOGIN, 400, 400, 400, data={})],  # reached the form: it is empty
     "analyses:card": [site("GET", LOGIN, 200, 404, 404)],
     "analyses:cancel": [site("POST", LOGIN, 302, 404, 404)],
+    "analyses:generate": [site("POST", LOGIN, 400, 400, 400, data={})],  # reached the form: it is empty
+    "analyses:generation_card": [site("GET", LOGIN, 200, 404, 200)],  # staff read any generation
+    "analyses:generation_cancel": [site("POST", LOGIN, 302, 404, 404)],
+    "analyses:generation_analyse": [site("POST", LOGIN, 400, 404, 404, data={})],  # owner: no sample named
+    "analyses:generation_input": [site("GET", LOGIN, 404, 404, 404)],  # the world's generation has no sample
     # results
     "results:history": [site("GET", LOGIN, 200, 200, 200)],
     "results:compare": [site("GET", LOGIN, 200, 404, 200, query="a={id}&b={id}")],

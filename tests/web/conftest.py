@@ -144,3 +144,24 @@ def describe(predicate) -> str:
         return inspect.getsource(predicate).strip()
     except (OSError, TypeError):
         return getattr(predicate, "__qualname__", repr(predicate))
+
+
+@pytest.fixture
+def run_jobs(tiny_engine):
+    """Run every claimable job, of either kind, to its end with one worker in this thread (the worker's own
+    code: claim, execute, record); returns the (kind, id) it ran."""
+    from lensweb.analyses import services
+    from lensweb.analyses.worker import LensWorker
+
+    worker = LensWorker(tiny_engine)
+
+    def run(record=None) -> list[tuple[str, int]]:
+        worker.record = record or worker.record or services.register_worker(device="cpu")
+        ran = []
+        while not worker.stopping and (job := services.claim_next_job(worker.record)) is not None:
+            worker._execute(job)
+            ran.append((job.kind, job.pk))
+        return ran
+
+    run.worker = worker
+    return run

@@ -20,10 +20,9 @@ from django.db.backends import utils as db_utils
 from django.utils import timezone
 
 from lensweb.analyses import services
-from lensweb.analyses.models import Analysis, AnalysisRow
+from lensweb.analyses import services as generations
+from lensweb.analyses.models import Analysis, AnalysisRow, Generation
 from lensweb.analyses.worker import LensWorker
-from lensweb.api import services as generations
-from lensweb.api.models import Generation
 from tests.conftest import scaled
 
 from .conftest import SLOW_TEXT, job_state, token_ids, wait_for
@@ -141,12 +140,14 @@ async def test_a_job_whose_rows_never_persist_fails_once_it_has_used_up_its_atte
 async def test_a_database_error_storing_a_generation_hands_it_back_and_it_completes(
     alice, fast_worker, warm_lens, monkeypatch
 ):
-    """The generation's first claim is its first UPDATE; the second (storing the result) fails."""
+    """Storing the result (the UPDATE that sets finished_at) fails once: the generation goes back to the
+    queue, starts again and completes."""
     generation = await database_sync_to_async(generations.do_submit_generation)(
         alice, None, {"text": "Once upon a time"}, {"max_new_tokens": 4, "seed": 3}
     )
     away = DatabaseAway(
-        lambda sql: sql.startswith('UPDATE "API_GENERATION"'), nth=2, tables=("API_GENERATION",)
+        lambda sql: sql.startswith('UPDATE "ANALYSES_GENERATION"') and '"FINISHED_AT"' in sql,
+        tables=("ANALYSES_GENERATION",),
     ).install(monkeypatch)
     worker = LensWorker()
     worker.start()

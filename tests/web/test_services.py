@@ -87,8 +87,8 @@ def test_fair_order_is_round_robin_between_users_fifo_within(alice, bob, carol, 
     b = [submit(bob).pk for _ in range(2)]
     c = [submit(carol).pk]
     expected = [a[0], b[0], c[0], a[1], b[1], a[2], a[3], a[4]]
-    assert services.fair_queue() == expected
-    assert services.queue_positions() == {job: i + 1 for i, job in enumerate(expected)}
+    assert services.fair_queue() == [("analysis", job) for job in expected]
+    assert services.queue_positions() == {("analysis", job): i + 1 for i, job in enumerate(expected)}
     assert services.queue_position(Analysis.objects.get(pk=c[0])) == 3
     claimed = [services.claim_next_job(worker).pk for _ in expected]
     assert claimed == expected
@@ -111,7 +111,7 @@ def test_running_jobs_count_against_their_owner(alice, bob, worker):
     assert services.claim_next_job(worker).pk == first.pk
     second_of_alice = submit(alice)
     first_of_bob = submit(bob)  # later, but bob has nothing running
-    assert services.fair_queue() == [first_of_bob.pk, second_of_alice.pk]
+    assert services.fair_queue() == [("analysis", first_of_bob.pk), ("analysis", second_of_alice.pk)]
     assert services.queue_position(first_of_bob) == 1
 
 

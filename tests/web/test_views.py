@@ -9,8 +9,8 @@ from django.urls import reverse
 
 from lensweb.accounts.checks import check_demo_password
 from lensweb.analyses import services
+from lensweb.analyses.colours import build_scale
 from lensweb.analyses.models import Analysis
-from lensweb.results.colours import build_scale
 
 from .conftest import TINY_NAME, write_tiny_registry
 

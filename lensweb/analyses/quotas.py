@@ -1,4 +1,4 @@
-"""Per-user daily caps, checked at submit for the browser and the API alike.
+"""Per-user daily caps, checked by the one submit path (browser, API and cache warmer alike).
 
 Analyses count positions (the sum of progress_total of the user's analyses created today, UTC), so one long
 text costs what it costs the GPU. A cap of 0 turns the check off.
@@ -12,15 +12,8 @@ from django.conf import settings
 from django.db.models import Q, Sum
 from django.utils import timezone
 
-from lensweb.analyses.services import SubmissionError
-
-
-class QuotaExceeded(SubmissionError):
-    """A SubmissionError (the browser form shows it above the form), with the seconds until the cap resets."""
-
-    def __init__(self, message: str, retry_after: int):
-        super().__init__(message)
-        self.retry_after = retry_after
+from .errors import QuotaExceeded
+from .models import Analysis, Generation
 
 
 def day_bounds(now=None) -> tuple[datetime, int]:
@@ -46,8 +39,6 @@ def check_daily_cap(cap: int, used_today, adding: int, refusal, now=None) -> Non
 
 
 def positions_today(user, now=None) -> int:
-    from lensweb.analyses.models import Analysis
-
     start, _ = day_bounds(now)
     today = Analysis.objects.filter(owner=user, created_at__gte=start)
     # answered from the result cache: nothing was computed for them
@@ -71,8 +62,6 @@ def check_daily_positions(user, adding: int, now=None) -> None:
 
 
 def generated_tokens_today(user, now=None) -> int:
-    from lensweb.api.models import Generation
-
     start, _ = day_bounds(now)
     return sum(
         int(o.get("n", 1)) * int(o.get("max_new_tokens", 0))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from lensweb.results import colours
+from lensweb.analyses import colours
 
 
 def rows(mses, saliences=None):

@@ -7,9 +7,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from lensweb.accounts.quotas import QuotaExceeded, check_daily_positions, day_bounds, positions_today
 from lensweb.analyses import services
+from lensweb.analyses.errors import QuotaExceeded
 from lensweb.analyses.models import Analysis
+from lensweb.analyses.quotas import check_daily_positions, day_bounds, positions_today
 from tests.conftest import token_ids
 
 pytestmark = pytest.mark.django_db
