@@ -1,11 +1,13 @@
 """Engine benchmark: the demo lens on ~16/64/256-token texts at k = 1 and 8 (salience on), and the golden
 smol_L8_patch4 lens on the golden README's 64-token paragraph at k = 8, temperature 1.0, the case the research
-code takes ~120 s for on this machine.
+code takes ~120 s for on this machine. Beside them, in the same run, the SmolLM2 NLA pair of golden-nla
+(K = 8, rebuilt into the model cache as the tests do) on the same texts: explanations of max_new_tokens = 32
+(the golden's setting; the untrained AV never stops earlier), salience on.
 
 Prints a table and writes bench/results/engine.md. Besides seconds, it reports the fraction of this machine's
 float32 matmul rate (a large torch.matmul timed in the same run) that the model FLOPs the work needs reach.
 
-usage: python bench/engine.py [--quick] [--golden-dir DIR]
+usage: python bench/engine.py [--quick] [--golden-dir DIR] [--nla-only] [--threads N]
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from inference.analysis import analyze, default_rows_budget  # noqa: E402
 from inference.lens import load_lens  # noqa: E402
 from inference.models import blocks, hidden_size, num_layers  # noqa: E402
+from inference.nla_analysis import default_rows_budget as default_nla_rows_budget  # noqa: E402
 from inference.registry import DEMO_SPEC, LensSpec  # noqa: E402
 from inference.types import AnalysisInput, AnalysisOptions  # noqa: E402
 
@@ -90,8 +93,45 @@ def work_flops(lens, n_tokens: int, k: int, salience: bool) -> float:
     return flops
 
 
-def run_case(lens, text, k, repeats, label):
+def nla_work_flops(nla, result) -> float:
+    """Model FLOPs an NLA analysis needed, counted from its rows (keep_candidates on): the base to block K,
+    each position's AV prompt suffix after the shared prefix, one AV step per generated token (and per EOS),
+    the AR (blocks 0..K) on every candidate's and every salience ablation's prompt, the value head."""
+    from inference.nla_analysis import ar_input_ids
+    from inference.nla_format import explanation_words, without_word
+
+    d, vocab = nla.cfg.d_model, nla.av.config.vocab_size
+    n_text = result.metadata["n_tokens"]
+    prompt, p = len(nla.prompt_ids), nla.injection_position
+
+    def per_block(model):
+        return 2 * block_matrix_params(model)
+
+    def attn(ctx):
+        return 4 * ctx * d
+
+    av_blocks, ar_blocks, head = num_layers(nla.av), nla.cfg.layer + 1, 2 * vocab * d
+    flops = n_text * ar_blocks * (per_block(nla.base) + attn(n_text / 2))  # activations
+    rows = result.rows
+    flops += len(rows) * ((prompt - p) * av_blocks * (per_block(nla.av) + attn(prompt)) + head)  # prefill
+    ar_lengths = []
+    for row in rows:
+        for cand in row["candidates"]:
+            steps = len(cand["explanation_token_ids"]) + (row["av_stop"] == "eos")
+            flops += max(0, steps - 1) * (av_blocks * (per_block(nla.av) + attn(prompt + steps / 2)) + head)
+            ar_lengths.append(len(ar_input_ids(nla, cand["explanation"])))
+        if row["token_salience"] is not None:
+            words = explanation_words(row["explanation"])
+            ar_lengths += [len(ar_input_ids(nla, without_word(words, j))) for j in range(len(words))]
+    for length in ar_lengths:
+        flops += length * ar_blocks * (per_block(nla.ar) + attn(length / 2)) + 2 * d * d
+    return flops
+
+
+def run_case(lens, text, k, repeats, label, nla_steps=None):
     opts = AnalysisOptions(best_of_k=k, temperature=1.0, seed=42, salience=True)
+    if nla_steps is not None:  # the rows must name every candidate for nla_work_flops to count them
+        opts = AnalysisOptions(best_of_k=k, temperature=1.0, seed=42, salience=True, keep_candidates=True)
     inp = AnalysisInput(text=text)
     analyze(lens, AnalysisInput(text=text[:40]), opts)  # warm-up
     runs, results = [], []
@@ -102,6 +142,7 @@ def run_case(lens, text, k, repeats, label):
     sec = statistics.median(runs)
     result = results[runs.index(sec)] if sec in runs else results[-1]  # the median run's own breakdown
     n = len(result.rows)
+    flops = nla_work_flops(lens, result) if nla_steps is not None else work_flops(lens, n, k, salience=True)
     return {
         "case": label,
         "tokens": n,
@@ -109,9 +150,23 @@ def run_case(lens, text, k, repeats, label):
         "runs": runs,
         "seconds": sec,
         "pos_per_s": n / sec,
-        "gflop": work_flops(lens, n, k, salience=True) / 1e9,
+        "gflop": flops / 1e9,
         "timings": result.timings,
     }
+
+
+NLA_STEPS = 32
+
+
+def nla_pair_spec(golden: Path):
+    """The SmolLM2 NLA pair of golden-nla, rebuilt once into the model cache (tests/inference/nla_fixtures)."""
+    nla_golden = golden.parent / "golden-nla"
+    if not (nla_golden / "smol" / "av" / "nla_meta.yaml").is_file():
+        return None
+    from inference.demo_base import ensure_demo_base
+    from tests.inference.nla_fixtures import smol_spec
+
+    return smol_spec(ensure_demo_base(), max_new_tokens=NLA_STEPS)
 
 
 def fmt_table(rows, peak):
@@ -138,7 +193,11 @@ def main():
         "--golden-dir", default=os.environ.get("LENSWEB_GOLDEN_DIR", str(ROOT.parent / "shared/golden"))
     )
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "engine.md"))
+    ap.add_argument("--nla-only", action="store_true", help="the NLA rows (and the golden CL row) only")
+    ap.add_argument("--threads", type=int, help="torch threads (on a shared machine 1 suffers least)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     repeats = 1 if args.quick else 3
 
     peak = matmul_gflops()
@@ -162,11 +221,26 @@ def main():
         r["reference_s"] = 120.37
         results.append(r)
         print(fmt_table(results[-1:], peak), flush=True)
+        del lens
     else:
         print(f"(golden folder not found at {golden}: skipping the research-code comparison)")
 
+    nla_spec = nla_pair_spec(golden)
+    if nla_spec is not None:
+        nla = load_lens(nla_spec, device="cpu")
+        cases = [(16, 1)] if args.quick else [(16, 1), (64, 1)]
+        for n, k in cases:
+            text = P64 if n == 64 else text_of_tokens(nla.tokenizer, n)
+            label = f"SmolLM2 NLA pair (K=8), {'P64' if n == 64 else f'{n} tokens'}"
+            results.append(run_case(nla, text, k, repeats, label, nla_steps=NLA_STEPS))
+            print(fmt_table(results[-1:], peak), flush=True)
+        nla_rows_budget = default_nla_rows_budget(nla, NLA_STEPS)
+        del nla
+    else:
+        print(f"(golden-nla folder not found beside {golden}: skipping the NLA rows)")
+
     demo = load_lens(DEMO_SPEC, device="cpu")
-    sizes = (16, 64) if args.quick else (16, 64, 256)
+    sizes = () if args.nla_only else (16, 64) if args.quick else (16, 64, 256)
     for n in sizes:
         text = text_of_tokens(demo.tokenizer, n)
         for k in (1, 8):
@@ -178,9 +252,11 @@ def main():
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
         f"{torch.__version__}, {torch.get_num_threads()} threads, float32, CPU. Rows budget per batch: "
-        f"{default_rows_budget(demo)}. Salience on, temperature 1.0, seed 42; median of {repeats} run(s) after a "
-        "warm-up.",
-        f"float32 matmul rate measured in the same run (2048x2048 torch.matmul): **{peak:.1f} GFLOP/s**.",
+        f"{default_rows_budget(demo)} (NLA: "
+        f"{nla_rows_budget if nla_spec is not None else '-'}). Salience on, temperature 1.0, seed 42; median of "
+        f"{repeats} run(s) after a warm-up.",
+        f"float32 matmul rate measured in the same run (2048x2048 torch.matmul): **{peak:.1f} GFLOP/s** "
+        f"(again at the end: {matmul_gflops():.1f} GFLOP/s; far apart means the machine's load changed).",
         "",
         fmt_table(results, peak),
         "",
@@ -199,6 +275,12 @@ def main():
         "(slot + right prompt; the left prompt's K/V are shared), T-1 decode steps and T LM-head calls per rollout, "
         "the encoder to block output_layer for every rollout and every salience ablation (the soft prompt's K/V "
         "are shared). 2 FLOPs per weight per token plus attention.",
+        "",
+        "NLA rows: the base to block K once per text; per position the AV prompt from the marker on (the 117 "
+        f"tokens before it are shared K/V), one AV step (30 blocks + LM head) per generated token, up to "
+        f"max_new_tokens = {NLA_STEPS}; the AR (blocks 0..K = 9 of 30) on each candidate's filled template "
+        "and, for salience, once per explanation word with that word removed (a whole AR prompt each: "
+        "salience is most of an NLA row's work on a CPU). FLOPs counted from the rows themselves.",
     ]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")

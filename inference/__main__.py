@@ -40,6 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     an.add_argument("--keep-candidates", action="store_true", help="keep all k explanations with their mse")
     an.add_argument("--last-n-messages", type=int)
     an.add_argument("--rows-budget", type=int, help="rows (positions x k) per batch")
+    an.add_argument(
+        "--max-new-tokens", type=int, help="NLA only: the longest explanation (default: the lens' setting)"
+    )
+    an.add_argument(
+        "--nla-baseline-rawvar", type=float, help="NLA only: fve_nrm's variance constant (else the sidecar's)"
+    )
     an.add_argument("--json", action="store_true", help="one JSON object {metadata, rows}")
     an.set_defaults(func=_analyze)
 
@@ -61,7 +67,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _lens_args(ap):
     ap.add_argument(
-        "--checkpoint", required=True, help='a research .pt, a directory (newest *.pt), or "demo"'
+        "--checkpoint",
+        required=True,
+        help='a research .pt, a directory (newest *.pt), "demo", or an NLA folder holding av/ and ar/',
     )
     ap.add_argument("--base-model", help="HF directory or name; overrides the checkpoint's model_name")
     ap.add_argument("--donor-model", help="a fine-tune of the same architecture that plays orig")
@@ -76,8 +84,24 @@ def _input_args(ap):
 
 def _load(args):
     from .lens import load_lens
+    from .nla import is_nla_folder
 
-    if args.checkpoint == "demo":
+    nla_only = {"max_new_tokens": "--max-new-tokens", "nla_baseline_rawvar": "--nla-baseline-rawvar"}
+    if args.checkpoint != "demo" and is_nla_folder(args.checkpoint):
+        if args.donor_model:
+            raise SystemExit("--donor-model: an NLA explains its base model (--base-model)")
+        spec = LensSpec(
+            id="cli",
+            name=args.checkpoint,
+            checkpoint=args.checkpoint,
+            base_model=args.base_model,
+            kind="nla",
+            nla_baseline_rawvar=getattr(args, "nla_baseline_rawvar", None),
+        )
+    elif args.func is _analyze and any(getattr(args, key, None) is not None for key in nla_only):
+        given = [flag for key, flag in nla_only.items() if getattr(args, key, None) is not None]
+        raise SystemExit(f"{', '.join(given)}: for NLA folders (holding av/ and ar/) only")
+    elif args.checkpoint == "demo":
         spec = DEMO_SPEC
     else:
         spec = LensSpec(
@@ -113,7 +137,19 @@ def _analyze(args) -> int:
         last_n_messages=args.last_n_messages,
     ).validate(CLI_LIMITS)
     lens = _load(args)
-    result = analyze(lens, _input(args), options, rows_budget=args.rows_budget, limits=CLI_LIMITS)
+    if getattr(lens, "kind", "lens") == "nla":
+        from .nla import analyze as analyze_nla
+
+        result = analyze_nla(
+            lens,
+            _input(args),
+            options,
+            rows_budget=args.rows_budget,
+            limits=CLI_LIMITS,
+            max_new_tokens=args.max_new_tokens,
+        )
+    else:
+        result = analyze(lens, _input(args), options, rows_budget=args.rows_budget, limits=CLI_LIMITS)
     if args.json:
         json.dump(
             {"metadata": {**result.metadata, "timings": result.timings}, "rows": result.rows}, sys.stdout
@@ -126,6 +162,9 @@ def _analyze(args) -> int:
 
 def _print_table(result) -> None:
     meta = result.metadata
+    if meta.get("kind") == "nla":
+        _print_nla_table(result)
+        return
     print(f"# {meta['name']}  layer {meta['layer']}  T={meta['t_text']}  k={meta['options']['best_of_k']}")
     header = f"{'pos':>4}  {'token':<14} {'mse':>10} {'rel_rmse':>8}  explanation"
     print(header)
@@ -138,6 +177,22 @@ def _print_table(result) -> None:
         print(
             f"{row['position']:>4}  {row['token']!r:<14} {row['mse']:>10.4f} {row['relative_rmse']:>8.4f}  "
             f"{row['explanation']!r}{extra}"
+        )
+    print(f"# {len(result.rows)} rows, {result.status}, {result.timings.get('total', 0):.2f} s")
+
+
+def _print_nla_table(result) -> None:
+    meta = result.metadata
+    print(
+        f"# NLA {meta['name']}  layer {meta['layer']}  max_new_tokens={meta['max_new_tokens']}  "
+        f"k={meta['options']['best_of_k']}"
+    )
+    print(f"{'pos':>4}  {'token':<14} {'mse_nrm':>8} {'cos':>7} {'fve_nrm':>8}  explanation")
+    for row in result.rows:
+        fve = "-" if row["fve_nrm"] is None else f"{row['fve_nrm']:.4f}"
+        print(
+            f"{row['position']:>4}  {row['token']!r:<14} {row['mse_nrm']:>8.4f} {row['cosine_similarity']:>7.4f} "
+            f"{fve:>8}  {row['explanation']!r}"
         )
     print(f"# {len(result.rows)} rows, {result.status}, {result.timings.get('total', 0):.2f} s")
 

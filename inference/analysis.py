@@ -55,6 +55,19 @@ def analyze(
     rows_budget: int | None = None,
     limits: Limits = DEFAULT_LIMITS,
 ) -> AnalysisResult:
+    if getattr(lens, "kind", "lens") == "nla":  # an inference.nla.NLALens: the NLA's own pipeline
+        from .nla_analysis import analyze_nla
+
+        return analyze_nla(
+            lens,
+            inp,
+            options,
+            positions=positions,
+            on_batch=on_batch,
+            should_cancel=should_cancel,
+            rows_budget=rows_budget,
+            limits=limits,
+        )
     t_start = time.perf_counter()
     options.validate(limits)
     prepared = prepare_input(lens.tokenizer, inp, options, limits)

@@ -99,6 +99,10 @@ def pick_dtype(device: torch.device, requested: str | None = None) -> torch.dtyp
 
 def load_tokenizer(spec: LensSpec):
     """The tokenizer alone: cheap, for bounds checks where the model is not loaded."""
+    if spec.is_nla:  # the NLA's base model's tokenizer
+        from .nla import nla_tokenizer
+
+        return nla_tokenizer(spec)
     if spec.is_demo:
         from .demo_base import ensure_demo_base
 
@@ -143,7 +147,12 @@ def checkpoint_facts(spec: LensSpec) -> CheckpointFacts:
 
 
 def load_lens(spec: LensSpec, device: str | None = None, dtype: str | None = None) -> Lens:
-    """Load base model(s), tensors and shared prefixes. Slow (seconds): call it in the worker only."""
+    """Load base model(s), tensors and shared prefixes. Slow (seconds): call it in the worker only.
+    An NLA spec (kind "nla") gives an inference.nla.NLALens."""
+    if spec.is_nla:
+        from .nla import load_nla
+
+        return load_nla(spec, device=device, dtype=dtype)
     import time
 
     t0 = time.perf_counter()
@@ -283,6 +292,10 @@ def _identity(ckpt_sha: str, base: str, donor: str | None) -> str:
 
 def spec_identity(spec: LensSpec) -> str:
     """The identity `load_lens(spec).identity` will have, without loading any weights (for cache keys)."""
+    if spec.is_nla:
+        from .nla import nla_spec_identity
+
+        return nla_spec_identity(spec)
     if spec.is_demo:
         from .demo import demo_sha256
         from .demo_base import ensure_demo_base

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass
@@ -10,6 +11,8 @@ from pathlib import Path
 from .errors import RegistryError, UnknownLensError
 
 DEMO_CHECKPOINT = "demo"
+LENS_KINDS = ("lens", "nla")  # a Consistency Lens checkpoint; a Natural Language Autoencoder pair
+NLA_ONLY_KEYS = ("av", "ar", "nla_baseline_rawvar", "max_new_tokens")
 
 
 @dataclass(frozen=True)
@@ -21,10 +24,19 @@ class LensSpec:
     donor_model: str | None = None  # a fine-tune of the same architecture that plays orig
     default: bool = False
     description: str = ""
+    kind: str = "lens"  # "nla": checkpoint is a folder holding av/ and ar/, or av and ar name them
+    av: str | None = None  # NLA: the activation verbaliser's directory
+    ar: str | None = None  # NLA: the activation reconstructor's directory
+    nla_baseline_rawvar: float | None = None  # NLA: fve_nrm's variance constant (else the sidecar's)
+    max_new_tokens: int | None = None  # NLA: the longest explanation (else inference.nla's default)
 
     @property
     def is_demo(self) -> bool:
         return self.checkpoint == DEMO_CHECKPOINT
+
+    @property
+    def is_nla(self) -> bool:
+        return self.kind == "nla"
 
 
 DEMO_SPEC = LensSpec(
@@ -84,6 +96,11 @@ def load_registry(path: str | Path | None = None) -> LensRegistry:
 
 def _spec_from_table(entry: dict, index: int, base_dir: Path) -> LensSpec:
     where = f"[[lens]] #{index + 1}"
+    if entry.get("kind", "lens") != "lens":
+        return _nla_spec_from_table(entry, where, base_dir)
+    stray = [key for key in NLA_ONLY_KEYS if key in entry]
+    if stray:
+        raise RegistryError(f'{where}: {", ".join(stray)} apply to kind = "nla" only')
     for key in ("id", "name", "checkpoint"):
         if not isinstance(entry.get(key), str) or not entry[key]:
             raise RegistryError(f"{where} needs a non-empty string '{key}'")
@@ -106,6 +123,57 @@ def _spec_from_table(entry: dict, index: int, base_dir: Path) -> LensSpec:
         donor_model=_maybe_path(base_dir, entry.get("donor_model")),
         default=bool(entry.get("default", False)),
         description=str(entry.get("description", "")),
+    )
+
+
+def _nla_spec_from_table(entry: dict, where: str, base_dir: Path) -> LensSpec:
+    """An NLA pair: `checkpoint` a folder holding av/ and ar/, or `av` and `ar` (paths relative to the
+    registry file); `base_model` the model explained (else the AV sidecar's base_checkpoint)."""
+    if entry.get("kind") not in LENS_KINDS:
+        raise RegistryError(f'{where}: kind is {entry.get("kind")!r}; expected "lens" or "nla"')
+    for key in ("id", "name"):
+        if not isinstance(entry.get(key), str) or not entry[key]:
+            raise RegistryError(f"{where} needs a non-empty string '{key}'")
+    where = f"{where} ({entry['id']})"
+    unknown = set(entry) - set(LensSpec.__dataclass_fields__)
+    if unknown:
+        raise RegistryError(f"{where} has unknown key(s): {', '.join(sorted(unknown))}")
+    if entry.get("donor_model") is not None:
+        raise RegistryError(f"{where}: an NLA explains its base model; drop 'donor_model'")
+    for key in ("checkpoint", "av", "ar", "base_model"):
+        if key in entry and (not isinstance(entry[key], str) or not entry[key]):
+            raise RegistryError(f"{where}: '{key}' must be a non-empty string")
+    has_pair = "av" in entry or "ar" in entry
+    if "checkpoint" in entry and has_pair:
+        raise RegistryError(
+            f"{where}: give either 'checkpoint' (a folder holding av/ and ar/) or 'av' and 'ar'"
+        )
+    if has_pair and not ("av" in entry and "ar" in entry):
+        raise RegistryError(f"{where}: give both 'av' and 'ar'")
+    if not has_pair and "checkpoint" not in entry:
+        raise RegistryError(f"{where} needs 'checkpoint' (a folder holding av/ and ar/) or 'av' and 'ar'")
+    if entry.get("checkpoint") == DEMO_CHECKPOINT:
+        raise RegistryError(f"{where}: the demo lens is a Consistency Lens; an NLA needs its av/ and ar/")
+    var = entry.get("nla_baseline_rawvar")
+    if var is not None and (
+        isinstance(var, bool) or not isinstance(var, int | float) or not math.isfinite(var) or var <= 0
+    ):
+        raise RegistryError(f"{where}: 'nla_baseline_rawvar' is {var!r}; expected a positive number")
+    steps = entry.get("max_new_tokens")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise RegistryError(f"{where}: 'max_new_tokens' is {steps!r}; expected a whole number >= 1")
+    return LensSpec(
+        id=entry["id"],
+        name=entry["name"],
+        checkpoint=str(_relative_to(base_dir, entry["checkpoint"])) if "checkpoint" in entry else "",
+        base_model=_maybe_path(base_dir, entry.get("base_model")),
+        default=bool(entry.get("default", False)),
+        description=str(entry.get("description", "")),
+        kind="nla",
+        av=str(_relative_to(base_dir, entry["av"])) if has_pair else None,
+        ar=str(_relative_to(base_dir, entry["ar"])) if has_pair else None,
+        nla_baseline_rawvar=None if var is None else float(var),
+        max_new_tokens=steps,
     )
 
 

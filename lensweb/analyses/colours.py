@@ -80,22 +80,36 @@ PALETTES: dict[str, dict[str, tuple[str, ...]]] = {
 PALETTE_NAMES = tuple(PALETTES)
 DEFAULT_PALETTE = "safe"
 
-METRICS = ("salience", "mse", "relative_rmse", "kl")
+# A Consistency Lens' rows have mse, relative RMSE and KL; a Natural Language Autoencoder's have fve_nrm,
+# cosine_similarity and mse_nrm (and KL when asked): every metric a row of either family can carry.
+METRICS = ("salience", "mse", "relative_rmse", "kl", "fve_nrm", "cosine_similarity", "mse_nrm")
 METRIC_LABELS = {
     "salience": "salience",
     "mse": "mse",
     "relative_rmse": "relative RMSE",
     "kl": "KL",
+    "fve_nrm": "fve",
+    "cosine_similarity": "cos",
+    "mse_nrm": "normalised mse",
 }
 # Fixed domains: the same colours for the same numbers across analyses. mse and KL have no
 # model-independent size, so they use wide log ranges; relative RMSE is scale-free (1 = as bad as 0).
+# The NLA metrics compare directions (both vectors rescaled to sqrt(d)): mse_nrm = 2(1 - cos), 2 being
+# orthogonal; fve_nrm = 1 - mse_nrm / V is 0 for the mean's prediction and 1 for a perfect one (it goes
+# far below 0 for an untrained pair, which the lowest colour holds).
 FIXED_DOMAINS = {
     "salience": (-0.5, 0.5),
     "mse": (0.01, 1000.0),
     "relative_rmse": (0.0, 1.5),
     "kl": (0.001, 100.0),
+    "fve_nrm": (-1.0, 1.0),
+    "cosine_similarity": (0.0, 1.0),
+    "mse_nrm": (0.0, 2.0),
 }
 LOG_METRICS = {"mse", "kl"}
+# Metrics where a higher value is better: their colours run the other way, so that in every palette the
+# strongest colour marks the worst reconstruction, whichever family's metric is shown.
+HIGHER_IS_BETTER = {"fve_nrm", "cosine_similarity"}
 
 
 def _is_number(value) -> bool:
@@ -157,14 +171,21 @@ class Scale:
             return 0.5
         return min(1.0, max(0.0, (v - lo) / (hi - lo)))
 
+    @property
+    def reversed(self) -> bool:
+        return self.metric in HIGHER_IS_BETTER
+
     def step(self, value) -> int | None:
         if not _is_number(value):
             return None
         return min(self.steps - 1, int(self._t(value) * self.steps))
 
+    def _colour_index(self, step: int) -> int:
+        return self.steps - 1 - step if self.reversed else step
+
     def css_class(self, value) -> str:
         step = self.step(value)
-        return "" if step is None else f"{self.prefix}{step}"
+        return "" if step is None else f"{self.prefix}{self._colour_index(step)}"
 
     def _value_at(self, t: float) -> float:
         if self.log:
@@ -184,7 +205,7 @@ class Scale:
                 label = fmt((a + b) / 2 if not self.log else math.sqrt(a * b), self.diverging)
             swatches.append(
                 {
-                    "cls": f"{self.prefix}{i}",
+                    "cls": f"{self.prefix}{self._colour_index(i)}",
                     "label": label,
                     "range": f"{fmt(a, self.diverging)} to {fmt(b, self.diverging)}",
                 }
@@ -194,11 +215,12 @@ class Scale:
     def describe(self) -> str:
         kind = "fitted to this analysis" if self.fitted else "fixed"
         axis = "log scale" if self.log else "linear"
-        return f"{METRIC_LABELS[self.metric]}: {kind}, {fmt(self.lo)} to {fmt(self.hi)} ({axis})"
+        better = ", higher is better" if self.reversed else ""
+        return f"{METRIC_LABELS[self.metric]}: {kind}, {fmt(self.lo)} to {fmt(self.hi)} ({axis}{better})"
 
 
-def _values(rows: list[dict], metric: str) -> list[float]:
-    trained = [r for r in rows if r.get("position", 0) >= UNTRAINED_POSITIONS] or rows
+def _values(rows: list[dict], metric: str, early: int = UNTRAINED_POSITIONS) -> list[float]:
+    trained = [r for r in rows if r.get("position", 0) >= early] or rows
     if metric == "salience":
         return [abs(s) for r in trained for s in (r.get("token_salience") or []) if _is_number(s)]
     return [r[metric] for r in trained if _is_number(r.get(metric))]
@@ -209,12 +231,13 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * (len(ordered) - 1) + 0.5))]
 
 
-def build_scale(metric: str, rows: list[dict], fitted: bool) -> Scale:
-    """A fixed scale, or one fitted to `rows` (trained positions only; salience symmetric around 0 at
-    the 98th percentile of |salience|, so one extreme word does not wash the rest out)."""
+def build_scale(metric: str, rows: list[dict], fitted: bool, early: int = UNTRAINED_POSITIONS) -> Scale:
+    """A fixed scale, or one fitted to `rows` (trained positions, `early` and later, only; salience
+    symmetric around 0 at the 98th percentile of |salience|, so one extreme word does not wash the rest
+    out)."""
     lo, hi = FIXED_DOMAINS[metric]
     log = metric in LOG_METRICS
-    values = _values(rows, metric) if fitted else []
+    values = _values(rows, metric, early) if fitted else []
     if values:
         if metric == "salience":
             m = _percentile(values, 0.98) or max(values) or 1.0
@@ -240,10 +263,13 @@ class ColourScheme:
         return self.scales[metric]
 
 
-def build_scheme(rows: list[dict], scale: str = "fitted", palette: str = DEFAULT_PALETTE) -> ColourScheme:
+def build_scheme(
+    rows: list[dict], scale: str = "fitted", palette: str = DEFAULT_PALETTE, early: int = UNTRAINED_POSITIONS
+) -> ColourScheme:
+    """`early`: the first position the lens was trained on (fitted scales leave the ones before it out)."""
     fitted = scale != "fixed"
     palette = palette if palette in PALETTES else DEFAULT_PALETTE
-    return ColourScheme(palette, {m: build_scale(m, rows, fitted) for m in METRICS})
+    return ColourScheme(palette, {m: build_scale(m, rows, fitted, early) for m in METRICS})
 
 
 @cache

@@ -19,10 +19,20 @@ _loaded: tuple[tuple, Any] | None = None
 _loaded_lock = threading.Lock()
 
 
+def _locations(spec) -> tuple:
+    """Where a lens' files are: a Consistency Lens' checkpoint, base and donor; an NLA's AV and AR
+    directories (each its own sidecar, weights and value head) and base."""
+    if getattr(spec, "is_nla", False):
+        av = getattr(spec, "av", None) or (spec.checkpoint and os.path.join(spec.checkpoint, "av"))
+        ar = getattr(spec, "ar", None) or (spec.checkpoint and os.path.join(spec.checkpoint, "ar"))
+        return (av, ar, spec.base_model)
+    return (spec.checkpoint, spec.base_model, spec.donor_model)
+
+
 def files_stamp(spec) -> tuple:
     """Names, sizes and mtimes of the lens' files: a checkpoint replaced at the same path loads anew."""
     stamp = []
-    for location in (spec.checkpoint, spec.base_model, spec.donor_model):
+    for location in _locations(spec):
         path = location and os.path.expanduser(location)
         try:
             if path and os.path.isdir(path):

@@ -55,12 +55,57 @@ def _logit_lens(top) -> str:
     return " · ".join(items)
 
 
+# A card's metric columns per lens family: a Consistency Lens' mse, relative RMSE and KL; a Natural Language
+# Autoencoder's fve, cos, mse_nrm and KL (shown where the other shows mse; its raw mse is in the export).
+CARD_COLUMNS = {
+    "lens": (
+        ("mse", "mse", "mean squared error of the reconstructed activation (lower is better)"),
+        ("relative_rmse", "rel. RMSE", "RMSE relative to the activation's norm"),
+        ("kl", "KL", "KL divergence of the next-token distribution with the reconstruction patched in"),
+    ),
+    "nla": (
+        ("fve_nrm", "fve", "fraction of variance explained, 1 − mse_nrm / V (higher is better)"),
+        ("cosine_similarity", "cos", "cosine of the reconstruction and the activation (higher is better)"),
+        ("mse_nrm", "mse_nrm", "mse of the two rescaled to norm √d: 2(1 − cos) (lower is better)"),
+        ("kl", "KL", "KL divergence of the next-token distribution with the reconstruction patched in"),
+    ),
+}
+# The reference NLAs were trained on positions 50 and later only (shared/spec/nla.md §5).
+NLA_UNTRAINED_POSITIONS = 50
+
+
+def row_family(data: dict) -> str:
+    """An NLA's rows carry mse_nrm and cosine_similarity; a Consistency Lens' do not."""
+    return "nla" if "mse_nrm" in data or "cosine_similarity" in data else "lens"
+
+
+def job_family(job: Analysis) -> str:
+    """The card's columns: the lens' kind, from the metadata a worker recorded, else from the registry (a
+    queued card has no metadata yet, and its header must match the rows it will get)."""
+    kind = (job.metadata or {}).get("kind")
+    if kind is None:
+        try:
+            from .engine import get_engine
+
+            kind = getattr(get_engine().get_spec(job.lens_id), "kind", "lens")
+        except Exception:  # a lens gone from the registry, or an engine without kinds: the classic columns
+            kind = "lens"
+    return "nla" if kind == "nla" else "lens"
+
+
 def row_view(data: dict) -> dict:
     words = data.get("explanation_tokens") or [data.get("explanation", "")]
+    family = row_family(data)
+    early = NLA_UNTRAINED_POSITIONS if family == "nla" else UNTRAINED_POSITIONS
     return {
         "position": data["position"],
         "token": _visible(data.get("token", "")),
-        "early": data["position"] < UNTRAINED_POSITIONS,
+        "early": data["position"] < early,
+        "early_note": (
+            "the autoencoder was trained on positions 50 and later only"
+            if family == "nla"
+            else "the lenses were never trained on positions 0–5"
+        ),
         "words": [
             {"text": _visible(w), "cls": c, "salience": _number(s, 3)}
             for w, c, s in zip(
@@ -74,6 +119,7 @@ def row_view(data: dict) -> dict:
         "mse": _number(data.get("mse")),
         "relative_rmse": _number(data.get("relative_rmse")),
         "kl": _number(data.get("kl")),
+        "metrics": [_number(data.get(key)) for key, _, _ in CARD_COLUMNS[family]],
         "logit_lens": _logit_lens(data.get("logit_lens_top")),
     }
 
@@ -163,7 +209,13 @@ def card_context(job: Analysis, position: int | None, rows: list | None = None) 
     analysis is counted in progress_done)."""
     rows = _card_rows(job) if rows is None else rows
     row_html = [render_row(job, r.data) for r in rows]
-    return {"job": job, "position": position, "rows": row_html, "more": max(0, job.progress_done - len(rows))}
+    return {
+        "job": job,
+        "position": position,
+        "rows": row_html,
+        "more": max(0, job.progress_done - len(rows)),
+        "columns": CARD_COLUMNS[job_family(job)],
+    }
 
 
 def render_more(job_id: int, more: int) -> str:

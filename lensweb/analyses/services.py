@@ -502,10 +502,17 @@ def summarize(job_id: int) -> dict:
 
 
 def summarize_rows(rows) -> dict:
+    """Row count, mean and max mse; and for an NLA's rows the means of the metrics it is read by."""
+    rows = list(rows)
     mses = [data["mse"] for data in rows if isinstance(data.get("mse"), int | float)]
     if not mses:
         return {"rows": 0}
-    return {"rows": len(mses), "mean_mse": sum(mses) / len(mses), "max_mse": max(mses)}
+    summary = {"rows": len(mses), "mean_mse": sum(mses) / len(mses), "max_mse": max(mses)}
+    for key in ("fve_nrm", "cosine_similarity", "mse_nrm"):
+        values = [data[key] for data in rows if isinstance(data.get(key), int | float)]
+        if values:
+            summary[f"mean_{key}"] = sum(values) / len(values)
+    return summary
 
 
 def do_finish_job(

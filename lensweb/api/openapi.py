@@ -159,12 +159,20 @@ SCHEMAS: dict = {
             "explanation": {"type": "string"},
             "explanation_token_ids": {"type": "array", "items": {"type": "integer"}},
             "mse": {"type": "number"},
+            "mse_nrm": {"type": "number", "description": "NLA only"},
+            "cosine_similarity": {"type": "number", "description": "NLA only"},
+            "fve_nrm": _nullable({"type": "number", "description": "NLA only"}),
             "chosen": {"type": "boolean"},
         },
     },
     "AnalysisRow": {
         "type": "object",
-        "description": "One analysed position, as the engine computes it.",
+        "description": (
+            "One analysed position, as the engine computes it. A Natural Language Autoencoder's rows "
+            "(its lens' kind is `nla`) add `mse_nrm`, `cosine_similarity` and `fve_nrm`; their `mse` is "
+            "the raw mse of reconstruction and activation, and `explanation_tokens` are the explanation's "
+            "words (the units of `token_salience`)."
+        ),
         "required": ["position", "token", "explanation", "mse"],
         "properties": {
             "position": {"type": "integer", "minimum": 0},
@@ -179,6 +187,33 @@ SCHEMAS: dict = {
             "kl": _nullable({"type": "number"}),
             "logit_lens_top": _nullable({"type": "array", "items": {"type": "string"}}),
             "candidates": _nullable({"type": "array", "items": _ref("Candidate")}),
+            "mse_nrm": {
+                "type": "number",
+                "description": "NLA: mse of reconstruction and activation, both rescaled to norm sqrt(d) "
+                "(= 2(1 - cos)); the best of k is the lowest",
+            },
+            "cosine_similarity": {
+                "type": "number",
+                "description": "NLA: cosine of reconstruction and activation",
+            },
+            "fve_nrm": _nullable(
+                {
+                    "type": "number",
+                    "description": "NLA: 1 - mse_nrm / V, the fraction of variance explained; null when the "
+                    "lens has no variance constant V",
+                }
+            ),
+            "av_text": {"type": "string", "description": "NLA: the verbaliser's raw output"},
+            "av_stop": {
+                "type": "string",
+                "enum": ["eos", "stop_string", "max_new_tokens"],
+                "description": "NLA: why the verbaliser stopped",
+            },
+            "explanation_parsed": {
+                "type": "boolean",
+                "description": "NLA: whether the output held <explanation>…</explanation> (else the whole "
+                "output is the explanation)",
+            },
         },
     },
     "Progress": {
@@ -215,7 +250,7 @@ SCHEMAS: dict = {
     },
     "Lens": {
         "type": "object",
-        "required": ["id", "name", "description", "default", "untrained"],
+        "required": ["id", "name", "description", "default", "untrained", "kind"],
         "additionalProperties": False,
         "properties": {
             "id": {"type": "string"},
@@ -223,6 +258,15 @@ SCHEMAS: dict = {
             "description": {"type": "string"},
             "default": {"type": "boolean"},
             "untrained": {"type": "boolean", "description": "an untrained, Patchscope-style lens (the demo)"},
+            "kind": {
+                "type": "string",
+                "enum": ["lens", "nla"],
+                "description": (
+                    "`lens`: a Consistency Lens (rows carry mse, relative_rmse, kl); `nla`: a Natural Language "
+                    "Autoencoder, a verbaliser and a reconstructor (rows add mse_nrm, cosine_similarity, "
+                    "fve_nrm)"
+                ),
+            },
         },
     },
     "LensList": {
@@ -516,7 +560,8 @@ DOCUMENT = {
         "title": "lensweb API",
         "version": "1.0.0",
         "description": (
-            "Queue Consistency Lens analyses and continuations, and read their results. Authenticate with "
+            "Queue Consistency Lens and Natural Language Autoencoder analyses and continuations, and read "
+            "their results. Authenticate with "
             "an API key from your settings page: `Authorization: Bearer lw_…`. Every error is "
             '`{"error": {"code", "message"}}`; 429 and 503 carry `Retry-After`.'
         ),

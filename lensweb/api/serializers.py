@@ -88,4 +88,6 @@ def lens_json(spec, notes: dict) -> dict:
         "description": notes.get("description") or getattr(spec, "description", "") or "",
         "default": bool(getattr(spec, "default", False)),
         "untrained": bool(notes.get("untrained")),
+        # "lens" (a Consistency Lens) or "nla" (a Natural Language Autoencoder): which metrics its rows carry
+        "kind": getattr(spec, "kind", "lens"),
     }

@@ -1,5 +1,6 @@
-"""The per-token mse (and KL, when computed) chart, drawn here as SVG: no charting library, no CDN,
-and the same numbers as the table because it reads the same rows."""
+"""The per-token chart, drawn here as SVG: no charting library, no CDN, and the same numbers as the table
+because it reads the same rows. A Consistency Lens' mse (and KL, when computed) by default; an NLA's fve
+(or cos without a variance constant) and KL."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import math
 from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 
-from lensweb.analyses.colours import UNTRAINED_POSITIONS, fmt
+from lensweb.analyses.colours import METRIC_LABELS, UNTRAINED_POSITIONS, fmt
 
 from .display import visible
 
@@ -49,12 +50,21 @@ class _Axis:
 
 
 def mse_chart(rows: list[dict]) -> SafeString:
-    """SVG: mse per position (left axis), KL (right axis) when any row has it, untrained positions shaded."""
-    rows = [r for r in rows if _finite(r.get("mse"))]
+    """A Consistency Lens' chart: mse (left axis) and KL (right axis) when any row has it."""
+    return metric_chart(rows)
+
+
+def metric_chart(
+    rows: list[dict], metric: str = "mse", second: str = "kl", early: int = UNTRAINED_POSITIONS
+) -> SafeString:
+    """SVG: `metric` per position (left axis), `second` (right axis) when any row has it, positions before
+    `early` (never trained on) shaded."""
+    name, second_name = METRIC_LABELS[metric], METRIC_LABELS[second]
+    rows = [r for r in rows if _finite(r.get(metric))]
     if not rows:
-        return mark_safe('<p class="muted">No mse values to chart yet.</p>')
+        return mark_safe(f'<p class="muted">No {escape(name)} values to chart yet.</p>')
     rows = sorted(rows, key=lambda r: r["position"])
-    kl_rows = [r for r in rows if _finite(r.get("kl"))]
+    kl_rows = [r for r in rows if _finite(r.get(second))]
     first, last = rows[0]["position"], rows[-1]["position"]
     span = max(1, last - first)
     x0, x1, y0, y1 = LEFT, WIDTH - RIGHT, HEIGHT - BOTTOM, TOP
@@ -62,18 +72,20 @@ def mse_chart(rows: list[dict]) -> SafeString:
     def x(position: int) -> float:
         return x0 + (position - first) / span * (x1 - x0) if last > first else (x0 + x1) / 2
 
-    mse_axis = _Axis([r["mse"] for r in rows], y0, y1)
+    mse_axis = _Axis([r[metric] for r in rows], y0, y1)
+    label = f"{name} and {second_name}" if kl_rows else name
     out = [
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-        f'aria-label="mse{" and KL" if kl_rows else ""} per token, positions {first} to {last}" '
+        f'aria-label="{label} per token, positions {first} to {last}" '
         'xmlns="http://www.w3.org/2000/svg" font-size="11" font-family="system-ui, sans-serif">'
     ]
-    if first < UNTRAINED_POSITIONS:
-        edge = x(min(last, UNTRAINED_POSITIONS - 1)) + (x(1) - x(0)) / 2 if last > first else x1
+    if first < early:
+        edge = x(min(last, early - 1)) + (x(1) - x(0)) / 2 if last > first else x1
         out.append(
             f'<rect x="{x0}" y="{y1}" width="{max(0, min(edge, x1) - x0):.1f}" height="{y0 - y1}" '
-            'fill="#f1ece6"><title>positions 0–5: the lenses were never trained on them</title></rect>'
-            f'<text x="{x0 + 4}" y="{y1 + 12}" fill="#8a7a6e">untrained 0–5</text>'
+            f'fill="#f1ece6"><title>positions 0–{early - 1}: the lens was never trained on them</title>'
+            "</rect>"
+            f'<text x="{x0 + 4}" y="{y1 + 12}" fill="#8a7a6e">untrained 0–{early - 1}</text>'
         )
     for tick in mse_axis.ticks():
         ty = mse_axis.y(tick)
@@ -83,7 +95,7 @@ def mse_chart(rows: list[dict]) -> SafeString:
         )
     out.append(
         f'<text x="14" y="{(y0 + y1) / 2:.0f}" fill="{MSE_COLOUR}" transform="rotate(-90 14 {(y0 + y1) / 2:.0f})"'
-        f' text-anchor="middle">mse{" (log)" if mse_axis.log else ""}</text>'
+        f' text-anchor="middle">{name}{" (log)" if mse_axis.log else ""}</text>'
     )
     # x axis: token labels when they fit, position numbers otherwise
     out.append(f'<line x1="{x0}" x2="{x1}" y1="{y0}" y2="{y0}" stroke="#8a7a6e"/>')
@@ -102,33 +114,33 @@ def mse_chart(rows: list[dict]) -> SafeString:
         out.append(
             f'<text x="{(x0 + x1) / 2:.0f}" y="{HEIGHT - 6}" text-anchor="middle" fill="#8a7a6e">position</text>'
         )
-    points = " ".join(f"{x(r['position']):.1f},{mse_axis.y(r['mse']):.1f}" for r in rows)
+    points = " ".join(f"{x(r['position']):.1f},{mse_axis.y(r[metric]):.1f}" for r in rows)
     out.append(f'<polyline points="{points}" fill="none" stroke="{MSE_COLOUR}" stroke-width="1.5"/>')
     if kl_rows:
-        kl_axis = _Axis([r["kl"] for r in kl_rows], y0, y1)
+        kl_axis = _Axis([r[second] for r in kl_rows], y0, y1)
         for tick in kl_axis.ticks():
             out.append(
                 f'<text x="{x1 + 6}" y="{kl_axis.y(tick) + 4:.1f}" fill="{KL_COLOUR}">{fmt(tick)}</text>'
             )
-        kl_points = " ".join(f"{x(r['position']):.1f},{kl_axis.y(r['kl']):.1f}" for r in kl_rows)
+        kl_points = " ".join(f"{x(r['position']):.1f},{kl_axis.y(r[second]):.1f}" for r in kl_rows)
         out.append(
             f'<polyline points="{kl_points}" fill="none" stroke="{KL_COLOUR}" stroke-width="1.5" '
             'stroke-dasharray="5 3"/>'
             f'<text x="{WIDTH - 14}" y="{(y0 + y1) / 2:.0f}" fill="{KL_COLOUR}" '
             f'transform="rotate(90 {WIDTH - 14} {(y0 + y1) / 2:.0f})" text-anchor="middle">'
-            f"KL{' (log)' if kl_axis.log else ''}</text>"
+            f"{second_name}{' (log)' if kl_axis.log else ''}</text>"
         )
     if len(rows) <= MAX_MARKERS:
         for r in rows:
-            tip = f"{r['position']} “{visible(r.get('token', ''))}”: mse {fmt(r['mse'])}"
-            if _finite(r.get("kl")):
-                tip += f", KL {fmt(r['kl'])}"
+            tip = f"{r['position']} “{visible(r.get('token', ''))}”: {name} {fmt(r[metric])}"
+            if _finite(r.get(second)):
+                tip += f", {second_name} {fmt(r[second])}"
             out.append(
-                f'<circle cx="{x(r["position"]):.1f}" cy="{mse_axis.y(r["mse"]):.1f}" r="3" '
+                f'<circle cx="{x(r["position"]):.1f}" cy="{mse_axis.y(r[metric]):.1f}" r="3" '
                 f'fill="{MSE_COLOUR}"><title>{escape(tip)}</title></circle>'
             )
-    legend = f'<text x="{x1 - 4}" y="{y1 + 12}" text-anchor="end"><tspan fill="{MSE_COLOUR}">— mse</tspan>'
+    legend = f'<text x="{x1 - 4}" y="{y1 + 12}" text-anchor="end"><tspan fill="{MSE_COLOUR}">— {name}</tspan>'
     if kl_rows:
-        legend += f'<tspan fill="{KL_COLOUR}">   - - KL</tspan>'
+        legend += f'<tspan fill="{KL_COLOUR}">   - - {second_name}</tspan>'
     out.append(legend + "</text></svg>")
     return mark_safe("".join(out))

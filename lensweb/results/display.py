@@ -13,14 +13,92 @@ from django.utils.safestring import SafeString, mark_safe
 from lensweb.analyses import colours
 from lensweb.analyses.colours import UNTRAINED_POSITIONS, ColourScheme, fmt
 
-from .models import DEFAULT_COLUMNS, OPTIONAL_COLUMNS, ResultsPreference
+from .export import is_nla
+from .models import ResultsPreference
 
 VIEWS = ("table", "transposed", "fulltext")
 VIEW_LABELS = {"table": "Table", "transposed": "Transposed", "fulltext": "Full text"}
-SORTS = ("position", "mse", "relative_rmse", "kl")
-FULLTEXT_METRICS = ("mse", "relative_rmse", "kl")
-COLUMN_LABELS = {"mse": "mse", "relative_rmse": "relative RMSE", "kl": "KL", "logit_lens": "logit lens"}
+
+# The two lens families and the metrics their rows carry, in the order the table shows them. An NLA row also
+# has the raw mse and relative RMSE (exports keep them), but it is judged by direction: fve, cos, mse_nrm.
+LENS, NLA = "lens", "nla"
+FAMILY_METRICS = {
+    LENS: ("mse", "relative_rmse", "kl"),
+    NLA: ("fve_nrm", "cosine_similarity", "mse_nrm", "kl"),
+}
+NLA_METRICS = ("fve_nrm", "cosine_similarity", "mse_nrm")
+METRICS = ("mse", "relative_rmse", "kl", *NLA_METRICS)
+# Columns shown only when some row has the value (KL when asked for; fve when the NLA has its variance).
+SPARSE_METRICS = ("kl", "fve_nrm")
+SORTS = ("position", *METRICS)
+FULLTEXT_METRICS = METRICS
+COLUMN_LABELS = {
+    "mse": "mse",
+    "relative_rmse": "relative RMSE",
+    "kl": "KL",
+    "logit_lens": "logit lens",
+    "fve_nrm": "fve",
+    "cosine_similarity": "cos",
+    "mse_nrm": "normalised mse",
+}
+HEADER_LABELS = {**COLUMN_LABELS, "relative_rmse": "rel. RMSE", "mse_nrm": "mse_nrm"}
+COLUMN_TITLES = {
+    "mse": "mean squared error of the reconstructed activation (lower is better)",
+    "relative_rmse": "‖A − Â‖ / ‖A‖ (0 is perfect, 1 is as bad as predicting zero)",
+    "kl": "KL(P‖Q) of the next-token distribution with the reconstruction patched in",
+    "fve_nrm": "fraction of variance explained, 1 − mse_nrm / V (1 is perfect, 0 is the mean's; higher is "
+    "better)",
+    "cosine_similarity": "cosine of the reconstruction and the activation (1 is perfect; higher is better)",
+    "mse_nrm": "mse of the reconstruction and the activation, both rescaled to norm √d: 2(1 − cos) "
+    "(lower is better)",
+}
+# What a best-of-k candidate is ranked by, per family (the engine keeps the lowest).
+CANDIDATE_METRIC = {LENS: "mse", NLA: "mse_nrm"}
+# The optional table columns of both families (position, token and explanation are always shown).
+OPTIONAL_COLUMNS = (*FAMILY_METRICS[LENS], *NLA_METRICS, "logit_lens")
+# In a saved column preference: the NLA columns were chosen on an NLA page (before that they are all on).
+NLA_COLUMNS_SAVED = "nla"
+# Consistency Lenses were never trained on positions 0–5; the reference NLAs only on positions 50 and later
+# (shared/spec/nla.md §5). Rows before that are shown, de-emphasised.
+EARLY_POSITIONS = {LENS: UNTRAINED_POSITIONS, NLA: 50}
 UNTRAINED_NOTE = "The lenses were never trained on positions 0–5: read these rows with care."
+UNTRAINED_NOTES = {
+    LENS: UNTRAINED_NOTE,
+    NLA: "The autoencoder was trained on positions 50 and later only: read earlier rows with care.",
+}
+SALIENCE_NOTES = {
+    LENS: "Salience = relative increase of the mse when that explanation token is replaced by a space: "
+    "positive (orange in the safe palette) carries information.",
+    NLA: "Salience = relative increase of the normalised mse when that explanation word is left out of "
+    "the reconstructor's input: positive (orange in the safe palette) carries information.",
+}
+FAMILY_NAMES = {LENS: "Consistency Lens", NLA: "Natural Language Autoencoder"}
+
+
+def family_of(metadata: dict | None, rows: list[dict] = ()) -> str:
+    """The family: "nla" when the analysis' metadata says so (engine metadata, kept by exports and imports)
+    or its rows carry the NLA metrics (a file from elsewhere), else "lens"."""
+    return NLA if is_nla(metadata, rows[:1]) else LENS
+
+
+def metrics_of(family: str, rows: list[dict]) -> tuple[str, ...]:
+    """The family's metrics that this analysis has: the sparse ones only where some row has a value."""
+    return tuple(
+        m
+        for m in FAMILY_METRICS[family]
+        if m not in SPARSE_METRICS or any(_num(r.get(m)) is not None for r in rows)
+    )
+
+
+def compare_metrics(family: str, rows: list[dict]) -> tuple[str, ...]:
+    """A side's columns on the compare page: a Consistency Lens' mse; an NLA's fve, cos and mse_nrm."""
+    if family == NLA:
+        return tuple(m for m in metrics_of(NLA, rows) if m in NLA_METRICS)
+    return ("mse",)
+
+
+def early_range(family: str) -> str:
+    return f"Positions 0–{EARLY_POSITIONS[family] - 1}"
 
 
 @dataclass(frozen=True)
@@ -34,32 +112,53 @@ class Display:
     metric: str = "mse"
     scale: str = ResultsPreference.Scale.FITTED
     palette: str = colours.DEFAULT_PALETTE
-    columns: tuple[str, ...] = tuple(DEFAULT_COLUMNS)
+    columns: tuple[str, ...] = OPTIONAL_COLUMNS
 
     @classmethod
-    def from_request(cls, params, preference: ResultsPreference | None) -> Display:
-        base = cls()
+    def from_request(
+        cls, params, preference: ResultsPreference | None, metrics: tuple[str, ...] = FAMILY_METRICS[LENS]
+    ) -> Display:
+        """`metrics`: the ones this analysis has (metrics_of), which sorting and the full text may use."""
+        base = replace(cls(), metric=metrics[0] if metrics else "mse")
         if preference is not None:
             base = replace(
                 base,
                 scale=preference.scale,
                 palette=preference.palette,
-                columns=tuple(c for c in preference.columns if c in OPTIONAL_COLUMNS)
-                if preference.columns
-                else base.columns,
+                columns=saved_columns(preference.columns) if preference.columns else base.columns,
             )
         pick = {
             "view": _choice(params.get("view"), VIEWS, base.view),
-            "sort": _choice(params.get("sort"), SORTS, base.sort),
+            "sort": _choice(params.get("sort"), ("position", *metrics), base.sort),
             "desc": params.get("dir") == "desc",
             "q": (params.get("q") or "")[:100],
-            "metric": _choice(params.get("metric"), FULLTEXT_METRICS, base.metric),
+            "metric": _choice(params.get("metric"), metrics, base.metric),
             "scale": _choice(params.get("scale"), tuple(ResultsPreference.Scale.values), base.scale),
             "palette": _choice(params.get("palette"), colours.PALETTE_NAMES, base.palette),
         }
         if params.get("cols_sent"):  # the form says which columns are on, none included
             pick["columns"] = tuple(c for c in OPTIONAL_COLUMNS if c in params.getlist("cols"))
         return replace(base, **pick)
+
+
+def saved_columns(saved: list) -> tuple[str, ...]:
+    """The columns a saved preference turns on. One saved before NLAs existed, or only ever on Consistency
+    Lens pages, says nothing about the NLA columns: they stay on."""
+    columns = [c for c in OPTIONAL_COLUMNS if c in saved]
+    if NLA_COLUMNS_SAVED not in saved:
+        columns += [c for c in NLA_METRICS if c not in columns]
+    return tuple(c for c in OPTIONAL_COLUMNS if c in columns)
+
+
+def columns_to_save(saved: list | None, posted: list[str], offered: list[str]) -> list[str]:
+    """A preference after a page's column form: the columns it offered as posted, the others as they were
+    saved (a Consistency Lens page does not turn the NLA columns off, nor the other way round)."""
+    before = saved_columns(saved) if saved else OPTIONAL_COLUMNS
+    offered = [c for c in offered if c in OPTIONAL_COLUMNS] or list(FAMILY_METRICS[LENS]) + ["logit_lens"]
+    on = [c for c in OPTIONAL_COLUMNS if (c in posted if c in offered else c in before)]
+    if any(c in offered for c in NLA_METRICS) or NLA_COLUMNS_SAVED in (saved or []):
+        return [*on, NLA_COLUMNS_SAVED]
+    return [c for c in on if c not in NLA_METRICS]  # never chosen: saved_columns keeps them on
 
 
 def _choice(value, allowed, default):
@@ -105,19 +204,21 @@ def _words_html(data: dict, scheme: ColourScheme, add_current: bool) -> SafeStri
     return mark_safe("".join(parts))
 
 
-def candidates(data: dict) -> list[dict] | None:
-    """A row's best-of-k candidates, lowest mse first (loaded on demand: they weigh as much as the rest)."""
+def candidates(data: dict, family: str = LENS) -> list[dict] | None:
+    """A row's best-of-k candidates, best first (loaded on demand: they weigh as much as the rest), by the
+    metric the engine chose by (mse for a Consistency Lens, mse_nrm for an NLA)."""
     found = data.get("candidates")
     if not isinstance(found, list) or not found:
         return None
+    key = CANDIDATE_METRIC[family]
     ordered = sorted(
         (c for c in found if isinstance(c, dict)),
-        key=lambda c: c.get("mse") if isinstance(c.get("mse"), int | float) else math.inf,
+        key=lambda c: c.get(key) if _num(c.get(key)) is not None else math.inf,
     )
     return [
         {
             "explanation": visible(c.get("explanation", "")),
-            "mse": number(c.get("mse")),
+            "mse": number(c.get(key)),
             "chosen": c.get("chosen"),
         }
         for c in ordered
@@ -137,7 +238,11 @@ class RowView:
     kl: float | None
     logit_lens: str
     candidates: int  # how many were kept (0: none); the list itself is fetched when a row unfolds
+    fve_nrm: float | None = None
+    cosine_similarity: float | None = None
+    mse_nrm: float | None = None
     classes: dict[str, str] = field(default_factory=dict)
+    cells: list[str] = field(default_factory=list)  # the table's metric cells, in its column order
 
     def text(self, name: str) -> str:
         return number(getattr(self, name))
@@ -165,14 +270,16 @@ def _num(value):
     return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def row_views(rows: list[dict], scheme: ColourScheme, add_current: bool) -> list[RowView]:
+def row_views(
+    rows: list[dict], scheme: ColourScheme, add_current: bool, early: int = UNTRAINED_POSITIONS
+) -> list[RowView]:
     views = []
     for data in rows:
         view = RowView(
             position=data["position"],
             token=visible(data.get("token", "")),
             token_id=data.get("token_id"),
-            early=data["position"] < UNTRAINED_POSITIONS,
+            early=data["position"] < early,
             words=_words_html(data, scheme, add_current),
             explanation=visible(data.get("explanation", "")),
             mse=_num(data.get("mse")),
@@ -180,6 +287,9 @@ def row_views(rows: list[dict], scheme: ColourScheme, add_current: bool) -> list
             kl=_num(data.get("kl")),
             logit_lens=_logit_lens(data.get("logit_lens_top")),
             candidates=len(data["candidates"]) if isinstance(data.get("candidates"), list) else 0,
+            fve_nrm=_num(data.get("fve_nrm")),
+            cosine_similarity=_num(data.get("cosine_similarity")),
+            mse_nrm=_num(data.get("mse_nrm")),
         )
         view.classes = {m: scheme[m].css_class(getattr(view, m)) for m in FULLTEXT_METRICS}
         views.append(view)
@@ -199,6 +309,16 @@ def sort_and_filter(views: list[RowView], display: Display) -> list[RowView]:
     return sorted(chosen, key=lambda v: v.position, reverse=display.desc)
 
 
+def summary_items(family: str, rows: list[dict]) -> list[tuple[str, str]]:
+    """Means over the rows, in the family's own metrics (compare's headline numbers)."""
+    items = []
+    for metric in metrics_of(family, rows):
+        values = [r[metric] for r in rows if _num(r.get(metric)) is not None and math.isfinite(r[metric])]
+        if values and metric != "kl":
+            items.append((f"mean {COLUMN_LABELS[metric]}", number(sum(values) / len(values))))
+    return items
+
+
 def metadata_items(analysis) -> list[tuple[str, str]]:
     """The metadata box: what a reader needs to interpret (and reproduce) the numbers."""
     meta = analysis.metadata or {}
@@ -208,16 +328,38 @@ def metadata_items(analysis) -> list[tuple[str, str]]:
     def show(value):
         return "–" if value in (None, "") else str(value)
 
-    items = [
-        ("lens", f"{meta.get('name') or analysis.lens_id} ({analysis.lens_id})"),
-        ("base model", show(meta.get("base_model"))),
-        ("donor model", show(meta.get("donor_model") or "none (the base model)")),
-        ("layer", show(meta.get("layer"))),
-        ("T (explanation tokens)", show(meta.get("t_text"))),
-        ("best of k", show(options.get("best_of_k"))),
-        ("temperature", show(options.get("temperature"))),
-        ("seed", show(options.get("seed"))),
-    ]
+    if family_of(meta) == NLA:
+        variance = meta.get("fve_variance")
+        items = [
+            ("lens", f"{meta.get('name') or analysis.lens_id} ({analysis.lens_id})"),
+            ("kind", "Natural Language Autoencoder (verbaliser AV + reconstructor AR)"),
+            ("base model", show(meta.get("base_model"))),
+            ("AV", show(meta.get("av"))),
+            ("AR", show(meta.get("ar"))),
+            ("layer K", show(meta.get("layer"))),
+            ("max explanation tokens", show(meta.get("max_new_tokens", meta.get("t_text")))),
+            ("injection scale", show(meta.get("injection_scale"))),
+            (
+                "fve variance V",
+                f"{variance} ({meta.get('fve_variance_source') or 'given'})"
+                if variance is not None
+                else "none: fve is not reported",
+            ),
+            ("best of k", show(options.get("best_of_k"))),
+            ("temperature", show(options.get("temperature"))),
+            ("seed", show(options.get("seed"))),
+        ]
+    else:
+        items = [
+            ("lens", f"{meta.get('name') or analysis.lens_id} ({analysis.lens_id})"),
+            ("base model", show(meta.get("base_model"))),
+            ("donor model", show(meta.get("donor_model") or "none (the base model)")),
+            ("layer", show(meta.get("layer"))),
+            ("T (explanation tokens)", show(meta.get("t_text"))),
+            ("best of k", show(options.get("best_of_k"))),
+            ("temperature", show(options.get("temperature"))),
+            ("seed", show(options.get("seed"))),
+        ]
     if timings:
         total = timings.get("total")
         parts = [f"{k} {v:.2f} s" for k, v in timings.items() if k != "total" and isinstance(v, int | float)]

@@ -8,6 +8,10 @@ A research row has `position, token, explanation, explanation_structured, token_
 relative_rmse, kl_divergence` (golden README §5): `explanation` is the decoded explanation plus
 "[token]" when the lens adds the current token, `explanation_structured` the per-token decodes (plus
 "[token]"), `kl_divergence` -1.0 when not computed. Our own fields follow under names that do not clash.
+
+A Natural Language Autoencoder's analysis (metadata kind "nla") adds its metrics to every row (NLA_FIELDS:
+`mse_nrm`, `cosine_similarity`, `fve_nrm`, null without a variance constant) and, where the engine gave
+them, the verbaliser's raw output (`av_text`, `av_stop`, `explanation_parsed`); its `mse` is the raw mse.
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ OUR_FIELDS = (
     "candidates",
 )
 EXPORT_FIELDS = RESEARCH_FIELDS + OUR_FIELDS
+# An NLA's rows: its metrics always, then the verbaliser's raw output when the row has it.
+NLA_METRIC_FIELDS = ("mse_nrm", "cosine_similarity", "fve_nrm")
+NLA_EXTRA_FIELDS = ("av_text", "av_stop", "explanation_parsed")
+NLA_FIELDS = NLA_METRIC_FIELDS + NLA_EXTRA_FIELDS
 CSV_FIELDS = (
     "position",
     "token",
@@ -54,6 +62,7 @@ CSV_FIELDS = (
     "explanation_token_ids",
     "logit_lens_top",
 )
+NLA_CSV_FIELDS = NLA_METRIC_FIELDS
 # Metadata keys that become Analysis fields on import (and are rebuilt from them on export).
 ENVELOPE_KEYS = ("format", "format_version", "analysis_id", "status", "input", "options", "timings")
 
@@ -65,8 +74,17 @@ def current_token_suffix(row: dict, add_current_token: bool) -> str | None:
     return f"[{row.get('token', '')}]" if add_current_token else None
 
 
-def research_row(row: dict, add_current_token: bool) -> dict[str, Any]:
-    """One of our rows in the research site's shape (+ our fields), in EXPORT_FIELDS order."""
+def is_nla(metadata: dict | None, rows: list[dict] = ()) -> bool:
+    """An NLA's analysis: its metadata says so (the engine's, kept by export and import), or its rows carry
+    the NLA metrics (a file from elsewhere)."""
+    if (metadata or {}).get("kind") == "nla":
+        return True
+    return any(isinstance(r, dict) and any(k in r for k in NLA_METRIC_FIELDS) for r in rows)
+
+
+def research_row(row: dict, add_current_token: bool, nla: bool = False) -> dict[str, Any]:
+    """One of our rows in the research site's shape (+ our fields), in EXPORT_FIELDS order, then an NLA's
+    fields when `nla`."""
     suffix = current_token_suffix(row, add_current_token)
     tokens = row.get("explanation_tokens")
     structured = list(tokens) if isinstance(tokens, list) else None
@@ -90,6 +108,9 @@ def research_row(row: dict, add_current_token: bool) -> dict[str, Any]:
         "logit_lens_tokens": top,
         "candidates": row.get("candidates"),
     }
+    if nla:
+        out.update({key: row.get(key) for key in NLA_METRIC_FIELDS})
+        out.update({key: row[key] for key in NLA_EXTRA_FIELDS if key in row})
     imported = row.get("imported_fields") or {}
     for key, value in imported.items():
         out[key] = value  # a research file's own value (or unknown field), written back as it came
@@ -126,8 +147,9 @@ def _dumps(value: Any) -> str:
 def export_json(analysis, rows: list[dict]) -> bytes:
     """`{"metadata": {...}, "data": [...]}`, one row per line (diffable; a 1,000-row file stays readable)."""
     add_current = bool((analysis.metadata or {}).get("add_current_token"))
+    nla = is_nla(analysis.metadata, rows)
     lines = [f'{{"metadata": {_dumps(export_metadata(analysis))},', ' "data": [']
-    body = [_dumps(research_row(r, add_current)) for r in sorted(rows, key=lambda r: r["position"])]
+    body = [_dumps(research_row(r, add_current, nla)) for r in sorted(rows, key=lambda r: r["position"])]
     lines.append(",\n".join(body))
     lines.append("]}")
     return ("\n".join(lines) + "\n").encode("utf-8")
@@ -155,16 +177,18 @@ def _csv_cell(value: Any) -> Any:
 
 
 def export_csv(analysis, rows: list[dict], *, raw: bool = False) -> bytes:
-    """One line per position; list-valued cells are JSON. UTF-8, no BOM, RFC 4180 line ends (CRLF: the
-    writer then quotes a cell holding a CR, as it does one holding a LF; with "\n" alone a token "\r"
+    """One line per position (an NLA's adds its three metrics); list-valued cells are JSON. UTF-8, no BOM,
+    RFC 4180 line ends (CRLF: the writer then quotes a cell holding a CR, as it does one holding a LF; with "\n" alone a token "\r"
     would end the line for a reader). Text cells that a spreadsheet would run as formulas get a leading
     "'" unless `raw` (then a token such as "=" stays "=")."""
     add_current = bool((analysis.metadata or {}).get("add_current_token"))
+    nla = is_nla(analysis.metadata, rows)
+    fields = CSV_FIELDS + NLA_CSV_FIELDS if nla else CSV_FIELDS
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(CSV_FIELDS)
+    writer.writerow(fields)
     for row in sorted(rows, key=lambda r: r["position"]):
-        out = research_row(row, add_current)
-        cells = [_csv_cell(out[k]) for k in CSV_FIELDS]
+        out = research_row(row, add_current, nla)
+        cells = [_csv_cell(out[k]) for k in fields]
         writer.writerow(cells if raw else [spreadsheet_safe(c) for c in cells])
     return buffer.getvalue().encode("utf-8")

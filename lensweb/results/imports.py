@@ -16,7 +16,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .export import ENVELOPE_KEYS, EXPORT_FIELDS, current_token_suffix, research_row
+from .export import (
+    ENVELOPE_KEYS,
+    EXPORT_FIELDS,
+    NLA_EXTRA_FIELDS,
+    NLA_METRIC_FIELDS,
+    current_token_suffix,
+    is_nla,
+    research_row,
+)
 
 DEFAULT_MAX_IMPORT_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_TRANSCRIPTS = 100
@@ -32,6 +40,9 @@ MAX_POSITION = 2**31 - 1  # AnalysisRow.position: a PositiveIntegerField (int4 o
 MAX_TOKEN_ID = 2**31 - 1
 MAX_MAGNITUDE = 1e15  # metrics: a lens' mse is nowhere near this; squares and sums of it stay finite
 MAX_NESTING = 32
+# An NLA's metrics compare directions: cos lies in [-1, 1], mse_nrm = 2(1 - cos) is a mean of squares and
+# fve_nrm = 1 - mse_nrm / V is at most 1. float32 rounding takes them a hair past their bounds.
+NLA_TOLERANCE = 1e-3
 
 
 def size_text(n: int) -> str:
@@ -319,6 +330,9 @@ def _check_candidates(candidates: Any, where: str, max_candidates: int) -> None:
         )
     for c in candidates:
         _check_number(c, where, "mse", required=True, label="candidates[].mse")
+        for name in NLA_METRIC_FIELDS:
+            if c.get(name) is not None:
+                _check_nla_metric(c, where, name, f"candidates[].{name}")
         _check(
             isinstance(c.get("explanation"), str | None),
             where,
@@ -336,8 +350,47 @@ def _check_candidates(candidates: Any, where: str, max_candidates: int) -> None:
         _check_token_ids(c, where, "explanation_token_ids")
 
 
+def _check_nla_metric(raw: dict, where: str, name: str, label: str = "") -> None:
+    """An NLA metric: a number within the other metrics' bounds, and within its own range."""
+    _check_number(raw, where, name, required=True, label=label)
+    value, tol = raw[name], NLA_TOLERANCE
+    if name == "cosine_similarity":
+        _check(-1 - tol <= value <= 1 + tol, where, label or name, "a cosine, between -1 and 1", value)
+    elif name == "mse_nrm":
+        _check(value >= -tol, where, label or name, "a mean of squares, 0 or more", value)
+    else:
+        _check(value <= 1 + tol, where, label or name, "a fraction of variance explained, at most 1", value)
+
+
+def _nla_fields(raw: dict, where: str) -> dict[str, Any]:
+    """An NLA row's own fields: mse_nrm and cosine_similarity (always computed), fve_nrm (null without the
+    lens' variance constant), and the verbaliser's raw output where the file has it."""
+    for name in ("mse_nrm", "cosine_similarity"):
+        if raw.get(name) is None:
+            raise ImportFormatError(
+                f'{where}: the row has no "{name}" (every row of a Natural Language Autoencoder\'s '
+                "analysis needs mse_nrm and cosine_similarity)"
+            )
+    for name in NLA_METRIC_FIELDS:
+        if raw.get(name) is not None:
+            _check_nla_metric(raw, where, name)
+    for name, kind, expected in (
+        ("av_text", str, "a string or null"),
+        ("av_stop", str, "a string or null"),
+        ("explanation_parsed", bool, "true/false or null"),
+    ):
+        _check(raw.get(name) is None or isinstance(raw[name], kind), where, name, expected, raw.get(name))
+    fields = {name: raw.get(name) for name in NLA_METRIC_FIELDS}
+    fields.update({name: raw[name] for name in NLA_EXTRA_FIELDS if name in raw})
+    return fields
+
+
 def _our_row(
-    raw: dict, where: str, add_current: bool, max_candidates: int = DEFAULT_MAX_CANDIDATES
+    raw: dict,
+    where: str,
+    add_current: bool,
+    max_candidates: int = DEFAULT_MAX_CANDIDATES,
+    nla: bool = False,
 ) -> dict[str, Any]:
     _check(isinstance(raw, dict), where, "row", "an object", raw)
     for name in ("position", "token", "mse"):
@@ -408,6 +461,7 @@ def _our_row(
     candidates = raw.get("candidates")
     if candidates is not None:
         _check_candidates(candidates, where, max_candidates)
+    nla_fields = _nla_fields(raw, where) if nla else {}
 
     suffix = current_token_suffix(raw, add_current)
     tokens = raw.get("explanation_tokens")
@@ -444,9 +498,10 @@ def _our_row(
         "kl": kl,
         "logit_lens_top": top,
         "candidates": candidates,
+        **nla_fields,
     }
     # Whatever our shape cannot reproduce exactly is kept as it came, to be written back on export.
-    rebuilt = research_row(row, add_current)
+    rebuilt = research_row(row, add_current, nla)
     kept = {k: v for k, v in raw.items() if k not in rebuilt or (k in EXPORT_FIELDS and rebuilt[k] != v)}
     kept.pop("kl", None)
     if kept:
@@ -571,9 +626,10 @@ def parse_import(
         for j, raw in enumerate(raw_rows):
             _check(isinstance(raw, dict), f"{here}, row {j + 1}", "row", "an object", raw)
         add_current = _detect_add_current(metadata, raw_rows)
+        nla = is_nla(metadata, raw_rows)
         rows, seen = [], set()
         for j, raw in enumerate(raw_rows):
-            row = _our_row(raw, f"{here}, row {j + 1}", add_current, max_candidates)
+            row = _our_row(raw, f"{here}, row {j + 1}", add_current, max_candidates, nla)
             if row["position"] in seen:
                 raise ImportFormatError(f"{here}, row {j + 1}: position {row['position']} appears twice")
             seen.add(row["position"])
@@ -588,6 +644,8 @@ def parse_import(
         # imported file does not get to say so.
         engine_meta = {k: v for k, v in metadata.items() if k not in ENVELOPE_KEYS and k != "cached"}
         engine_meta["add_current_token"] = add_current
+        if nla:  # a file from elsewhere may say so by its rows alone: the pages read the kind
+            engine_meta["kind"] = "nla"
         lens_id = str(
             metadata.get("lens_id") or metadata.get("model_id") or metadata.get("model_name") or "imported"
         )[:100]

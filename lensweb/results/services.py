@@ -13,8 +13,8 @@ from lensweb.analyses import services as analyses_services
 from lensweb.analyses.models import Analysis, AnalysisRow
 from lensweb.analyses.quotas import check_daily_positions
 
-from . import imports
-from .models import OPTIONAL_COLUMNS, ResultsPreference, ShareLink
+from . import display, imports
+from .models import ResultsPreference, ShareLink
 
 
 class CompareError(Exception):
@@ -105,10 +105,12 @@ def preference_for(user) -> ResultsPreference | None:
     return ResultsPreference.objects.filter(user=user).first()
 
 
-def do_save_preference(user, *, columns=None, scale=None, palette=None) -> ResultsPreference:
+def do_save_preference(user, *, columns=None, offered=(), scale=None, palette=None) -> ResultsPreference:
+    """`columns`: those on among the ones the page `offered` (its lens family's); the other family's
+    columns keep their saved state."""
     pref, _ = ResultsPreference.objects.get_or_create(user=user)
     if columns is not None:
-        pref.columns = [c for c in OPTIONAL_COLUMNS if c in columns]
+        pref.columns = display.columns_to_save(pref.columns, list(columns), list(offered))
     if scale in ResultsPreference.Scale.values:
         pref.scale = scale
     if palette in ResultsPreference.Palette.values:
@@ -174,10 +176,8 @@ def parse_upload(content: bytes, filename: str) -> list[imports.ImportedTranscri
 
 
 def _summary(rows: list[dict]) -> dict:
-    mses = [r["mse"] for r in rows if isinstance(r.get("mse"), int | float)]
-    if not mses:
-        return {"rows": 0}
-    return {"rows": len(mses), "mean_mse": sum(mses) / len(mses), "max_mse": max(mses)}
+    """The summary a computed analysis gets (the history's means), for either family."""
+    return analyses_services.summarize_rows(rows)
 
 
 def do_import(user, transcripts: list[imports.ImportedTranscript], filename: str) -> list[Analysis]:

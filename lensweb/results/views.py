@@ -22,8 +22,8 @@ from lensweb.analyses.errors import QuotaExceeded
 from lensweb.analyses.models import Analysis, AnalysisRow
 
 from . import display, export, imports, services
-from .chart import mse_chart
-from .models import OPTIONAL_COLUMNS, ResultsPreference, ShareLink
+from .chart import metric_chart
+from .models import ResultsPreference, ShareLink
 
 HISTORY_PAGE_SIZE = 25
 
@@ -57,22 +57,56 @@ def _get_shared_analysis(token: str) -> Analysis:
 # --- one analysis --------------------------------------------------------------------------------------
 
 
+def _metric_columns(state_columns, metrics: tuple[str, ...]) -> list[dict]:
+    """The table's numeric columns: the analysis' own metrics that the viewer has on, in family order."""
+    return [
+        {"key": m, "label": display.HEADER_LABELS[m], "title": display.COLUMN_TITLES[m]}
+        for m in metrics
+        if m in state_columns
+    ]
+
+
+def _chart(rows: list[dict], family: str, metrics: tuple[str, ...]):
+    """(title, SVG): mse and KL for a Consistency Lens; fve (cos without a variance constant) and KL for an
+    NLA."""
+    first = "mse"
+    if family == display.NLA:
+        first = "fve_nrm" if "fve_nrm" in metrics else "cosine_similarity"
+    title = f"{colours.METRIC_LABELS[first]}{' and KL' if 'kl' in metrics else ''} along the text"
+    return title, metric_chart(rows, first, early=display.EARLY_POSITIONS[family])
+
+
 def _results_context(request, analysis: Analysis, *, shared_token: str | None = None) -> dict:
     rows = services.rows_of(analysis)
+    family = display.family_of(analysis.metadata, rows)
+    metrics = display.metrics_of(family, rows)
+    early = display.EARLY_POSITIONS[family]
     preference = services.preference_for(request.user)
-    state = display.Display.from_request(request.GET, preference)
-    scheme = colours.build_scheme(rows, state.scale, state.palette)
+    state = display.Display.from_request(request.GET, preference, metrics)
+    scheme = colours.build_scheme(rows, state.scale, state.palette, early)
     add_current = bool((analysis.metadata or {}).get("add_current_token"))
-    views = display.row_views(rows, scheme, add_current)
+    views = display.row_views(rows, scheme, add_current, early)
     shown = display.sort_and_filter(views, state) if state.view == "table" else views
     if state.view == "fulltext":
         for v in views:
             v.fulltext_cls = v.classes[state.metric]
             v.fulltext_value = v.text(state.metric) or "–"
             v.fulltext_label = colours.METRIC_LABELS[state.metric]
-    has_kl = any(v.kl is not None for v in views)
+    has_kl = "kl" in metrics
     has_ll = any(v.logit_lens for v in views)
-    columns = [c for c in state.columns if (c != "kl" or has_kl) and (c != "logit_lens" or has_ll)]
+    metric_columns = _metric_columns(state.columns, metrics)
+    if state.view == "table":
+        for v in shown:
+            v.cells = [v.text(c["key"]) for c in metric_columns]
+    elif state.view == "transposed":  # a column head's tooltip: the family's headline numbers
+        headline = display.compare_metrics(family, rows)[:2]
+        for v in views:
+            v.tip = " · ".join(f"{colours.METRIC_LABELS[m]} {v.text(m)}" for m in headline if v.text(m))
+    columns = [c["key"] for c in metric_columns]
+    if has_ll and "logit_lens" in state.columns:
+        columns.append("logit_lens")
+    offered = [*display.FAMILY_METRICS[family], "logit_lens"]
+    chart_title, chart = _chart(rows, family, metrics)
     if shared_token:
         base_url = reverse("results:shared", args=[shared_token])
         candidates_url = base_url + "candidates/"
@@ -86,6 +120,8 @@ def _results_context(request, analysis: Analysis, *, shared_token: str | None = 
     is_owner = request.user.is_authenticated and analysis.owner_id == request.user.pk and not shared_token
     return {
         "analysis": analysis,
+        "family": family,
+        "family_name": display.FAMILY_NAMES[family],
         "rows": shown,
         "all_rows": views,
         "n_rows": len(views),
@@ -94,19 +130,26 @@ def _results_context(request, analysis: Analysis, *, shared_token: str | None = 
         "salience_scale": scheme["salience"],
         "metric_scale": scheme[state.metric],
         "columns": columns,
-        "numeric_columns": sum(c in columns for c in ("mse", "relative_rmse", "kl")),
-        "column_choices": [(c, display.COLUMN_LABELS[c]) for c in OPTIONAL_COLUMNS],
-        "sort_columns": [c for c in ("mse", "relative_rmse", "kl") if c in columns],
+        "metric_columns": metric_columns,
+        "numeric_columns": len(metric_columns),
+        "column_choices": [(c, display.COLUMN_LABELS[c]) for c in offered],
+        "offered_columns": offered,
+        "sort_choices": [(m, display.COLUMN_LABELS[m]) for m in metrics],
+        "sort_columns": [c["key"] for c in metric_columns],
         "has_kl": has_kl,
         "has_salience": any(isinstance(r.get("token_salience"), list) for r in rows),
         "has_candidates": any(v.candidates for v in views),
         "views": [(v, display.VIEW_LABELS[v]) for v in display.VIEWS],
-        "metrics": [(m, colours.METRIC_LABELS[m]) for m in display.FULLTEXT_METRICS if m != "kl" or has_kl],
+        "metrics": [(m, colours.METRIC_LABELS[m]) for m in metrics],
         "scales": ResultsPreference.Scale.choices,
         "palettes": ResultsPreference.Palette.choices,
-        "chart": mse_chart(rows),
+        "chart": chart,
+        "chart_title": chart_title,
         "metadata_items": display.metadata_items(analysis),
-        "untrained_note": display.UNTRAINED_NOTE,
+        "untrained_note": display.UNTRAINED_NOTES[family],
+        "early_range": display.early_range(family),
+        "salience_note": display.SALIENCE_NOTES[family],
+        "candidate_metric": display.COLUMN_LABELS[display.CANDIDATE_METRIC[family]],
         "base_url": base_url,
         "candidates_url": candidates_url,
         "export_json_url": export_json,
@@ -147,10 +190,12 @@ def _candidates(request, analysis: Analysis, position: int):
         .values_list("data", flat=True)
         .first()
     )
-    found = display.candidates(row) if row else None
+    family = display.family_of(analysis.metadata, [row] if row else [])
+    found = display.candidates(row, family) if row else None
     if found is None:
         raise Http404("no candidates were kept for this position")
-    return render(request, "results/partials/candidates.html", {"candidates": found})
+    metric = display.COLUMN_LABELS[display.CANDIDATE_METRIC[family]]
+    return render(request, "results/partials/candidates.html", {"candidates": found, "metric": metric})
 
 
 @require_GET
@@ -181,7 +226,11 @@ def share(request, analysis_id):
 def preferences(request):
     columns = request.POST.getlist("cols") if request.POST.get("cols_sent") else None
     services.do_save_preference(
-        request.user, columns=columns, scale=request.POST.get("scale"), palette=request.POST.get("palette")
+        request.user,
+        columns=columns,
+        offered=request.POST.getlist("cols_offered"),
+        scale=request.POST.get("scale"),
+        palette=request.POST.get("palette"),
     )
     if _is_htmx(request):
         return HttpResponse(status=204)
@@ -367,41 +416,61 @@ def compare(request):
     except services.CompareError as exc:
         context["error"] = str(exc)
         return render(request, "results/compare.html", context, status=400)
+    families = display.family_of(a.metadata, rows_a), display.family_of(b.metadata, rows_b)
+    early = [display.EARLY_POSITIONS[f] for f in families]
     preference = services.preference_for(request.user)
     state = display.Display.from_request(request.GET, preference)
     # One scheme over both analyses: the same colour means the same number on both sides.
-    scheme = colours.build_scheme(rows_a + rows_b, state.scale, state.palette)
-    views_a = {
-        v.position: v for v in display.row_views(rows_a, scheme, bool(a.metadata.get("add_current_token")))
-    }
-    views_b = {
-        v.position: v for v in display.row_views(rows_b, scheme, bool(b.metadata.get("add_current_token")))
-    }
+    scheme = colours.build_scheme(rows_a + rows_b, state.scale, state.palette, min(early))
+    sides = []
+    for analysis, rows, family, first in zip((a, b), (rows_a, rows_b), families, early, strict=True):
+        metrics = display.compare_metrics(family, rows)
+        views = display.row_views(rows, scheme, bool(analysis.metadata.get("add_current_token")), first)
+        sides.append(
+            {
+                "analysis": analysis,
+                "family": family,
+                "family_name": display.FAMILY_NAMES[family],
+                "metrics": [(m, display.HEADER_LABELS[m], display.COLUMN_TITLES[m]) for m in metrics],
+                "summary": display.summary_items(family, rows),
+                "meta": display.metadata_items(analysis),
+                "views": {v.position: v for v in views},
+            }
+        )
+    # A difference only within one family: mse and an NLA's mse_nrm are not on one scale.
+    delta_metric = display.CANDIDATE_METRIC[families[0]] if families[0] == families[1] else None
     pairs = []
-    for position in sorted(set(views_a) | set(views_b)):
-        va, vb = views_a.get(position), views_b.get(position)
-        delta = vb.mse - va.mse if va and vb and va.mse is not None and vb.mse is not None else None
+    for position in sorted(set(sides[0]["views"]) | set(sides[1]["views"])):
+        va, vb = sides[0]["views"].get(position), sides[1]["views"].get(position)
+        delta = None
+        if delta_metric and va and vb:
+            x, y = getattr(va, delta_metric), getattr(vb, delta_metric)
+            delta = y - x if x is not None and y is not None else None
         pairs.append(
             {
                 "position": position,
                 "a": va,
                 "b": vb,
+                "a_cells": [va.text(m) if va else "" for m, _, _ in sides[0]["metrics"]],
+                "b_cells": [vb.text(m) if vb else "" for m, _, _ in sides[1]["metrics"]],
+                "early": all(v is None or v.early for v in (va, vb)),
                 "delta": display.number(delta),
                 "better": None if delta is None else ("b" if delta < 0 else "a" if delta > 0 else ""),
             }
         )
     context.update(
         pairs=pairs,
+        side_a=sides[0],
+        side_b=sides[1],
+        mixed=families[0] != families[1],
+        delta_label=display.HEADER_LABELS[delta_metric] if delta_metric else "",
         legend_caption=scheme["salience"].describe().replace("this analysis", "both analyses"),
         scheme=scheme,
         salience_scale=scheme["salience"],
         state=state,
-        meta_a=display.metadata_items(a),
-        meta_b=display.metadata_items(b),
-        mean_a=(a.metadata.get("summary") or {}).get("mean_mse"),
-        mean_b=(b.metadata.get("summary") or {}).get("mean_mse"),
         colours_version=colours.palette_version(),
-        untrained_note=display.UNTRAINED_NOTE,
+        untrained_notes=sorted({display.UNTRAINED_NOTES[f] for f in families}),
+        early_range=display.early_range(families[0] if early[0] <= early[1] else families[1]),
     )
     return render(request, "results/compare.html", context)
 

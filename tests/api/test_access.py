@@ -81,6 +81,7 @@ def test_lenses(api, request, who):
                     "description": TINY_DESCRIPTION,
                     "default": True,
                     "untrained": False,
+                    "kind": "lens",
                 }
             ]
         }
