@@ -10,10 +10,6 @@ from django.utils import timezone
 
 from lensweb.analyses.models import Analysis
 
-# The optional table columns (position, token and explanation are always shown).
-OPTIONAL_COLUMNS = ("mse", "relative_rmse", "kl", "logit_lens")
-DEFAULT_COLUMNS = ["mse", "relative_rmse", "kl", "logit_lens"]
-
 
 def new_share_token() -> str:
     return secrets.token_urlsafe(24)  # 192 bits: unguessable, 32 URL-safe characters
