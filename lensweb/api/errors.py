@@ -22,11 +22,14 @@ class ApiError(Exception):
         if retry_after is not None:
             self.headers["Retry-After"] = str(int(retry_after))
 
-    def response(self) -> JsonResponse:
-        body = {"code": self.code, "message": self.message}
+    def body(self) -> dict:
+        error = {"code": self.code, "message": self.message}
         if self.field:
-            body["field"] = self.field
-        response = JsonResponse({"error": body}, status=self.status)
+            error["field"] = self.field
+        return {"error": error}
+
+    def response(self) -> JsonResponse:
+        response = JsonResponse(self.body(), status=self.status)
         for name, value in self.headers.items():
             response[name] = value
         return response
@@ -42,3 +45,45 @@ def not_found(what: str) -> ApiError:
 
 def rate_limited(seconds: int, message: str | None = None, code: str = "rate_limited") -> ApiError:
     return ApiError(429, code, message or f"too many requests; try again in {seconds} s", retry_after=seconds)
+
+
+# Where a request field's refusal belongs: the engine's codes, by the field's first name.
+INPUT_FIELDS = {"text", "messages", "default_system_prompt"}
+OPTION_GROUPS = {"options", "analysis_options"}
+
+
+def validation_refusal(errors: list[dict]) -> ApiError:
+    """ninja's validation errors (pydantic's, with a location) as one 400 in our envelope: the first error,
+    its field as a dotted path (`options.best_of_k`, `messages`), and the engine's error code for it."""
+    error = errors[0]
+    source, *path = [str(p) for p in error.get("loc", ())]
+    if source == "body" and path:
+        path = path[1:]  # the operation's parameter name (`payload`): not part of the request
+    kind = error.get("type", "")
+    message = error.get("msg", "invalid value")
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    if kind == "string_unicode":  # what the engine would have said: text a database cannot store
+        message = "holds a lone surrogate (a half of a UTF-16 pair), which is not text; remove it"
+    top = path[0] if path else None
+    if source in ("query", "path"):
+        return ApiError(400, "invalid_request", f"{'.'.join(path) or source}: {message}", field=top)
+    if top is None:
+        if kind in ("model_type", "model_attributes_type", "dict_type"):
+            return ApiError(400, "invalid_body", "the body must be a JSON object")
+        return ApiError(400, "invalid_input", message, field="text")
+    if kind == "extra_forbidden" and len(path) == 1:
+        return ApiError(400, "invalid_body", f"unknown field: {top}", field=top)
+    if top in OPTION_GROUPS:
+        field = ".".join(path[:2])
+        code = "invalid_body" if kind == "extra_forbidden" and len(path) == 1 else "invalid_option"
+        if len(path) == 1 and kind == "value_error":  # `analysis_options` without then_analyse
+            code = "invalid_body"
+        return ApiError(400, code, f"{field}: {message}", field=field)
+    if top in INPUT_FIELDS:
+        return ApiError(400, "invalid_input", f"{'.'.join(path)}: {message}", field=top)
+    if top == "lens":
+        return ApiError(
+            400, "unknown_lens", '"lens" must be a lens id (a string); see GET /api/v1/lenses', field=top
+        )
+    return ApiError(400, "invalid_body", f"{'.'.join(path)}: {message}", field=top)

@@ -1,4 +1,5 @@
-"""The JSON shapes of the API (described, field by field, in openapi.py)."""
+"""The JSON shapes of the API, as dicts; the operations' response schemas (schemas.py) check them on the way
+out, so a field the schema does not name never leaves unnoticed."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def analysis_json(
         "started_at": _time(job.started_at),
         "finished_at": _time(job.finished_at),
         "url": request.build_absolute_uri(reverse("api:analysis", args=[job.pk])),
+        "html_url": analysis_html_url(request, job.pk),
     }
     if include_rows:
         rows = job.rows.all()
@@ -39,7 +41,11 @@ def analysis_json(
     return data
 
 
-def submitted_json(request, job: Analysis, cached: bool = False) -> dict:
+def analysis_html_url(request, analysis_id: int) -> str:
+    return request.build_absolute_uri(reverse("results:detail", args=[analysis_id]))
+
+
+def submitted_json(request, job: Analysis) -> dict:
     position = analyses.queue_position(job)
     if position is None:  # a worker took it already: say so, rather than "queued" with no position
         job.refresh_from_db()
@@ -47,8 +53,10 @@ def submitted_json(request, job: Analysis, cached: bool = False) -> dict:
         "id": job.pk,
         "status": job.status,
         "queue_position": position,
-        "cached": cached,
+        # served from the result cache: done at once, nothing computed
+        "cached": job.status == Analysis.Status.DONE and bool((job.metadata or {}).get("cached")),
         "url": request.build_absolute_uri(reverse("api:analysis", args=[job.pk])),
+        "html_url": analysis_html_url(request, job.pk),
     }
 
 
@@ -72,12 +80,16 @@ def generation_json(request, generation: Generation) -> dict:
             if generation.follow_up_id
             else None
         ),
+        "analysis_html_url": (
+            analysis_html_url(request, generation.follow_up_id) if generation.follow_up_id else None
+        ),
         "analysis_error": generation.follow_up_error or None,
         "timings": generation.timings or {},
         "created_at": _time(generation.created_at),
         "started_at": _time(generation.started_at),
         "finished_at": _time(generation.finished_at),
         "url": request.build_absolute_uri(reverse("api:generation", args=[generation.pk])),
+        "html_url": request.build_absolute_uri(reverse("analyses:generation", args=[generation.pk])),
     }
 
 

@@ -1,102 +1,38 @@
-"""The JSON API over the core's services: the same validation, bounds, queue and fairness as the browser.
-
-Each view: @api_view (key, limits, methods, JSON errors) → parse → a service → a serializer.
-"""
+"""The JSON API's operations over the core's services: the same validation, bounds, queue and fairness as the
+browser. Each one: schema-parsed request → a service → a serializer (checked against its response schema)."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.conf import settings
-from django.http import JsonResponse
+from django.http import HttpResponse
+from ninja import Query, Router, Schema, Status
+from pydantic import Field
+from pydantic import ValidationError as PydanticValidationError
 
 from lensweb.accounts.ratelimits import retry_after
 from lensweb.analyses import services as analyses
 from lensweb.analyses.engine import get_engine
 from lensweb.analyses.errors import LensUnavailable, NoWorker, QueueFull, QuotaExceeded, SubmissionError
-from lensweb.analyses.forms import JSONTooDeep, load_json
 from lensweb.analyses.models import Analysis, Generation
+from lensweb.results import services as results
 
-from . import openapi, serializers
-from .auth import api_view
-from .errors import ApiError, bad_request, not_found, rate_limited
+from . import schemas as s
+from . import serializers
+from .errors import ApiError, not_found, rate_limited, validation_refusal
 
-ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-ANALYSIS_FIELDS = {"text", "messages", "lens", "options", "default_system_prompt"}
-GENERATION_FIELDS = ANALYSIS_FIELDS | {"then_analyse", "analysis_options"}
+router = Router()
 
-
-# --- request parsing ----------------------------------------------------------------------------------
-
-
-def read_json(request) -> dict:
-    """The body as a JSON object. The size is checked before anything is parsed (413)."""
-    limit = settings.LENSWEB_API_MAX_BODY_BYTES
-    try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        raise bad_request("the Content-Length header is not a number", code="invalid_json") from None
-    too_large = ApiError(
-        413,
-        "payload_too_large",
-        f"the request body is larger than {limit:,} bytes; send a shorter text or chat",
-    )
-    if declared > limit:
-        raise too_large
-    raw = request.read(limit + 1)
-    if len(raw) > limit:
-        raise too_large
-    try:
-        data = load_json(raw)
-    except JSONTooDeep as exc:
-        raise bad_request(f"the body is refused: {exc}", code="invalid_body") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad_request(f"the body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise bad_request("the body must be a JSON object", code="invalid_body")
-    return data
+# The refusals every authenticated operation may answer besides its own (api.py documents their headers).
+COMMON = {401: s.Error, 429: s.Error, 500: s.Error}
 
 
-def parse_submission(body: dict, allowed: set[str]) -> tuple[str | None, dict, dict]:
-    """(lens id, input data, options data) from a submission body; types only, the engine checks values."""
-    unknown = set(body) - allowed
-    if unknown:
-        raise bad_request(
-            f"unknown field(s): {', '.join(sorted(unknown))}; expected {', '.join(sorted(allowed))}",
-            field=sorted(unknown)[0],
-            code="invalid_body",
-        )
-    text, messages = body.get("text"), body.get("messages")
-    if (text is None) == (messages is None):
-        raise bad_request(
-            'give either "text" (a string) or "messages" (a list of {role, content}), not both or neither',
-            field="text",
-            code="invalid_input",
-        )
-    if text is not None and not isinstance(text, str):
-        raise bad_request('"text" must be a string', field="text", code="invalid_input")
-    if messages is not None and not isinstance(messages, list):
-        raise bad_request(
-            '"messages" must be a list of {role, content} objects', field="messages", code="invalid_input"
-        )
-    lens = body.get("lens")
-    if lens is not None and (not isinstance(lens, str) or not lens):
-        raise bad_request(
-            '"lens" must be a lens id (a string); see GET /api/v1/lenses', field="lens", code="unknown_lens"
-        )
-    options = body.get("options", {})
-    if options is None:
-        options = {}
-    if not isinstance(options, dict):
-        raise bad_request('"options" must be an object', field="options", code="invalid_option")
-    input_data = {"text": text} if text is not None else {"messages": messages}
-    if "default_system_prompt" in body:  # the engine checks it is a boolean given with messages
-        input_data["default_system_prompt"] = body["default_system_prompt"]
-    return lens, input_data, options
+# --- refusals ---------------------------------------------------------------------------------------------
 
 
 def submission_error(exc: SubmissionError, is_chat: bool, option_fields) -> ApiError:
-    """A 400 with the engine's own error code and the field it concerns (a 503 if the lens is at fault)."""
-    if isinstance(exc, LensUnavailable):
-        return lens_unavailable(exc)
+    """A 400 with the engine's own error code and the field it concerns."""
     field = exc.field
     code = getattr(exc.__cause__, "code", None)
     if code not in ("invalid_input", "invalid_option", "unknown_lens"):
@@ -111,22 +47,10 @@ def submission_error(exc: SubmissionError, is_chat: bool, option_fields) -> ApiE
     return ApiError(400, code, exc.message, field=field)
 
 
-def check_submit_rate(request, group: str) -> None:
-    """The browser's per-user submit limit (same group for analyses: the API and the form share it)."""
-    seconds = retry_after(request, group, "user", settings.LENSWEB_SUBMIT_RATE)
-    if seconds is not None:
-        raise rate_limited(seconds, f"you are submitting too fast; try again in {seconds} s")
-
-
-def lens_unavailable(exc: LensUnavailable) -> ApiError:
-    """The server's files, not the request: a 503 without details (they are in the server log)."""
-    return ApiError(503, "lens_unavailable", exc.message, retry_after=exc.retry_after)
-
-
 def refusal(exc: SubmissionError, is_chat: bool, option_fields) -> ApiError:
     """The one submit path's typed refusal as the API says it."""
-    if isinstance(exc, LensUnavailable):
-        return lens_unavailable(exc)
+    if isinstance(exc, LensUnavailable):  # the server's files, not the request: details are in the log
+        return ApiError(503, "lens_unavailable", exc.message, retry_after=exc.retry_after)
     if isinstance(exc, NoWorker):
         return ApiError(503, "no_worker", exc.message, retry_after=exc.retry_after)
     if isinstance(exc, QuotaExceeded):
@@ -134,6 +58,13 @@ def refusal(exc: SubmissionError, is_chat: bool, option_fields) -> ApiError:
     if isinstance(exc, QueueFull):
         return rate_limited(exc.retry_after, exc.message, code="queue_full")
     return submission_error(exc, is_chat, option_fields)
+
+
+def check_submit_rate(request, group: str) -> None:
+    """The browser's per-user submit limit (same group for analyses: the API and the form share it)."""
+    seconds = retry_after(request, group, "user", settings.LENSWEB_SUBMIT_RATE)
+    if seconds is not None:
+        raise rate_limited(seconds, f"you are submitting too fast; try again in {seconds} s")
 
 
 # --- analyses ---------------------------------------------------------------------------------------------
@@ -146,57 +77,216 @@ def _get_analysis_for_user(request, analysis_id, write: bool = False) -> Analysi
         raise not_found("analysis") from None
 
 
-@api_view(("POST",))
-def analyses_collection(request):
-    check_submit_rate(request, "analyses.submit")
-    lens, input_data, options_data = parse_submission(read_json(request), ANALYSIS_FIELDS)
+def _submit_analysis(request, payload: s.AnalysisRequest) -> Analysis:
     try:
-        job = analyses.do_submit(request.user, lens, input_data, options_data, require_worker=True)
+        return analyses.do_submit(
+            request.user, payload.lens, payload.input_data(), payload.options_data(), require_worker=True
+        )
     except SubmissionError as exc:
-        raise refusal(exc, "messages" in input_data, analyses.OPTION_FIELDS) from None
-    return _submitted(
-        request, job, cached=job.status == Analysis.Status.DONE and bool(job.metadata.get("cached"))
-    )
+        raise refusal(exc, payload.messages is not None, analyses.OPTION_FIELDS) from None
 
 
-def _submitted(request, job: Analysis, cached: bool) -> JsonResponse:
-    body = serializers.submitted_json(request, job, cached=cached)
-    response = JsonResponse(body, status=200 if job.status == Analysis.Status.DONE else 202)
+@router.post(
+    "/analyses",
+    exclude_unset=True,  # optional row and result fields the engine did not give stay absent
+    url_name="analyses",
+    operation_id="submitAnalysis",
+    summary="Queue an analysis of a text or a chat",
+    description="The same validation, bounds, per-user caps and fair queue as the browser form. Answered 200 "
+    "(already done) when the result cache has it.",
+    response={200: s.AnalysisSubmitted, 202: s.AnalysisSubmitted, 400: s.Error, 413: s.Error, 503: s.Error}
+    | COMMON,
+    tags=["analyses"],
+)
+def submit_analysis(request, payload: s.AnalysisRequest, response: HttpResponse):
+    check_submit_rate(request, "analyses.submit")
+    job = _submit_analysis(request, payload)
+    body = serializers.submitted_json(request, job)
     response["Location"] = body["url"]
+    return Status(200 if job.status == Analysis.Status.DONE else 202, body)
+
+
+class ListFilters(Schema):
+    status: s.Status | None = None
+    lens: str | None = Field(None, max_length=200)
+    q: str | None = Field(None, max_length=500, description="text search in the input")
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    limit: int = Field(20, ge=1, le=100)
+    cursor: str | None = Field(None, max_length=200, description="`next_cursor` of the previous page")
+
+
+@router.get(
+    "/analyses",
+    exclude_unset=True,  # optional row and result fields the engine did not give stay absent
+    url_name="analyses",
+    operation_id="listAnalyses",
+    summary="Your analyses, newest first, without rows (filters; cursor pagination)",
+    response={200: s.AnalysisPage, 400: s.Error} | COMMON,
+    tags=["analyses"],
+)
+def list_analyses(request, filters: Query[ListFilters]):
+    try:
+        page, next_cursor = results.history_page(
+            request.user,
+            status=filters.status,
+            lens=filters.lens,
+            q=filters.q,
+            created_after=filters.created_after,
+            created_before=filters.created_before,
+            limit=filters.limit,
+            cursor=filters.cursor,
+        )
+    except ValueError as exc:
+        raise ApiError(400, "invalid_request", str(exc), field="cursor") from None
+    return {
+        "items": [serializers.analysis_json(request, job, include_rows=False) for job in page],
+        "next_cursor": next_cursor,
+    }
+
+
+@router.post(
+    "/analyses/batch",
+    exclude_unset=True,  # optional row and result fields the engine did not give stay absent
+    url_name="analyses_batch",
+    operation_id="submitAnalyses",
+    summary="Queue several analyses in one request (JSON, or JSON Lines: one item per line)",
+    description="Each item is checked and queued on its own, in order: the answer has one entry per item, the "
+    "queued job or the item's refusal (a bad item does not refuse the others). With "
+    "`Content-Type: application/x-ndjson` the body is one AnalysisRequest per line.",
+    response={200: s.BatchAnswer, 400: s.Error, 413: s.Error} | COMMON,
+    tags=["analyses"],
+)
+def submit_analyses(request, payload: s.BatchRequest):
+    limit = settings.LENSWEB_API_MAX_BATCH
+    if len(payload.items) > limit:
+        raise ApiError(
+            400,
+            "invalid_body",
+            f"a batch holds at most {limit} items; got {len(payload.items)}",
+            field="items",
+        )
+    check_submit_rate(request, "analyses.submit")  # once per batch: the caps and quotas count each item
+    return {"items": [_batch_item(request, item) for item in payload.items]}
+
+
+def _batch_item(request, item) -> dict:
+    try:
+        if not isinstance(item, dict):
+            raise ApiError(400, "invalid_body", "each item must be a JSON object")
+        try:
+            parsed = s.AnalysisRequest.model_validate(item)
+        except PydanticValidationError as exc:
+            errors = [{**e, "loc": ("body", "payload", *e["loc"])} for e in exc.errors(include_url=False)]
+            raise validation_refusal(errors) from None
+        job = _submit_analysis(request, parsed)
+    except ApiError as exc:
+        return exc.body()
+    return serializers.submitted_json(request, job)
+
+
+@router.get(
+    "/analyses/{int:analysis_id}",
+    exclude_unset=True,  # optional row and result fields the engine did not give stay absent
+    url_name="analysis",
+    operation_id="getAnalysis",
+    summary="An analysis: status, queue position, progress, the rows so far, metadata",
+    response={200: s.Analysis, 404: s.Error} | COMMON | {400: s.Error},
+    tags=["analyses"],
+)
+def get_analysis(
+    request,
+    analysis_id: int,
+    after: int | None = Query(None, description="only rows with a position greater than this (for polling)"),
+):
+    job = _get_analysis_for_user(request, analysis_id)
+    return serializers.analysis_json(request, job, rows_after=after)
+
+
+@router.delete(
+    "/analyses/{int:analysis_id}",
+    exclude_unset=True,  # optional row and result fields the engine did not give stay absent
+    url_name="analysis",
+    operation_id="cancelAnalysis",
+    summary="Cancel: a queued analysis never starts; a running one stops within a batch",
+    response={200: s.Analysis, 403: s.Error, 404: s.Error} | COMMON,
+    tags=["analyses"],
+)
+def cancel_analysis(request, analysis_id: int):
+    job = _get_analysis_for_user(request, analysis_id)
+    if job.owner_id != request.user.pk:
+        raise ApiError(403, "forbidden", "staff may read any analysis, but only its owner may cancel it")
+    job = analyses.do_cancel(request.user, job.pk)
+    return serializers.analysis_json(request, job, include_rows=False)
+
+
+def _download(content: bytes, content_type: str, filename: str) -> HttpResponse:
+    response = HttpResponse(content, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["X-Content-Type-Options"] = "nosniff"
     return response
 
 
-@api_view(("GET", "DELETE"))
-def analysis_detail(request, analysis_id: int):
+def _file_doc(media: str) -> dict:
+    """A download's 200: the file's media type (ninja knows JSON answers only)."""
+    file = {
+        "description": "the file, as the browser's download",
+        "content": {media: {"schema": {"type": "string"}}},
+    }
+    return {"responses": {"200": file}}
+
+
+@router.get(
+    "/analyses/{int:analysis_id}/export.json",
+    exclude_unset=True,  # optional row and result fields the engine did not give stay absent
+    url_name="analysis_export_json",
+    operation_id="exportAnalysisJson",
+    summary="The analysis in the research file format (the browser's JSON download, byte for byte)",
+    response={200: None, 404: s.Error} | COMMON,
+    openapi_extra=_file_doc("application/json"),
+    tags=["analyses"],
+)
+def export_analysis_json(request, analysis_id: int):
+    return _download(*results.analysis_download(_get_analysis_for_user(request, analysis_id), "json"))
+
+
+@router.get(
+    "/analyses/{int:analysis_id}/export.csv",
+    exclude_unset=True,  # optional row and result fields the engine did not give stay absent
+    url_name="analysis_export_csv",
+    operation_id="exportAnalysisCsv",
+    summary="The analysis as CSV, one line per position (the browser's CSV download, byte for byte)",
+    response={200: None, 404: s.Error} | COMMON,
+    openapi_extra=_file_doc("text/csv"),
+    tags=["analyses"],
+)
+def export_analysis_csv(request, analysis_id: int, raw: bool = Query(False, description="no formula guard")):
     job = _get_analysis_for_user(request, analysis_id)
-    if request.method == "DELETE":
-        if job.owner_id != request.user.pk:
-            raise ApiError(403, "forbidden", "staff may read any analysis, but only its owner may cancel it")
-        job = analyses.do_cancel(request.user, job.pk)
-        return JsonResponse(serializers.analysis_json(request, job, include_rows=False))
-    after = request.GET.get("after")
-    if after is not None:
-        try:
-            after = int(after)
-        except ValueError:
-            raise bad_request('"after" must be a position (a whole number)', field="after") from None
-    return JsonResponse(serializers.analysis_json(request, job, rows_after=after))
+    return _download(*results.analysis_download(job, "csv", raw=raw))
 
 
-# --- lenses ---------------------------------------------------------------------------------------------
+# --- lenses -----------------------------------------------------------------------------------------------
 
 
-@api_view(("GET",))
+@router.get(
+    "/lenses",
+    exclude_unset=True,  # optional row and result fields the engine did not give stay absent
+    url_name="lenses",
+    operation_id="listLenses",
+    summary="The lenses this server serves",
+    response={200: s.LensList, 503: s.Error} | COMMON,
+    tags=["lenses"],
+)
 def lenses(request):
     engine = get_engine()
     try:
         specs = engine.lenses()
     except Exception as exc:  # a broken registry: say so rather than 500
         raise ApiError(503, "lenses_unavailable", f"the lens registry cannot be read: {exc}") from None
-    return JsonResponse({"lenses": [serializers.lens_json(spec, engine.lens_notes(spec)) for spec in specs]})
+    return {"lenses": [serializers.lens_json(spec, engine.lens_notes(spec)) for spec in specs]}
 
 
-# --- generations ----------------------------------------------------------------------------------------
+# --- generations ------------------------------------------------------------------------------------------
 
 
 def _get_generation_for_user(request, generation_id) -> Generation:
@@ -206,62 +296,91 @@ def _get_generation_for_user(request, generation_id) -> Generation:
         raise not_found("generation") from None
 
 
-def parse_then_analyse(body: dict) -> dict | None:
-    """`then_analyse: true` with the analysis' options under `analysis_options` (or none: the defaults)."""
-    then = body.get("then_analyse", False)
-    if not isinstance(then, bool):
-        raise bad_request('"then_analyse" must be true or false', field="then_analyse", code="invalid_body")
-    options = body.get("analysis_options")
-    if options is not None and not isinstance(options, dict):
-        raise bad_request(
-            '"analysis_options" must be an object', field="analysis_options", code="invalid_option"
-        )
-    if options is not None and not then:
-        raise bad_request(
-            '"analysis_options" goes with "then_analyse": true', field="analysis_options", code="invalid_body"
-        )
-    return (options or {}) if then else None
-
-
-@api_view(("POST",))
-def generations_collection(request):
+@router.post(
+    "/generations",
+    exclude_unset=True,  # optional row and result fields the engine did not give stay absent
+    url_name="generations",
+    operation_id="submitGeneration",
+    summary="Queue a continuation of a text or a chat (samples from the lens' base model)",
+    response={202: s.Generation, 400: s.Error, 413: s.Error, 503: s.Error} | COMMON,
+    tags=["generations"],
+)
+def submit_generation(request, payload: s.GenerationRequest, response: HttpResponse):
     check_submit_rate(request, "api.generations.submit")
-    body = read_json(request)
-    lens, input_data, options_data = parse_submission(body, GENERATION_FIELDS)
-    then_analyse = parse_then_analyse(body)
     try:
         generation = analyses.do_submit_generation(
-            request.user, lens, input_data, options_data, then_analyse=then_analyse, require_worker=True
+            request.user,
+            payload.lens,
+            payload.input_data(),
+            payload.options_data(),
+            then_analyse=payload.then_analyse_options(),
+            require_worker=True,
         )
     except SubmissionError as exc:
-        raise refusal(exc, "messages" in input_data, analyses.GENERATION_OPTION_FIELDS) from None
+        raise refusal(exc, payload.messages is not None, analyses.GENERATION_OPTION_FIELDS) from None
     generation.refresh_from_db()  # a worker may have taken it already
     body = serializers.generation_json(request, generation)
-    response = JsonResponse(body, status=202)
     response["Location"] = body["url"]
-    return response
+    return Status(202, body)
 
 
-@api_view(("GET", "DELETE"))
-def generation_detail(request, generation_id: int):
+@router.get(
+    "/generations/{int:generation_id}",
+    exclude_unset=True,  # optional row and result fields the engine did not give stay absent
+    url_name="generation",
+    operation_id="getGeneration",
+    summary="A generation: status, queue position, result",
+    response={200: s.Generation, 404: s.Error} | COMMON,
+    tags=["generations"],
+)
+def get_generation(request, generation_id: int):
+    return serializers.generation_json(request, _get_generation_for_user(request, generation_id))
+
+
+@router.delete(
+    "/generations/{int:generation_id}",
+    exclude_unset=True,  # optional row and result fields the engine did not give stay absent
+    url_name="generation",
+    operation_id="cancelGeneration",
+    summary="Cancel a generation",
+    response={200: s.Generation, 403: s.Error, 404: s.Error} | COMMON,
+    tags=["generations"],
+)
+def cancel_generation(request, generation_id: int):
     generation = _get_generation_for_user(request, generation_id)
-    if request.method == "DELETE":
-        if generation.owner_id != request.user.pk:
-            raise ApiError(
-                403, "forbidden", "staff may read any generation, but only its owner may cancel it"
-            )
-        generation = analyses.do_cancel_generation(request.user, generation.pk)
-    return JsonResponse(serializers.generation_json(request, generation))
+    if generation.owner_id != request.user.pk:
+        raise ApiError(403, "forbidden", "staff may read any generation, but only its owner may cancel it")
+    generation = analyses.do_cancel_generation(request.user, generation.pk)
+    return serializers.generation_json(request, generation)
 
 
-# --- the document and unknown routes ------------------------------------------------------------------
+@router.get(
+    "/generations/{int:generation_id}/export.json",
+    exclude_unset=True,  # optional row and result fields the engine did not give stay absent
+    url_name="generation_export_json",
+    operation_id="exportGenerationJson",
+    summary="The generation as JSON (the browser's download, byte for byte)",
+    response={200: None, 404: s.Error} | COMMON,
+    openapi_extra=_file_doc("application/json"),
+    tags=["generations"],
+)
+def export_generation_json(request, generation_id: int):
+    generation = _get_generation_for_user(request, generation_id)
+    return _download(*results.generation_download(generation, "json"))
 
 
-@api_view(("GET",), authenticated=False)
-def openapi_document(request):
-    return JsonResponse(openapi.document())
-
-
-@api_view(ALL_METHODS, authenticated=False)
-def unknown_route(request, rest=""):
-    raise ApiError(404, "not_found", f"there is no API route {request.path}; see /api/v1/openapi.json")
+@router.get(
+    "/generations/{int:generation_id}/export.csv",
+    exclude_unset=True,  # optional row and result fields the engine did not give stay absent
+    url_name="generation_export_csv",
+    operation_id="exportGenerationCsv",
+    summary="The generation as CSV, one line per sample (the browser's download, byte for byte)",
+    response={200: None, 404: s.Error} | COMMON,
+    openapi_extra=_file_doc("text/csv"),
+    tags=["generations"],
+)
+def export_generation_csv(
+    request, generation_id: int, raw: bool = Query(False, description="no formula guard")
+):
+    generation = _get_generation_for_user(request, generation_id)
+    return _download(*results.generation_download(generation, "csv", raw=raw))

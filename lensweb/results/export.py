@@ -192,3 +192,51 @@ def export_csv(analysis, rows: list[dict], *, raw: bool = False) -> bytes:
         cells = [_csv_cell(out[k]) for k in fields]
         writer.writerow(cells if raw else [spreadsheet_safe(c) for c in cells])
     return buffer.getvalue().encode("utf-8")
+
+
+# --- generations -----------------------------------------------------------------------------------------
+
+GENERATION_FORMAT = "lensweb-generation"
+GENERATION_CSV_FIELDS = ("sample", "text", "finished", "new_tokens", "token_ids")
+
+
+def generation_json(generation) -> bytes:
+    """`{"metadata": {...}, "samples": [...]}`: the input and options that made the samples, the prompt as
+    the model saw it, and each sample (text, token ids, whether it stopped at end-of-turn), one per line."""
+    result = generation.result or {}
+    metadata = {
+        "format": GENERATION_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "generation_id": generation.pk,
+        "status": generation.status,
+        "lens": generation.lens_id,
+        "input": generation.input,
+        "options": generation.options,
+        "prompt": result.get("prompt"),
+        "prompt_token_ids": result.get("prompt_token_ids"),
+        "analysis_id": generation.follow_up_id,
+        "timings": generation.timings or {},
+        "created_at": generation.created_at.isoformat() if generation.created_at else None,
+        "finished_at": generation.finished_at.isoformat() if generation.finished_at else None,
+    }
+    samples = [_dumps(sample) for sample in generation.samples]
+    lines = [f'{{"metadata": {_dumps(metadata)},', ' "samples": [', ",\n".join(samples), "]}"]
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def generation_csv(generation, *, raw: bool = False) -> bytes:
+    """One line per sample; the token ids as a JSON list. Spreadsheet-safe unless `raw` (as analyses)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(GENERATION_CSV_FIELDS)
+    for index, sample in enumerate(generation.samples):
+        token_ids = sample.get("token_ids") or []
+        cells = [
+            index,
+            sample.get("text", ""),
+            bool(sample.get("finished")),
+            len(token_ids),
+            _dumps(token_ids),
+        ]
+        writer.writerow(cells if raw else [spreadsheet_safe(c) for c in cells])
+    return buffer.getvalue().encode("utf-8")

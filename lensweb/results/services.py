@@ -3,6 +3,10 @@ do_* write), so that views and the JSON API agree on who sees what."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+from datetime import datetime
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
@@ -13,7 +17,7 @@ from lensweb.analyses import services as analyses_services
 from lensweb.analyses.models import Analysis, AnalysisRow
 from lensweb.analyses.quotas import check_daily_positions
 
-from . import display, imports
+from . import display, export, imports
 from .models import ResultsPreference, ShareLink
 
 
@@ -88,6 +92,73 @@ def history(user, q: str = "", lens: str = "", status: str = ""):
     if status:
         found = found.filter(status=status)
     return found
+
+
+def _cursor(job: Analysis) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.pk}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _after_cursor(found, cursor: str):
+    """Keyset pagination on (created_at, id), newest first: stable while new jobs arrive."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, _, pk = raw.rpartition("|")
+        created_at, pk = datetime.fromisoformat(created), int(pk)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise ValueError("this cursor is not one this API gave; start again without it") from None
+    return found.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, id__lt=pk))
+
+
+def history_page(
+    user,
+    *,
+    status=None,
+    lens=None,
+    q=None,
+    created_after=None,
+    created_before=None,
+    limit: int = 20,
+    cursor: str | None = None,
+) -> tuple[list[Analysis], str | None]:
+    """One page of `user`'s analyses (history's filters and order) and the cursor of the next, or None."""
+    found = history(user, q=q or "", lens=lens or "", status=status or "")
+    if created_after is not None:
+        found = found.filter(created_at__gt=created_after)
+    if created_before is not None:
+        found = found.filter(created_at__lt=created_before)
+    if cursor:
+        found = _after_cursor(found, cursor)
+    page = list(found[: limit + 1])
+    more = len(page) > limit
+    page = page[:limit]
+    return page, (_cursor(page[-1]) if more and page else None)
+
+
+# --- downloads (the browser's and the API's: the same bytes) ------------------------------------------
+
+
+def analysis_download(analysis: Analysis, kind: str, raw: bool = False) -> tuple[bytes, str, str]:
+    """(content, content type, file name) of an analysis' JSON or CSV export. CSV cells are spreadsheet-safe
+    unless `raw` (export.FORMULA_STARTS): a shared link's cells reach other people."""
+    rows = rows_of(analysis)
+    if kind == "json":
+        return export.export_json(analysis, rows), "application/json", f"analysis-{analysis.pk}.json"
+    return (
+        export.export_csv(analysis, rows, raw=raw),
+        "text/csv; charset=utf-8",
+        f"analysis-{analysis.pk}.csv",
+    )
+
+
+def generation_download(generation, kind: str, raw: bool = False) -> tuple[bytes, str, str]:
+    if kind == "json":
+        return export.generation_json(generation), "application/json", f"generation-{generation.pk}.json"
+    return (
+        export.generation_csv(generation, raw=raw),
+        "text/csv; charset=utf-8",
+        f"generation-{generation.pk}.csv",
+    )
 
 
 def lenses_used(user) -> list[str]:

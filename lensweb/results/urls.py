@@ -11,6 +11,16 @@ urlpatterns = [
     path("analyses/<int:analysis_id>/", views.detail, name="detail"),
     path("analyses/<int:analysis_id>/export.json", views.export_json, name="export_json"),
     path("analyses/<int:analysis_id>/export.csv", views.export_csv, name="export_csv"),
+    path(
+        "generations/<int:generation_id>/export.json",
+        views.generation_export_json,
+        name="generation_export_json",
+    ),
+    path(
+        "generations/<int:generation_id>/export.csv",
+        views.generation_export_csv,
+        name="generation_export_csv",
+    ),
     path("analyses/<int:analysis_id>/candidates/<int:position>/", views.candidates, name="candidates"),
     path("analyses/<int:analysis_id>/share/", views.share, name="share"),
     path("analyses/<int:analysis_id>/delete/", views.delete, name="delete"),

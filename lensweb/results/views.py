@@ -18,10 +18,11 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from lensweb.accounts.ratelimits import retry_after
 from lensweb.analyses import colours
+from lensweb.analyses import services as analyses_services
 from lensweb.analyses.errors import QuotaExceeded
-from lensweb.analyses.models import Analysis, AnalysisRow
+from lensweb.analyses.models import Analysis, AnalysisRow, Generation
 
-from . import display, export, imports, services
+from . import display, imports, services
 from .chart import metric_chart
 from .models import ResultsPreference, ShareLink
 
@@ -253,16 +254,7 @@ def _download(content: bytes, content_type: str, filename: str) -> HttpResponse:
 
 
 def _export(request, analysis: Analysis, kind: str) -> HttpResponse:
-    rows = services.rows_of(analysis)
-    if kind == "json":
-        return _download(
-            export.export_json(analysis, rows), "application/json", f"analysis-{analysis.pk}.json"
-        )
-    # Spreadsheet-safe unless ?raw=1 (export.FORMULA_STARTS): a shared link's cells reach other people.
-    raw = request.GET.get("raw") == "1"
-    return _download(
-        export.export_csv(analysis, rows, raw=raw), "text/csv; charset=utf-8", f"analysis-{analysis.pk}.csv"
-    )
+    return _download(*services.analysis_download(analysis, kind, raw=request.GET.get("raw") == "1"))
 
 
 @require_GET
@@ -273,6 +265,24 @@ def export_json(request, analysis_id):
 @require_GET
 def export_csv(request, analysis_id):
     return _export(request, _get_analysis_for_user(request, analysis_id), "csv")
+
+
+def _get_generation_for_user(request, generation_id) -> Generation:
+    try:
+        return analyses_services.get_generation_for(request.user, generation_id)
+    except Generation.DoesNotExist:
+        raise Http404("no such generation") from None
+
+
+@require_GET
+def generation_export_json(request, generation_id):
+    return _download(*services.generation_download(_get_generation_for_user(request, generation_id), "json"))
+
+
+@require_GET
+def generation_export_csv(request, generation_id):
+    generation = _get_generation_for_user(request, generation_id)
+    return _download(*services.generation_download(generation, "csv", raw=request.GET.get("raw") == "1"))
 
 
 @login_not_required

@@ -26,6 +26,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "lensweb.accounts",
     "lensweb.api",
+    "ninja",  # its vendored Swagger UI files, served by /api/v1/docs
     "lensweb.monitoring",
     "lensweb.results",
     "lensweb.cache",
@@ -194,6 +195,17 @@ LENSWEB_MAX_API_KEYS_PER_USER = env.int("LENSWEB_MAX_API_KEYS_PER_USER", default
 # API request bodies over this many bytes are refused (413) before parsing: a 20 000-character chat in
 # JSON, escapes included, fits.
 LENSWEB_API_MAX_BODY_BYTES = env.int("LENSWEB_API_MAX_BODY_BYTES", default=256 * 1024)
+# POST /api/v1/analyses/batch: at most this many items, in a body of at most this many bytes (under
+# Django's DATA_UPLOAD_MAX_MEMORY_SIZE, 2.5 MB, which refuses larger bodies before we see them).
+LENSWEB_API_MAX_BATCH = env.int("LENSWEB_API_MAX_BATCH", default=100)
+LENSWEB_API_MAX_BATCH_BODY_BYTES = env.int("LENSWEB_API_MAX_BATCH_BODY_BYTES", default=2 * 1024 * 1024)
+# GET /api/v1/analyses/<id>/events (lensweb.api.events): a stream ends after this many seconds (the client
+# resumes with Last-Event-ID); an API key may hold this many streams open at once (beyond: 429 too_many_streams).
+LENSWEB_API_EVENTS_MAX_SECONDS = env.int("LENSWEB_API_EVENTS_MAX_SECONDS", default=600)
+LENSWEB_API_EVENTS_PER_KEY = env.int("LENSWEB_API_EVENTS_PER_KEY", default=4)
+# How often a stream reads the database without a doorbell (a missed one must not stall it), and keep-alives.
+LENSWEB_API_EVENTS_POLL_SECONDS = env.float("LENSWEB_API_EVENTS_POLL_SECONDS", default=5.0)
+LENSWEB_API_EVENTS_KEEPALIVE_SECONDS = env.float("LENSWEB_API_EVENTS_KEEPALIVE_SECONDS", default=15.0)
 # CORS (lensweb.api.cors): web pages of these exact origins (scheme://host[:port], comma-separated; no
 # wildcard, no path) may call /api/v1/ with an API key. Unset: none. Never the session pages, never cookies.
 LENSWEB_CORS_ALLOWED_ORIGINS = env.list("LENSWEB_CORS_ALLOWED_ORIGINS", default=[])

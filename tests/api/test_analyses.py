@@ -49,6 +49,7 @@ def test_submit_text_is_queued_with_its_position(api, alice, alice_key, live_wor
         "queue_position": 1,
         "cached": False,
         "url": f"http://testserver/api/v1/analyses/{job.pk}",
+        "html_url": f"http://testserver/analyses/{job.pk}/",
     }
     assert response["Location"] == body["url"]
 
@@ -162,8 +163,8 @@ def test_per_user_queue_cap_is_the_browsers(api, alice_key, live_worker, setting
 def test_unknown_route_and_wrong_method_are_json(api, alice_key):
     missing = api.get("/api/v1/nothing-here", key=alice_key)
     assert missing.status_code == 404 and error_of(missing)["code"] == "not_found"
-    wrong = api.get(URL, key=alice_key)
-    assert wrong.status_code == 405 and wrong["Allow"] == "POST"
+    wrong = api.call("PUT", URL, key=alice_key)
+    assert wrong.status_code == 405 and wrong["Allow"] == "GET, POST"
     assert error_of(wrong)["code"] == "method_not_allowed"
 
 

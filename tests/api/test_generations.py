@@ -86,8 +86,11 @@ def test_then_analyse_names_the_analysis_that_follows(api, alice, alice_key, liv
         ({"analysis_options": {"salience": False}}, "analysis_options"),
         ({"then_analyse": True, "analysis_options": []}, "analysis_options"),
         ({"then_analyse": True, "analysis_options": {"best_of_k": 10_000}}, "analysis_options.best_of_k"),
-        ({"then_analyse": True, "analysis_options": {"nonsense": 1}}, "analysis_options"),
-        ({"default_system_prompt": "no", "messages": [{"role": "user", "content": "x"}]}, "messages"),
+        ({"then_analyse": True, "analysis_options": {"nonsense": 1}}, "analysis_options.nonsense"),
+        (
+            {"default_system_prompt": "no", "messages": [{"role": "user", "content": "x"}]},
+            "default_system_prompt",
+        ),
     ],
 )
 def test_bad_then_analyse_is_refused_with_its_field(api, alice_key, live_worker, extra, field):

@@ -38,7 +38,8 @@ SITE: dict[str, list] = {
     "analyses:card": [site("GET", LOGIN, 200, 404, 404)],
     "analyses:cancel": [site("POST", LOGIN, 302, 404, 404)],
     "analyses:generate": [site("POST", LOGIN, 400, 400, 400, data={})],  # reached the form: it is empty
-    "analyses:generation_card": [site("GET", LOGIN, 200, 404, 200)],  # staff read any generation
+    "analyses:generation": [site("GET", LOGIN, 200, 404, 200)],  # staff read any generation
+    "analyses:generation_card": [site("GET", LOGIN, 200, 404, 200)],
     "analyses:generation_cancel": [site("POST", LOGIN, 302, 404, 404)],
     "analyses:generation_analyse": [site("POST", LOGIN, 400, 404, 404, data={})],  # owner: no sample named
     "analyses:generation_input": [site("GET", LOGIN, 404, 404, 404)],  # the world's generation has no sample
@@ -50,6 +51,8 @@ SITE: dict[str, list] = {
     "results:export_json": [site("GET", LOGIN, 200, 404, 200)],
     "results:export_csv": [site("GET", LOGIN, 200, 404, 200)],
     "results:candidates": [site("GET", LOGIN, 200, 404, 200)],
+    "results:generation_export_json": [site("GET", LOGIN, 200, 404, 200)],
+    "results:generation_export_csv": [site("GET", LOGIN, 200, 404, 200)],
     "results:share": [site("POST", LOGIN, 302, 404, 404, data={"enabled": "1"})],
     "results:delete": [site("POST", LOGIN, 302, 404, 404)],
     "results:preferences": [site("POST", LOGIN, 302, 302, 302, data={"scale": "fixed"})],
@@ -70,20 +73,42 @@ SITE: dict[str, list] = {
 # --- the API (Bearer keys only; a session is ignored) -------------------------------------------------------
 # api(method, no_key, revoked_key, owner_key, other_key, staff_key)
 API: dict[str, list] = {
-    "api:analyses": [api("POST", 401, 401, 400, 400, 400, data={})],  # authenticated: the body is empty
+    "api:analyses": [
+        api("POST", 401, 401, 400, 400, 400, data={}),  # authenticated: the body is empty
+        api("GET", 401, 401, 200, 200, 200),  # everyone lists their own
+    ],
+    "api:analyses_batch": [api("POST", 401, 401, 400, 400, 400, data={})],  # no items
     "api:analysis": [
         api("GET", 401, 401, 200, 404, 200),
         api("DELETE", 401, 401, 200, 404, 403),  # staff read any, cancel only their own
     ],
+    "api:analysis_events": [api("GET", 401, 401, 200, 404, 200)],  # the world's analysis is done: ends
+    "api:analysis_export_json": [api("GET", 401, 401, 200, 404, 200)],
+    "api:analysis_export_csv": [api("GET", 401, 401, 200, 404, 200)],
     "api:lenses": [api("GET", 401, 401, 200, 200, 200)],
     "api:generations": [api("POST", 401, 401, 400, 400, 400, data={})],
     "api:generation": [
         api("GET", 401, 401, 200, 404, 200),
         api("DELETE", 401, 401, 200, 404, 403),
     ],
-    "api:openapi": [api("GET", 200, 200, 200, 200, 200)],  # public by design
+    "api:generation_export_json": [api("GET", 401, 401, 200, 404, 200)],
+    "api:generation_export_csv": [api("GET", 401, 401, 200, 404, 200)],
+    "api:openapi-json": [api("GET", 200, 200, 200, 200, 200)],  # public by design
+    "api:docs": [api("GET", 200, 200, 200, 200, 200)],  # the reference page: public, like the document
+    "api:api-root": [api("GET", 302, 302, 302, 302, 302)],  # to the reference
     "api:unknown": [api("GET", 404, 404, 404, 404, 404)],
 }
+
+# What the API's routes answer when they answer (refusals are always JSON).
+API_ANSWER_TYPES = {
+    "api:analysis_export_csv": "text/csv",
+    "api:generation_export_csv": "text/csv",
+    "api:docs": "text/html",
+    "api:api-root": "",  # a redirect
+    "api:analysis_events": "text/event-stream",
+}
+STREAMS = ("api:analysis_events",)
+PUBLIC_API_ROUTES = ("api:openapi-json", "api:docs", "api:api-root", "api:unknown")
 
 ROUTES = project_routes()
 
@@ -160,15 +185,22 @@ def test_site_route(world, settings, name, index, actor):
 @pytest.mark.parametrize(("name", "index", "actor"), _cases(API, API_ACTORS))
 def test_api_route(world, name, index, actor):
     expect = API[name][index]
+    if name in STREAMS and actor in ("owner_key", "other_key", "staff_key"):
+        # its reads leave the request's connection (channels' database_sync_to_async closes stale ones),
+        # which this non-transactional test database cannot survive; test_events.py checks these three
+        pytest.skip("the event stream's access is tested in tests/api/test_events.py")
     url = _url(world, name, expect)
     key = world.keys[actor]
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     response = _request(Client(), expect.method, url, expect.data, **headers)
     assert response.status_code == expect.statuses[actor], (expect.method, url, actor, response.content[:300])
-    assert response["Content-Type"].startswith("application/json")
+    if response.status_code < 400:
+        assert response.get("Content-Type", "").startswith(API_ANSWER_TYPES.get(name, "application/json"))
+    else:  # every refusal is our JSON envelope
+        assert response["Content-Type"].startswith("application/json")
 
 
-@pytest.mark.parametrize("name", sorted(n for n in API if n not in ("api:openapi", "api:unknown")))
+@pytest.mark.parametrize("name", sorted(n for n in API if n not in PUBLIC_API_ROUTES))
 def test_api_ignores_the_session(world, name):
     """A logged-in browser without a key is anonymous to the API (so it needs no CSRF token)."""
     expect = API[name][0]

@@ -153,3 +153,25 @@ def test_the_policy_is_enforced_and_seen(watched, server):
     page.wait_for_timeout(200)  # violation events are queued as a task
     directives = {v["directive"] for v in watched.violations}
     assert {"script-src-elem", "style-src-attr"} <= directives, watched.violations
+
+
+def test_the_api_reference_renders_under_its_policy(watched, server):
+    """/api/v1/docs: Swagger UI from vendored files, every operation listed with its curl example, and no
+    violation or console error; its policy adds only data: images to the site's."""
+    page = watched.page
+    response = page.goto(f"{server}/api/v1/docs")
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self';" in csp and "unsafe" not in csp and "img-src 'self' data:" in csp
+    page.wait_for_selector("#operations-analyses-submitAnalysis")
+    for operation in ("listAnalyses", "submitAnalyses", "exportAnalysisCsv", "streamAnalysisEvents"):
+        assert page.locator(f"#operations-analyses-{operation}").count() == 1, operation
+    assert page.locator("#operations-generations-submitGeneration").count() == 1
+    page.click("#operations-analyses-submitAnalysis .opblock-summary")
+    page.wait_for_selector("#operations-analyses-submitAnalysis .opblock-description-wrapper code")
+    curl = page.inner_text("#operations-analyses-submitAnalysis .opblock-description-wrapper")
+    assert "curl -X POST" in curl and "Authorization: Bearer $LENSWEB_KEY" in curl
+    # every request the page made stayed on this origin
+    assert page.evaluate(
+        "() => performance.getEntriesByType('resource').every(e => e.name.startsWith(location.origin))"
+    )
+    watched.clean()

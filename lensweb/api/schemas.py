@@ -1,0 +1,318 @@
+"""The API's request and response shapes. django-ninja derives the OpenAPI document from these classes, and
+the same classes parse every request and serialise every answer, so the document cannot drift from the code.
+
+Requests are strict (no coercion of "5" into 5) and refuse unknown fields; the bounds are the engine's
+defaults (an operator may lower the text and token bounds, and the engine checks those at submit).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from inference.limits import DEFAULT_LIMITS as L
+
+Status = Literal["queued", "running", "done", "failed", "cancelled"]
+MAX_SEED = 2**31 - 1
+
+ERROR_CODES = (
+    "invalid_json",
+    "invalid_body",
+    "invalid_input",
+    "invalid_option",
+    "unknown_lens",
+    "invalid_request",
+    "unauthenticated",
+    "forbidden",
+    "not_found",
+    "method_not_allowed",
+    "payload_too_large",
+    "rate_limited",
+    "quota_exceeded",
+    "queue_full",
+    "too_many_streams",
+    "no_worker",
+    "lens_unavailable",
+    "lenses_unavailable",
+    "internal_error",
+)
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Answer(BaseModel):
+    # Rows and results carry engine fields the schema names only in part (NLA rows add their own): kept.
+    model_config = ConfigDict(extra="allow")
+
+
+# --- errors -----------------------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: Literal[ERROR_CODES]  # type: ignore[valid-type]
+    message: str = Field(description="what was wrong and what to do")
+    field: str | None = Field(
+        None, description="the request field at fault, e.g. `text` or `options.best_of_k`"
+    )
+
+
+class Error(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    error: ErrorDetail
+
+
+# --- requests ---------------------------------------------------------------------------------------------
+
+
+class Message(Request):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+_ONE_INPUT = {"oneOf": [{"required": ["text"]}, {"required": ["messages"]}]}
+
+
+class InputFields(Request):
+    """Exactly one of `text` and `messages`."""
+
+    text: str | None = Field(None, min_length=1, max_length=L.max_text_chars)
+    messages: list[Message] | None = Field(None, min_length=1, max_length=L.max_messages)
+    lens: str | None = Field(
+        None, min_length=1, description="a lens id from GET /lenses; default: the default lens"
+    )
+    default_system_prompt: bool | None = Field(
+        None,
+        description="chats only: false drops the template's default system prompt (where the template lets an "
+        "empty system turn replace it; see GET /lenses). Default: true",
+    )
+
+    @model_validator(mode="after")
+    def _one_input(self):
+        if (self.text is None) == (self.messages is None):
+            raise ValueError(
+                'give either "text" (a string) or "messages" (a list of {role, content}), not both or neither'
+            )
+        return self
+
+    def input_data(self) -> dict:
+        data = {"text": self.text} if self.text is not None else {"messages": self.messages_data()}
+        if "default_system_prompt" in self.model_fields_set:  # the engine checks it goes with messages
+            data["default_system_prompt"] = self.default_system_prompt
+        return data
+
+    def messages_data(self) -> list[dict]:
+        return [m.model_dump() for m in self.messages or []]
+
+
+class AnalysisOptions(Request):
+    """Unset options take the defaults shown."""
+
+    best_of_k: int = Field(1, ge=1, le=L.max_best_of_k, description="explanations sampled per position")
+    temperature: float = Field(1.0, ge=L.min_temperature, le=L.max_temperature)
+    seed: int = Field(42, ge=0, le=MAX_SEED)
+    salience: bool = True
+    kl: bool = False
+    logit_lens: bool = False
+    keep_candidates: bool = False
+    last_n_messages: int | None = Field(
+        None, ge=1, le=L.max_last_n_messages, description="chats only: analyse from the N-th last message"
+    )
+
+
+class GenerationOptions(Request):
+    n: int = Field(1, ge=1, le=L.max_samples, description="completions")
+    max_new_tokens: int = Field(64, ge=1, le=L.max_new_tokens)
+    temperature: float = Field(1.0, ge=0, le=L.max_temperature, description="0: greedy")
+    top_p: float = Field(1.0, ge=0.01, le=1.0)
+    seed: int = Field(42, ge=0, le=MAX_SEED)
+    chat_reply: bool = Field(False, description="one assistant reply that stops at end-of-turn")
+
+
+class AnalysisRequest(InputFields):
+    model_config = ConfigDict(json_schema_extra=_ONE_INPUT)
+    options: AnalysisOptions | None = None
+
+    def options_data(self) -> dict:
+        return self.options.model_dump(exclude_unset=True) if self.options else {}
+
+
+class GenerationRequest(InputFields):
+    model_config = ConfigDict(json_schema_extra=_ONE_INPUT)
+    options: GenerationOptions | None = None
+    then_analyse: bool = Field(
+        False,
+        description="when the generation is done, queue the analysis of the conversation with the reply (or "
+        "the text continued); n must be 1. The generation then names it (analysis_id)",
+    )
+    analysis_options: AnalysisOptions | None = Field(
+        None, description="with then_analyse: the analysis' options (default: the defaults)"
+    )
+
+    @field_validator("analysis_options")
+    @classmethod
+    def _options_go_with_then_analyse(cls, value, info: ValidationInfo):
+        if value is not None and not info.data.get("then_analyse"):
+            raise ValueError('"analysis_options" goes with "then_analyse": true')
+        return value
+
+    def options_data(self) -> dict:
+        return self.options.model_dump(exclude_unset=True) if self.options else {}
+
+    def then_analyse_options(self) -> dict | None:
+        if not self.then_analyse:
+            return None
+        return self.analysis_options.model_dump(exclude_unset=True) if self.analysis_options else {}
+
+
+class BatchRequest(Request):
+    # Any: a malformed item is refused in its place, not with the whole batch; documented as what it must be.
+    items: list[Any] = Field(
+        min_length=1,
+        description="each item is an AnalysisRequest (the body of submitAnalysis), checked on its own: a bad "
+        "one is refused in its place",
+    )
+
+
+# --- answers ----------------------------------------------------------------------------------------------
+
+
+class Progress(BaseModel):
+    done: int = Field(ge=0)
+    total: int = Field(ge=0)
+
+
+class Candidate(Answer):
+    explanation: str | None = None
+    explanation_token_ids: list[int] | None = None
+    mse: float | None = None
+    chosen: bool | None = None
+
+
+class AnalysisRow(Answer):
+    """One analysed position, as the engine computes it. A Natural Language Autoencoder's rows (its lens'
+    kind is `nla`) add `mse_nrm` (mse of both vectors rescaled to norm sqrt(d)), `cosine_similarity`,
+    `fve_nrm`, `av_text`, `av_stop` and `explanation_parsed`; their `mse` is the raw mse, and
+    `explanation_tokens` are the explanation's words (the units of `token_salience`)."""
+
+    position: int = Field(ge=0)
+    token: str
+    token_id: int | None = None
+    explanation: str
+    explanation_tokens: list[str] | None = None
+    explanation_token_ids: list[int] | None = None
+    token_salience: list[float] | None = None
+    mse: float
+    relative_rmse: float | None = None
+    kl: float | None = None
+    logit_lens_top: list[str] | None = None
+    candidates: list[Candidate] | None = None
+
+
+class AnalysisSubmitted(BaseModel):
+    id: int
+    status: Status
+    queue_position: int | None = Field(ge=1)
+    cached: bool = Field(description="true (with status done and 200) when served from a cache")
+    url: str = Field(description="this analysis in JSON")
+    html_url: str = Field(description="its results page in the browser")
+
+
+class Analysis(BaseModel):
+    id: int
+    status: Status
+    lens: str
+    queue_position: int | None = Field(ge=1)
+    progress: Progress
+    cancel_requested: bool
+    input: dict[str, Any]
+    options: dict[str, Any]
+    rows: list[AnalysisRow] | None = Field(
+        None, description="ordered by position; absent in lists and in the answer to DELETE"
+    )
+    metadata: dict[str, Any] = Field(description="the lens' metadata, once a worker has loaded it")
+    error: str | None
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    url: str
+    html_url: str
+
+
+class AnalysisPage(BaseModel):
+    items: list[Analysis] = Field(description="newest first, without rows")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last")
+
+
+class BatchItemError(BaseModel):
+    error: ErrorDetail
+
+
+class BatchAnswer(BaseModel):
+    items: list[AnalysisSubmitted | BatchItemError] = Field(description="one per item, in input order")
+
+
+class Sample(Answer):
+    text: str
+    token_ids: list[int]
+    finished: bool = Field(description="stopped at end-of-turn")
+
+
+class GenerationResult(Answer):
+    """While running: the samples so far and partial=true; when it ends: the whole result."""
+
+    partial: bool | None = None
+    prompt: str | None = None
+    prompt_token_ids: list[int] | None = None
+    samples: list[Sample]
+    cancelled: bool | None = None
+    options: dict[str, Any] | None = None
+
+
+class Generation(BaseModel):
+    id: int
+    status: Status
+    lens: str
+    queue_position: int | None = Field(ge=1)
+    progress: Progress = Field(description="decode steps (tokens) so far, of at most max_new_tokens")
+    cancel_requested: bool
+    input: dict[str, Any]
+    options: dict[str, Any]
+    result: GenerationResult | None
+    error: str | None
+    then_analyse: bool
+    analysis_options: dict[str, Any] | None
+    analysis_id: int | None = Field(
+        description="with then_analyse: the analysis that follows, once the generation is done"
+    )
+    analysis_url: str | None
+    analysis_html_url: str | None
+    analysis_error: str | None = Field(
+        description="with then_analyse: why the analysis could not be queued (a daily cap, say)"
+    )
+    timings: dict[str, Any]
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    url: str
+    html_url: str
+
+
+class Lens(BaseModel):
+    id: str
+    name: str
+    description: str
+    default: bool
+    untrained: bool = Field(description="an untrained, Patchscope-style lens (the demo)")
+    kind: Literal["lens", "nla"] = Field(
+        description="`lens`: a Consistency Lens (rows carry mse, relative_rmse, kl); `nla`: a Natural Language "
+        "Autoencoder, a verbaliser and a reconstructor (rows add mse_nrm, cosine_similarity, fve_nrm)"
+    )
+
+
+class LensList(BaseModel):
+    lenses: list[Lens]
