@@ -197,7 +197,8 @@ def test_cancel(server, submitted):
 
 
 def test_to_pandas_one_row_per_position_lists_kept(server, client):
-    pandas = pytest.importorskip("pandas")
+    import pandas
+
     rows = [{**row(i), "explanation_tokens": ["a", "b"], "candidates": [{"text": "x"}]} for i in range(3)]
     server.on("GET", f"{API}/analyses/7", Reply(200, analysis_json("done", rows)))
     frame = client.analysis(7).to_pandas()
