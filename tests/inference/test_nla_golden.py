@@ -6,6 +6,8 @@ scale (|cos| <= 1, and some golden cos are ~1e-4, where a float32 dot product's 
 the value). The engine reconstructs several explanations per AR forward, which moves recon by ~1e-7.
 """
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -22,6 +24,21 @@ TEXTS = ["T1", "T2code", "T3chat"]
 PAIRS = [pytest.param("tiny", id="tiny"), pytest.param("smol", id="smol", marks=pytest.mark.slow)]
 GREEDY = Limits(min_temperature=0.0)
 REL = 1e-5
+
+
+def _bitwise_cpu() -> bool:
+    """The goldens were written on AVX2-only CPUs. There the base model's float32 forward reproduces them
+    bit for bit; AVX-512 matmul kernels sum in another order (last-bit differences, ~7e-7 relative, even
+    with ATEN_CPU_CAPABILITY=avx2 and MKL_ENABLE_INSTRUCTIONS=AVX2), so on such a CPU we hold the forward
+    to REL instead. The injected rows are built from the saved activations and stay bitwise everywhere."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True
+    return "avx512f" not in flags
+
+
+BITWISE_CPU = _bitwise_cpu()
 
 
 def _nla(which, request):
@@ -55,7 +72,10 @@ def test_activations_and_injected_embeddings_are_exact(which, request):
         with torch.inference_mode():
             acts = orig_forward(nla, saved["input_ids"], full=False).acts
             rows = injected_rows(nla, saved["activations"])
-        assert torch.equal(acts, saved["activations"]), text_id
+        if BITWISE_CPU:
+            assert torch.equal(acts, saved["activations"]), text_id
+        else:
+            _vector_close(acts, saved["activations"], f"{text_id} activations on an AVX-512 CPU")
         if "av_input_embeds" in saved:  # tiny: the whole [S, T, d] input the AV received
             want = saved["av_input_embeds"]
             assert torch.equal(nla.prompt_embeds.expand_as(want)[:, :p], want[:, :p]), text_id
