@@ -54,6 +54,7 @@ bench: install
 	$(PY) bench/web.py --demo
 	$(PY) bench/cache.py
 	$(PY) bench/results_page.py
+	$(PY) bench/demo_prompts.py
 
 screenshots: install
 	$(PY) bench/screenshots.py

@@ -45,9 +45,10 @@ DEMO_SPEC = LensSpec(
     checkpoint=DEMO_CHECKPOINT,
     default=True,
     description=(
-        "An untrained, Patchscope-style lens: the decoder and encoder prompts are the research prompts' "
-        "token embeddings and both projections are the identity. Explanations show what SmolLM2 says "
-        "about its own layer-8 activation, not what a trained lens would."
+        "An untrained, Patchscope-style lens: the decoder and encoder prompts are the token embeddings of a "
+        "few-shot dictionary prompt (chosen by measurement, bench/results/demo-prompts.md) and both "
+        "projections are the identity. Explanations show what SmolLM2 says about its own layer-8 "
+        "activation, not what a trained lens would."
     ),
 )
 
