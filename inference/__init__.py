@@ -10,4 +10,4 @@ Public surface (see README "Architecture"):
 """
 
 # Bumped whenever a change can alter any number or token a result holds; part of every cache key.
-ENGINE_VERSION = "1"
+ENGINE_VERSION = "2"  # 2: rows carry cosine_similarity, activation_norm, activation_norm_outlier

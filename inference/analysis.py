@@ -14,12 +14,12 @@ import torch
 
 from . import ENGINE_VERSION
 from .decoding import decode
-from .encoding import encode, mse, relative_rmse, salience
+from .encoding import cosine_similarity, encode, mse, relative_rmse, salience
 from .errors import OptionError
 from .inputs import prepare_input
 from .lens import Lens
 from .limits import DEFAULT_LIMITS, Limits
-from .metrics import kl_divergences, logit_lens_top, orig_forward
+from .metrics import activation_norms, kl_divergences, logit_lens_top, norm_range, orig_forward
 from .sampling import uniforms_for_rows
 from .types import AnalysisInput, AnalysisOptions, AnalysisResult, BatchUpdate, OnBatch, ShouldCancel
 
@@ -87,6 +87,7 @@ def analyze(
         ids = torch.tensor(prepared.token_ids, device=lens.device)
         t0 = time.perf_counter()
         orig = orig_forward(lens, ids, full=options.kl)
+        norm_range(lens)  # once per loaded lens: one forward of a short text, with the activations' time
         timings["activations"] += time.perf_counter() - t0
         try:
             for start in range(0, len(todo), per_batch):
@@ -149,7 +150,12 @@ def _analyze_batch(lens, prepared, orig, positions, options, budget, timings, ch
     best = all_mse.argmin(dim=1)  # first on ties
     best_mse = all_mse.gather(1, best.unsqueeze(1)).squeeze(1)
     best_tokens = tokens.view(len(positions), k, -1)[torch.arange(len(positions)), best]
-    rel = relative_rmse(acts, best_mse)
+    best_recon = recon.view(len(positions), k, -1)[torch.arange(len(positions)), best]
+    scores = {
+        "rel": relative_rmse(acts, best_mse),
+        "cos": cosine_similarity(acts, best_recon),
+        "norm": activation_norms(acts),
+    }
     t2 = time.perf_counter()
     sal = None
     if options.salience:
@@ -159,7 +165,6 @@ def _analyze_batch(lens, prepared, orig, positions, options, budget, timings, ch
     kl = None
     if options.kl:
         check_cancel()
-        best_recon = recon.view(len(positions), k, -1)[torch.arange(len(positions)), best]
         kl = kl_divergences(lens, orig, positions, best_recon)
     t4 = time.perf_counter()
     ll = logit_lens_top(lens, acts) if options.logit_lens else None
@@ -168,16 +173,19 @@ def _analyze_batch(lens, prepared, orig, positions, options, budget, timings, ch
     timings["salience"] += t3 - t2
     timings["kl"] += t4 - t3
     return _rows(
-        lens, prepared, positions, tokens, all_mse, best, best_tokens, best_mse, rel, sal, kl, ll, options
+        lens, prepared, positions, tokens, all_mse, best, best_tokens, best_mse, scores, sal, kl, ll, options
     )
 
 
-def _rows(lens, prepared, positions, tokens, all_mse, best, best_tokens, best_mse, rel, sal, kl, ll, options):
-    """One host transfer per batch, then plain Python."""
+def _rows(
+    lens, prepared, positions, tokens, all_mse, best, best_tokens, best_mse, scores, sal, kl, ll, options
+):
+    """One host transfer per batch, then plain Python. `scores`: relative RMSE, cos and ‖A‖ per position."""
     k = options.best_of_k
     best_tokens_l = best_tokens.tolist()
     best_mse_l = best_mse.tolist()
-    rel_l = rel.tolist()
+    rel_l, cos_l, norm_l = (scores[key].tolist() for key in ("rel", "cos", "norm"))
+    usual = norm_range(lens)
     sal_l = sal.tolist() if sal is not None else None
     kl_l = kl.tolist() if kl is not None else None
     tokens_l = tokens.tolist() if options.keep_candidates else None
@@ -197,6 +205,7 @@ def _rows(lens, prepared, positions, tokens, all_mse, best, best_tokens, best_ms
             "token_salience": sal_l[i] if sal_l is not None else None,
             "mse": best_mse_l[i],
             "relative_rmse": rel_l[i],
+            **fidelity_fields(cos_l[i], norm_l[i], usual),
             "kl": kl_l[i] if kl_l is not None else None,
             "logit_lens_top": ll[i] if ll is not None else None,
             "candidates": None,
@@ -213,6 +222,16 @@ def _rows(lens, prepared, positions, tokens, all_mse, best, best_tokens, best_ms
             ]
         rows.append(row)
     return rows
+
+
+def fidelity_fields(cos: float, norm: float, usual) -> dict[str, Any]:
+    """cos(A, Â) of the kept explanation, ‖A‖, and whether ‖A‖ lies outside the lens' usual range
+    (metrics.norm_range): position 0 and attention sinks, whose mse dwarfs every other row's."""
+    return {
+        "cosine_similarity": cos,
+        "activation_norm": norm,
+        "activation_norm_outlier": usual.is_outlier(norm),
+    }
 
 
 def _token_decoder(tokenizer):

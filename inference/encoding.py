@@ -60,6 +60,13 @@ def relative_rmse(acts: torch.Tensor, err: torch.Tensor) -> torch.Tensor:
     return err.sqrt() / acts.float().pow(2).mean(dim=-1).sqrt()
 
 
+def cosine_similarity(acts: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
+    """cos(A, Â) = A·Â / (‖A‖ ‖Â‖) per row, float32; 0 where either vector is zero."""
+    a, r = acts.float(), recon.float()
+    denom = torch.linalg.vector_norm(a, dim=-1) * torch.linalg.vector_norm(r, dim=-1)
+    return (a * r).sum(dim=-1) / denom.clamp_min(1e-30)
+
+
 def salience(
     lens: Lens,
     best_ids: torch.Tensor,

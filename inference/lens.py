@@ -78,6 +78,7 @@ class Lens:
             "untrained": self.untrained,
             "device": str(self.device),
             "dtype": str(self.dtype).replace("torch.", ""),
+            "activation_norm_range": _norm_range(self),
             "engine_version": ENGINE_VERSION,
         }
 
@@ -343,6 +344,14 @@ def _hash_model_dir(path: Path) -> str:
 
 def embed(lens: Lens, ids: torch.Tensor) -> torch.Tensor:
     return embed_tokens(lens.model, ids)
+
+
+def _norm_range(lens) -> dict:
+    """The lens' usual ‖A‖ and the range outside which a row is flagged (inference.metrics.norm_range): in
+    the metadata a worker stores, so that every page and export can state the rule."""
+    from .metrics import norm_range  # metrics imports this module
+
+    return norm_range(lens).to_dict()
 
 
 __all__ = ["Lens", "load_lens", "load_tokenizer", "pick_device", "pick_dtype", "embed", "final_layers"]

@@ -1,4 +1,5 @@
-"""The orig model's side: activations A, and the opt-in KL and logit-lens columns (spec §1, §3)."""
+"""The orig model's side: activations A, their norms and the lens' usual norm range, and the opt-in KL and
+logit-lens columns (spec §1, §3)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,21 @@ from .lens import Lens
 from .models import KV, blocks, cache_kv, embed_tokens, forward, lm_head, make_cache
 
 KL_CACHE_BYTES = 512 << 20  # memory for the K/V copies of one KL chunk
+
+# The lens' usual activation norm: the median ‖A_p‖ over positions ≥ 1 of this fixed English text, read once
+# per loaded lens. A fixed text, not the analysed one: a row's flag then depends only on its own activation
+# (as every other row field does), so it does not change with the text's length, the positions chosen or a
+# reused prefix. Positions ≥ 1, and a median: position 0 and the few attention sinks stay out of it.
+NORM_REFERENCE_TEXT = (
+    "Alice gave Bob a red apple because he was hungry, and then they walked home together. The old "
+    "lighthouse keeper climbed the spiral stairs every evening, carrying a brass lantern. In the morning, "
+    "the fishermen returned to the harbour with their nets full of silver herring, and the whole village "
+    "came down to the quay."
+)
+# A norm more than this many times the usual one (or less than its inverse) is flagged. Measured on
+# SmolLM2-135M at layer 8 (the demo lens): ordinary tokens lie within 0.7–1.4× the median, position 0 at
+# 4–5× and attention-sink tokens (some " the") at 2.3–5.7×; at later layers position 0 reaches 50–130×.
+NORM_OUTLIER_FACTOR = 3.0
 
 
 @dataclass
@@ -40,6 +56,48 @@ def orig_forward(lens: Lens, ids: torch.Tensor, full: bool) -> OrigPass:
         handle.remove()
     log_probs = torch.log_softmax(lm_head(lens.orig, hidden[0]).float(), dim=-1)
     return OrigPass(ids=ids, acts=captured["acts"][0].float(), log_probs=log_probs, kv=cache_kv(cache))
+
+
+@dataclass(frozen=True)
+class NormRange:
+    """The lens' usual ‖A‖ (`median`) and the range outside which a row's norm is flagged an outlier."""
+
+    median: float
+    low: float
+    high: float
+
+    def is_outlier(self, norm: float) -> bool:
+        return not self.low <= norm <= self.high
+
+    def to_dict(self) -> dict:
+        return {
+            "median": self.median,
+            "low": self.low,
+            "high": self.high,
+            "rule": (
+                f"activation_norm_outlier: ‖A‖ above {NORM_OUTLIER_FACTOR:g}× or below 1/{NORM_OUTLIER_FACTOR:g} "
+                "of the median ‖A‖ over positions ≥ 1 of a fixed English reference text (position 0 and "
+                "attention sinks)"
+            ),
+        }
+
+
+def norm_range(lens) -> NormRange:
+    """The lens' usual norm range (see NORM_REFERENCE_TEXT), computed on first use and kept on the lens."""
+    found = getattr(lens, "_norm_range", None)
+    if found is None:
+        ids = list(lens.tokenizer(NORM_REFERENCE_TEXT, add_special_tokens=True).input_ids)
+        with torch.inference_mode():
+            acts = orig_forward(lens, torch.tensor(ids, device=lens.device), full=False).acts
+        median = float(activation_norms(acts[1:]).median())
+        found = NormRange(median, median / NORM_OUTLIER_FACTOR, median * NORM_OUTLIER_FACTOR)
+        lens._norm_range = found  # a per-lens cache: two threads computing it at once get equal values
+    return found
+
+
+def activation_norms(acts: torch.Tensor) -> torch.Tensor:
+    """‖A_p‖₂ per row, float32."""
+    return torch.linalg.vector_norm(acts.float(), dim=-1)
 
 
 def kl_divergences(lens: Lens, orig: OrigPass, positions: list[int], recon: torch.Tensor) -> torch.Tensor:

@@ -131,6 +131,7 @@ class NLALens:
             "untrained": self.untrained,
             "device": str(self.device),
             "dtype": str(self.dtype).replace("torch.", ""),
+            "activation_norm_range": _norm_range(self),
             "engine_version": ENGINE_VERSION,
         }
 
@@ -322,6 +323,14 @@ def analyze(nla: NLALens, inp, options, **kwargs):
     from .nla_analysis import analyze_nla
 
     return analyze_nla(nla, inp, options, **kwargs)
+
+
+def _norm_range(lens) -> dict:
+    """The lens' usual ‖A‖ and the range outside which a row is flagged (inference.metrics.norm_range): in
+    the metadata a worker stores, so that every page and export can state the rule."""
+    from .metrics import norm_range  # metrics imports this module
+
+    return norm_range(lens).to_dict()
 
 
 __all__ = [

@@ -23,7 +23,7 @@ from .encoding import relative_rmse
 from .errors import InputError
 from .inputs import prepare_input
 from .limits import DEFAULT_LIMITS, Limits
-from .metrics import kl_divergences, logit_lens_top, orig_forward
+from .metrics import activation_norms, kl_divergences, logit_lens_top, norm_range, orig_forward
 from .models import embed_tokens, forward, lm_head, make_cache, text_config
 from .nla import NLALens
 from .nla_format import STOP_STRING, explanation_words, fill, parse_explanation, without_word
@@ -101,6 +101,7 @@ def analyze_nla(
         ids = torch.tensor(prepared.token_ids, device=nla.device)
         t0 = time.perf_counter()
         orig = orig_forward(nla, ids, full=options.kl)  # once per text
+        norm_range(nla)  # once per loaded NLA: one forward of a short text
         timings["activations"] += time.perf_counter() - t0
         try:
             for start in range(0, len(todo), per_batch):
@@ -185,6 +186,7 @@ def _analyze_batch(nla, prepared, orig, positions, options, steps, timings, chec
 
     metrics = {"mse_nrm": mse_nrm.tolist(), "cos": cos.tolist(), "mse": raw.tolist()}
     rel_l = rel.tolist()
+    norm_l, usual = activation_norms(acts).tolist(), norm_range(nla)
     rows = []
     for i, p in enumerate(positions):
         c = chosen[i]
@@ -203,6 +205,9 @@ def _analyze_batch(nla, prepared, orig, positions, options, steps, timings, chec
             "logit_lens_top": ll[i] if ll is not None else None,
             "candidates": None,
             **_nla_fields(nla, metrics, c),
+            # cosine_similarity is the NLA's own (of the rescaled vectors, the same cosine): kept
+            "activation_norm": norm_l[i],
+            "activation_norm_outlier": usual.is_outlier(norm_l[i]),
             "av_text": texts[c],
             "av_stop": generated[c].stop,
             "explanation_parsed": matched,

@@ -220,7 +220,10 @@ class Scale:
 
 
 def _values(rows: list[dict], metric: str, early: int = UNTRAINED_POSITIONS) -> list[float]:
-    trained = [r for r in rows if r.get("position", 0) >= early] or rows
+    # ‖A‖ outliers (the engine's flag: attention sinks) out too: their mse would wash every other colour out
+    trained = [
+        r for r in rows if r.get("position", 0) >= early and r.get("activation_norm_outlier") is not True
+    ] or rows
     if metric == "salience":
         return [abs(s) for r in trained for s in (r.get("token_salience") or []) if _is_number(s)]
     return [r[metric] for r in trained if _is_number(r.get(metric))]

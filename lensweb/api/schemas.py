@@ -195,9 +195,10 @@ class Candidate(Answer):
 
 class AnalysisRow(Answer):
     """One analysed position, as the engine computes it. A Natural Language Autoencoder's rows (its lens'
-    kind is `nla`) add `mse_nrm` (mse of both vectors rescaled to norm sqrt(d)), `cosine_similarity`,
-    `fve_nrm`, `av_text`, `av_stop` and `explanation_parsed`; their `mse` is the raw mse, and
-    `explanation_tokens` are the explanation's words (the units of `token_salience`)."""
+    kind is `nla`) add `mse_nrm` (mse of both vectors rescaled to norm sqrt(d)), `fve_nrm`, `av_text`,
+    `av_stop` and `explanation_parsed`; their `mse` is the raw mse, and `explanation_tokens` are the
+    explanation's words (the units of `token_salience`). `cosine_similarity`, `activation_norm` and
+    `activation_norm_outlier` are absent from the rows of an analysis stored before the engine computed them."""
 
     position: int = Field(ge=0)
     token: str
@@ -208,6 +209,15 @@ class AnalysisRow(Answer):
     token_salience: list[float] | None = None
     mse: float
     relative_rmse: float | None = None
+    cosine_similarity: float | None = Field(
+        None, description="cos(A, Â): the activation and its reconstruction from the kept explanation"
+    )
+    activation_norm: float | None = Field(None, description="‖A‖₂, the activation's L2 norm")
+    activation_norm_outlier: bool | None = Field(
+        None,
+        description="‖A‖ far outside the lens' usual range (position 0, attention sinks; the rule and range are "
+        "in metadata.activation_norm_range): the mse there is large because A is",
+    )
     kl: float | None = None
     logit_lens_top: list[str] | None = None
     candidates: list[Candidate] | None = None

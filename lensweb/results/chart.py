@@ -1,6 +1,8 @@
 """The per-token chart, drawn here as SVG: no charting library, no CDN, and the same numbers as the table
 because it reads the same rows. A Consistency Lens' mse (and KL, when computed) by default; an NLA's fve
-(or cos without a variance constant) and KL."""
+(or cos without a variance constant) and KL. Every point's tooltip has cos(A, Â) and ‖A‖ where the row has
+them, and positions whose ‖A‖ lies far outside the lens' usual range (the engine's flag: position 0 and
+attention sinks, where the mse is large because A is) are marked along the top edge."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from .display import visible
 WIDTH, HEIGHT = 960, 240
 LEFT, RIGHT, TOP, BOTTOM = 64, 64, 18, 46
 MSE_COLOUR, KL_COLOUR = "#1d4f91", "#dd6a1e"  # the blue and orange ends of the safe palette
+FLAG_COLOUR = "#b3261e"  # the results table's outlier red
 MAX_MARKERS = 400  # above this, a line only (markers would cost more than they show)
 
 
@@ -47,6 +50,18 @@ class _Axis:
                 break
         first = math.ceil(self.lo / step) * step
         return [first + i * step for i in range(int((self.hi - first) / step) + 1)]
+
+
+def _fidelity_tip(row: dict, metric: str) -> str:
+    """cos(A, Â) (unless it is the charted metric) and ‖A‖, flagged when outside the lens' usual range."""
+    tip = ""
+    if metric != "cosine_similarity" and _finite(row.get("cosine_similarity")):
+        tip += f", cos {fmt(row['cosine_similarity'])}"
+    if _finite(row.get("activation_norm")):
+        tip += f", ‖A‖ {fmt(row['activation_norm'])}"
+        if row.get("activation_norm_outlier") is True:
+            tip += " (outlier)"
+    return tip
 
 
 def mse_chart(rows: list[dict]) -> SafeString:
@@ -135,12 +150,24 @@ def metric_chart(
             tip = f"{r['position']} “{visible(r.get('token', ''))}”: {name} {fmt(r[metric])}"
             if _finite(r.get(second)):
                 tip += f", {second_name} {fmt(r[second])}"
+            tip += _fidelity_tip(r, metric)
             out.append(
                 f'<circle cx="{x(r["position"]):.1f}" cy="{mse_axis.y(r[metric]):.1f}" r="3" '
                 f'fill="{MSE_COLOUR}"><title>{escape(tip)}</title></circle>'
             )
+    flagged = [r for r in rows if r.get("activation_norm_outlier") is True]
+    for r in flagged:  # drawn whatever the row count: there are few, and they explain the spikes
+        fx = x(r["position"])
+        tip = f"{r['position']} “{visible(r.get('token', ''))}”: ‖A‖ {fmt(r.get('activation_norm'))}, far outside "
+        tip += f"the lens' usual range: its {name} is large because A is"
+        out.append(
+            f'<path class="norm-flag" d="M{fx - 4:.1f},{y1 - 9} L{fx + 4:.1f},{y1 - 9} L{fx:.1f},{y1 - 2} Z" '
+            f'fill="{FLAG_COLOUR}"><title>{escape(tip)}</title></path>'
+        )
     legend = f'<text x="{x1 - 4}" y="{y1 + 12}" text-anchor="end"><tspan fill="{MSE_COLOUR}">— {name}</tspan>'
     if kl_rows:
         legend += f'<tspan fill="{KL_COLOUR}">   - - {second_name}</tspan>'
+    if flagged:
+        legend += f'<tspan fill="{FLAG_COLOUR}">   ▼ ‖A‖ outlier</tspan>'
     out.append(legend + "</text></svg>")
     return mark_safe("".join(out))

@@ -12,6 +12,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from lensweb.analyses import colours
 from lensweb.analyses.colours import UNTRAINED_POSITIONS, ColourScheme, fmt
+from lensweb.analyses.services import summarize_rows, summary_rows
 
 from .export import is_nla
 from .models import ResultsPreference
@@ -19,15 +20,20 @@ from .models import ResultsPreference
 VIEWS = ("table", "transposed", "fulltext")
 VIEW_LABELS = {"table": "Table", "transposed": "Transposed", "fulltext": "Full text"}
 
-# The two lens families and the metrics their rows carry, in the order the table shows them. An NLA row also
-# has the raw mse and relative RMSE (exports keep them), but it is judged by direction: fve, cos, mse_nrm.
+# The two lens families and the numeric columns their rows carry, in the order the table shows them. An NLA
+# row also has the raw mse and relative RMSE (exports keep them), but it is judged by direction: fve, cos,
+# mse_nrm. Every row of either family has cos(A, Â) and ‖A‖ (rows stored before they existed have neither:
+# empty cells).
 LENS, NLA = "lens", "nla"
 FAMILY_METRICS = {
-    LENS: ("mse", "relative_rmse", "kl"),
-    NLA: ("fve_nrm", "cosine_similarity", "mse_nrm", "kl"),
+    LENS: ("mse", "relative_rmse", "cosine_similarity", "kl", "activation_norm"),
+    NLA: ("fve_nrm", "cosine_similarity", "mse_nrm", "kl", "activation_norm"),
 }
 NLA_METRICS = ("fve_nrm", "cosine_similarity", "mse_nrm")
 METRICS = ("mse", "relative_rmse", "kl", *NLA_METRICS)
+# Columns shown as plain numbers, without a colour scale (so not a full-text metric): ‖A‖ is the activation's
+# size, not the reconstruction's quality. The table shows it after the metrics, with the outlier flag.
+PLAIN_COLUMNS = ("activation_norm",)
 # Columns shown only when some row has the value (KL when asked for; fve when the NLA has its variance).
 SPARSE_METRICS = ("kl", "fve_nrm")
 SORTS = ("position", *METRICS)
@@ -40,6 +46,7 @@ COLUMN_LABELS = {
     "fve_nrm": "fve",
     "cosine_similarity": "cos",
     "mse_nrm": "normalised mse",
+    "activation_norm": "‖A‖",
 }
 HEADER_LABELS = {**COLUMN_LABELS, "relative_rmse": "rel. RMSE", "mse_nrm": "mse_nrm"}
 COLUMN_TITLES = {
@@ -51,13 +58,21 @@ COLUMN_TITLES = {
     "cosine_similarity": "cosine of the reconstruction and the activation (1 is perfect; higher is better)",
     "mse_nrm": "mse of the reconstruction and the activation, both rescaled to norm √d: 2(1 − cos) "
     "(lower is better)",
+    "activation_norm": "‖A‖, the activation's L2 norm; ⚑ far outside the lens' usual range (position 0, attention "
+    "sinks), where the mse is large because A is",
 }
 # What a best-of-k candidate is ranked by, per family (the engine keeps the lowest).
 CANDIDATE_METRIC = {LENS: "mse", NLA: "mse_nrm"}
 # The optional table columns of both families (position, token and explanation are always shown).
-OPTIONAL_COLUMNS = (*FAMILY_METRICS[LENS], *NLA_METRICS, "logit_lens")
+OPTIONAL_COLUMNS = tuple(dict.fromkeys((*FAMILY_METRICS[LENS], *NLA_METRICS, "logit_lens")))
+# What a page offered before it said so (a column form without cols_offered): the first Consistency Lens
+# columns.
+LEGACY_OFFERED = ("mse", "relative_rmse", "kl", "logit_lens")
 # In a saved column preference: the NLA columns were chosen on an NLA page (before that they are all on).
 NLA_COLUMNS_SAVED = "nla"
+# Columns added after preferences were first saved, each with the marker a preference gets once a page has
+# offered them: a preference without it says nothing about them, so they are on.
+LATER_COLUMNS = {NLA_COLUMNS_SAVED: NLA_METRICS, "norm": PLAIN_COLUMNS}
 # Consistency Lenses were never trained on positions 0–5; the reference NLAs only on positions 50 and later
 # (shared/spec/nla.md §5). Rows before that are shown, de-emphasised.
 EARLY_POSITIONS = {LENS: UNTRAINED_POSITIONS, NLA: 50}
@@ -82,11 +97,13 @@ def family_of(metadata: dict | None, rows: list[dict] = ()) -> str:
 
 
 def metrics_of(family: str, rows: list[dict]) -> tuple[str, ...]:
-    """The family's metrics that this analysis has: the sparse ones only where some row has a value."""
+    """The family's metrics that this analysis has (colour-scaled, sortable, full-text ones: not PLAIN_COLUMNS):
+    the sparse ones only where some row has a value."""
     return tuple(
         m
         for m in FAMILY_METRICS[family]
-        if m not in SPARSE_METRICS or any(_num(r.get(m)) is not None for r in rows)
+        if m not in PLAIN_COLUMNS
+        and (m not in SPARSE_METRICS or any(_num(r.get(m)) is not None for r in rows))
     )
 
 
@@ -114,6 +131,19 @@ class Display:
     palette: str = colours.DEFAULT_PALETTE
     columns: tuple[str, ...] = OPTIONAL_COLUMNS
 
+    @property
+    def show_norm(self) -> bool:
+        """The table's ‖A‖ column (a plain column after the metrics: views count only the metrics)."""
+        return "activation_norm" in self.columns
+
+    @property
+    def n_plain(self) -> int:
+        return sum(c in self.columns for c in PLAIN_COLUMNS)
+
+    @property
+    def norm_header(self) -> dict[str, str]:
+        return {"label": HEADER_LABELS["activation_norm"], "title": COLUMN_TITLES["activation_norm"]}
+
     @classmethod
     def from_request(
         cls, params, preference: ResultsPreference | None, metrics: tuple[str, ...] = FAMILY_METRICS[LENS]
@@ -129,7 +159,7 @@ class Display:
             )
         pick = {
             "view": _choice(params.get("view"), VIEWS, base.view),
-            "sort": _choice(params.get("sort"), ("position", *metrics), base.sort),
+            "sort": _choice(params.get("sort"), ("position", *metrics, *PLAIN_COLUMNS), base.sort),
             "desc": params.get("dir") == "desc",
             "q": (params.get("q") or "")[:100],
             "metric": _choice(params.get("metric"), metrics, base.metric),
@@ -142,23 +172,30 @@ class Display:
 
 
 def saved_columns(saved: list) -> tuple[str, ...]:
-    """The columns a saved preference turns on. One saved before NLAs existed, or only ever on Consistency
-    Lens pages, says nothing about the NLA columns: they stay on."""
+    """The columns a saved preference turns on. One saved before NLAs (or ‖A‖) existed, or only ever on pages
+    that did not offer them, says nothing about those columns: they stay on (LATER_COLUMNS)."""
     columns = [c for c in OPTIONAL_COLUMNS if c in saved]
-    if NLA_COLUMNS_SAVED not in saved:
-        columns += [c for c in NLA_METRICS if c not in columns]
+    for marker, later in LATER_COLUMNS.items():
+        if marker not in saved:
+            columns += [c for c in later if c not in columns]
     return tuple(c for c in OPTIONAL_COLUMNS if c in columns)
 
 
 def columns_to_save(saved: list | None, posted: list[str], offered: list[str]) -> list[str]:
     """A preference after a page's column form: the columns it offered as posted, the others as they were
-    saved (a Consistency Lens page does not turn the NLA columns off, nor the other way round)."""
+    saved (a Consistency Lens page does not turn the NLA-only columns off, nor the other way round; cos is
+    one column on both)."""
     before = saved_columns(saved) if saved else OPTIONAL_COLUMNS
-    offered = [c for c in offered if c in OPTIONAL_COLUMNS] or list(FAMILY_METRICS[LENS]) + ["logit_lens"]
+    offered = [c for c in offered if c in OPTIONAL_COLUMNS] or list(LEGACY_OFFERED)
     on = [c for c in OPTIONAL_COLUMNS if (c in posted if c in offered else c in before)]
-    if any(c in offered for c in NLA_METRICS) or NLA_COLUMNS_SAVED in (saved or []):
-        return [*on, NLA_COLUMNS_SAVED]
-    return [c for c in on if c not in NLA_METRICS]  # never chosen: saved_columns keeps them on
+    markers = [
+        marker
+        for marker, later in LATER_COLUMNS.items()
+        if any(c in offered for c in later) or marker in (saved or [])
+    ]
+    # a group never chosen is left out: saved_columns keeps it on
+    unchosen = {c for marker, later in LATER_COLUMNS.items() if marker not in markers for c in later}
+    return [*(c for c in on if c not in unchosen), *markers]
 
 
 def _choice(value, allowed, default):
@@ -241,11 +278,24 @@ class RowView:
     fve_nrm: float | None = None
     cosine_similarity: float | None = None
     mse_nrm: float | None = None
+    activation_norm: float | None = None
+    norm_outlier: bool = False  # ‖A‖ far outside the lens' usual range (the engine's flag)
     classes: dict[str, str] = field(default_factory=dict)
     cells: list[str] = field(default_factory=list)  # the table's metric cells, in its column order
 
     def text(self, name: str) -> str:
+        if name == "activation_norm":
+            return norm_text(self.activation_norm)
         return number(getattr(self, name))
+
+    @property
+    def activation_norm_text(self) -> str:
+        return norm_text(self.activation_norm)
+
+    @property
+    def norm_note(self) -> str:
+        """The flag's explanation (a tooltip), or "" for a row within the usual range."""
+        return NORM_OUTLIER_NOTE if self.norm_outlier else ""
 
     @property
     def mse_text(self) -> str:
@@ -258,6 +308,19 @@ class RowView:
     @property
     def kl_text(self) -> str:
         return number(self.kl)
+
+
+NORM_OUTLIER_NOTE = (
+    "‖A‖ is far outside this lens' usual range (position 0 or an attention sink): its mse is large because "
+    "A is, not because the explanation is worse"
+)
+
+
+def norm_text(value) -> str:
+    """‖A‖ to about four significant digits: norms run from under 1 to tens of thousands across models."""
+    if _num(value) is None or not math.isfinite(value):
+        return ""
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
 def _logit_lens(top) -> str:
@@ -290,6 +353,8 @@ def row_views(
             fve_nrm=_num(data.get("fve_nrm")),
             cosine_similarity=_num(data.get("cosine_similarity")),
             mse_nrm=_num(data.get("mse_nrm")),
+            activation_norm=_num(data.get("activation_norm")),
+            norm_outlier=data.get("activation_norm_outlier") is True,
         )
         view.classes = {m: scheme[m].css_class(getattr(view, m)) for m in FULLTEXT_METRICS}
         views.append(view)
@@ -310,12 +375,20 @@ def sort_and_filter(views: list[RowView], display: Display) -> list[RowView]:
 
 
 def summary_items(family: str, rows: list[dict]) -> list[tuple[str, str]]:
-    """Means over the rows, in the family's own metrics (compare's headline numbers)."""
+    """Means in the family's own metrics (compare's headline numbers) over the rows the history's and the
+    cards' summary is over (analyses.services.summary_rows: trained positions, ‖A‖ outliers left out); last,
+    with an empty label, the note that says which positions those are."""
+    rows = [r for r in rows if isinstance(r.get("position"), int) and _num(r.get("mse")) is not None]
+    if not rows:
+        return []
+    used, _left = summary_rows(rows, family == NLA)
     items = []
     for metric in metrics_of(family, rows):
-        values = [r[metric] for r in rows if _num(r.get(metric)) is not None and math.isfinite(r[metric])]
+        values = [r[metric] for r in used if _num(r.get(metric)) is not None and math.isfinite(r[metric])]
         if values and metric != "kl":
             items.append((f"mean {COLUMN_LABELS[metric]}", number(sum(values) / len(values))))
+    if items:
+        items.append(("", summarize_rows(rows, nla=family == NLA)["note"]))
     return items
 
 
@@ -369,6 +442,15 @@ def metadata_items(analysis) -> list[tuple[str, str]]:
         items.append(("timings", text.strip() or "–"))
     else:
         items.append(("timings", "–"))
+    usual = meta.get("activation_norm_range")
+    if isinstance(usual, dict) and all(_num(usual.get(k)) is not None for k in ("median", "low", "high")):
+        items.append(
+            (
+                "usual ‖A‖",
+                f"{norm_text(usual['median'])} (flagged outside {norm_text(usual['low'])}–"
+                f"{norm_text(usual['high'])})",
+            )
+        )
     cached = meta.get("cached")
     items.append(
         ("cached", "yes (served from the result cache)" if cached else ("no" if cached is False else "–"))

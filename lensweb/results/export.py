@@ -9,9 +9,14 @@ relative_rmse, kl_divergence` (golden README §5): `explanation` is the decoded 
 "[token]" when the lens adds the current token, `explanation_structured` the per-token decodes (plus
 "[token]"), `kl_divergence` -1.0 when not computed. Our own fields follow under names that do not clash.
 
+Every row then has its fidelity columns (FIDELITY_FIELDS): `cosine_similarity` (cos of A and Â),
+`activation_norm` (‖A‖₂) and `activation_norm_outlier` (‖A‖ far outside the lens' usual range: position 0,
+attention sinks); null (an empty CSV cell) in a row stored before the engine computed them.
+
 A Natural Language Autoencoder's analysis (metadata kind "nla") adds its metrics to every row (NLA_FIELDS:
-`mse_nrm`, `cosine_similarity`, `fve_nrm`, null without a variance constant) and, where the engine gave
-them, the verbaliser's raw output (`av_text`, `av_stop`, `explanation_parsed`); its `mse` is the raw mse.
+`mse_nrm`, `cosine_similarity` (its own: of the two vectors rescaled), `fve_nrm`, null without a variance
+constant) and, where the engine gave them, the verbaliser's raw output (`av_text`, `av_stop`,
+`explanation_parsed`); its `mse` is the raw mse. Its norm fields follow those.
 """
 
 from __future__ import annotations
@@ -44,9 +49,14 @@ OUR_FIELDS = (
     "logit_lens_tokens",  # ours: the list of top tokens, null when not computed
     "candidates",
 )
-EXPORT_FIELDS = RESEARCH_FIELDS + OUR_FIELDS
+NORM_FIELDS = ("activation_norm", "activation_norm_outlier")
+FIDELITY_FIELDS = ("cosine_similarity", *NORM_FIELDS)
+# An import keeps a field of these that its row shape cannot rebuild (imported_fields), to write it back.
+EXPORT_FIELDS = RESEARCH_FIELDS + OUR_FIELDS + FIDELITY_FIELDS
 # An NLA's rows: its metrics always, then the verbaliser's raw output when the row has it.
 NLA_METRIC_FIELDS = ("mse_nrm", "cosine_similarity", "fve_nrm")
+# Fields only an NLA's rows have: what tells a file's rows apart by family (cos is on every row now).
+NLA_ONLY_FIELDS = ("mse_nrm", "fve_nrm")
 NLA_EXTRA_FIELDS = ("av_text", "av_stop", "explanation_parsed")
 NLA_FIELDS = NLA_METRIC_FIELDS + NLA_EXTRA_FIELDS
 CSV_FIELDS = (
@@ -63,6 +73,10 @@ CSV_FIELDS = (
     "logit_lens_top",
 )
 NLA_CSV_FIELDS = NLA_METRIC_FIELDS
+# After CSV_FIELDS: a Consistency Lens' cos and the norm columns; an NLA's metrics (its cos among them) and
+# the norm columns.
+LENS_CSV_EXTRA = FIDELITY_FIELDS
+NLA_CSV_EXTRA = NLA_CSV_FIELDS + NORM_FIELDS
 # Metadata keys that become Analysis fields on import (and are rebuilt from them on export).
 ENVELOPE_KEYS = ("format", "format_version", "analysis_id", "status", "input", "options", "timings")
 
@@ -76,10 +90,10 @@ def current_token_suffix(row: dict, add_current_token: bool) -> str | None:
 
 def is_nla(metadata: dict | None, rows: list[dict] = ()) -> bool:
     """An NLA's analysis: its metadata says so (the engine's, kept by export and import), or its rows carry
-    the NLA metrics (a file from elsewhere)."""
+    the NLA-only metrics (a file from elsewhere; cosine_similarity is on a Consistency Lens' rows too)."""
     if (metadata or {}).get("kind") == "nla":
         return True
-    return any(isinstance(r, dict) and any(k in r for k in NLA_METRIC_FIELDS) for r in rows)
+    return any(isinstance(r, dict) and any(k in r for k in NLA_ONLY_FIELDS) for r in rows)
 
 
 def research_row(row: dict, add_current_token: bool, nla: bool = False) -> dict[str, Any]:
@@ -111,6 +125,9 @@ def research_row(row: dict, add_current_token: bool, nla: bool = False) -> dict[
     if nla:
         out.update({key: row.get(key) for key in NLA_METRIC_FIELDS})
         out.update({key: row[key] for key in NLA_EXTRA_FIELDS if key in row})
+    else:
+        out["cosine_similarity"] = row.get("cosine_similarity")
+    out.update({key: row.get(key) for key in NORM_FIELDS})
     imported = row.get("imported_fields") or {}
     for key, value in imported.items():
         out[key] = value  # a research file's own value (or unknown field), written back as it came
@@ -177,13 +194,14 @@ def _csv_cell(value: Any) -> Any:
 
 
 def export_csv(analysis, rows: list[dict], *, raw: bool = False) -> bytes:
-    """One line per position (an NLA's adds its three metrics); list-valued cells are JSON. UTF-8, no BOM,
+    """One line per position (then cos, ‖A‖ and its outlier flag; an NLA's three metrics and the norm ones);
+    empty cells where a row stored before lacks them; list-valued cells are JSON. UTF-8, no BOM,
     RFC 4180 line ends (CRLF: the writer then quotes a cell holding a CR, as it does one holding a LF; with "\n" alone a token "\r"
     would end the line for a reader). Text cells that a spreadsheet would run as formulas get a leading
     "'" unless `raw` (then a token such as "=" stays "=")."""
     add_current = bool((analysis.metadata or {}).get("add_current_token"))
     nla = is_nla(analysis.metadata, rows)
-    fields = CSV_FIELDS + NLA_CSV_FIELDS if nla else CSV_FIELDS
+    fields = CSV_FIELDS + (NLA_CSV_EXTRA if nla else LENS_CSV_EXTRA)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(fields)

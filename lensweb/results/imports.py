@@ -231,6 +231,12 @@ def _columns_to_rows(columns: dict, where: str) -> list:
     return rows
 
 
+def _printable(text: str) -> str:
+    """Text for an error message: a lone surrogate (a key of a damaged file) as its escape, which a page can
+    encode."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _transcripts(values: list[Any], where: str, label: str = "document") -> list[tuple[dict, list, str]]:
     """(metadata, rows, where) per transcript, whatever wrapping the file used."""
     found = []
@@ -246,7 +252,7 @@ def _transcripts(values: list[Any], where: str, label: str = "document") -> list
             if data is None:
                 raise ImportFormatError(
                     f'{here}: expected an object with "metadata" and "data" (the research site\'s export), '
-                    f"found keys {', '.join(sorted(value)[:8]) or 'none'}"
+                    f"found keys {_printable(', '.join(sorted(value)[:8])) or 'none'}"
                 )
             metadata = value.get("metadata")
             if metadata is None:
@@ -385,6 +391,25 @@ def _nla_fields(raw: dict, where: str) -> dict[str, Any]:
     return fields
 
 
+def _fidelity_fields(raw: dict, where: str, nla: bool) -> dict[str, Any]:
+    """cos(A, Â), ‖A‖ and its outlier flag where the file has them (export.FIDELITY_FIELDS; a file written
+    before they existed has none). An NLA's cos is one of its own fields (_nla_fields)."""
+    fields = {}
+    if not nla and raw.get("cosine_similarity") is not None:
+        _check_nla_metric(raw, where, "cosine_similarity")
+        fields["cosine_similarity"] = raw["cosine_similarity"]
+    if raw.get("activation_norm") is not None:
+        _check_number(raw, where, "activation_norm")
+        value = raw["activation_norm"]
+        _check(value >= 0, where, "activation_norm", "a norm, 0 or more", value)
+        fields["activation_norm"] = value
+    flag = raw.get("activation_norm_outlier")
+    if flag is not None:
+        _check(isinstance(flag, bool), where, "activation_norm_outlier", "true/false or null", flag)
+        fields["activation_norm_outlier"] = flag
+    return fields
+
+
 def _our_row(
     raw: dict,
     where: str,
@@ -462,6 +487,7 @@ def _our_row(
     if candidates is not None:
         _check_candidates(candidates, where, max_candidates)
     nla_fields = _nla_fields(raw, where) if nla else {}
+    fidelity = _fidelity_fields(raw, where, nla)
 
     suffix = current_token_suffix(raw, add_current)
     tokens = raw.get("explanation_tokens")
@@ -499,6 +525,7 @@ def _our_row(
         "logit_lens_top": top,
         "candidates": candidates,
         **nla_fields,
+        **fidelity,
     }
     # Whatever our shape cannot reproduce exactly is kept as it came, to be written back on export.
     rebuilt = research_row(row, add_current, nla)

@@ -40,10 +40,11 @@ def tiny_result_k1():
 
 def create_analysis(owner, result, *, text: str = TEXT, status: str = "done", **metadata_changes):
     from lensweb.analyses.models import Analysis, AnalysisRow
+    from lensweb.analyses.services import summarize_rows
 
     rows, metadata, timings, options = copy.deepcopy(result)
     metadata.update(metadata_changes)
-    metadata["summary"] = {"rows": len(rows), "mean_mse": sum(r["mse"] for r in rows) / len(rows)}
+    metadata["summary"] = summarize_rows(rows)  # as a worker stores it
     analysis = Analysis.objects.create(
         owner=owner,
         lens_id=metadata.get("lens_id", "tiny"),

@@ -255,11 +255,18 @@ def test_the_export_carries_the_nla_fields(nla, analysis):
         assert out["explanation_structured"] == row["explanation_tokens"]  # words: salience's units
         assert out["candidates"] == row["candidates"]
     table = list(csv.DictReader(io.StringIO(export_csv(nla, rows).decode("utf-8"))))
-    assert list(table[0])[-3:] == ["mse_nrm", "cosine_similarity", "fve_nrm"]
+    assert list(table[0])[-5:] == [
+        "mse_nrm",
+        "cosine_similarity",
+        "fve_nrm",
+        "activation_norm",
+        "activation_norm_outlier",
+    ]
     assert [float(t["fve_nrm"]) for t in table] == [r["fve_nrm"] for r in rows]
-    # a Consistency Lens' export is as it was
+    assert [float(t["activation_norm"]) for t in table] == [r["activation_norm"] for r in rows]
+    # a Consistency Lens' export has its own cos, and none of the NLA-only metrics
     lens = json.loads(export_json(analysis, services.rows_of(analysis)))
-    assert not any(key in lens["data"][0] for key in NLA_METRICS)
+    assert not any(key in lens["data"][0] for key in ("mse_nrm", "fve_nrm"))
     assert "fve_nrm" not in export_csv(analysis, services.rows_of(analysis)).decode().splitlines()[0]
 
 

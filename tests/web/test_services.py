@@ -142,7 +142,9 @@ def test_cancel_running_job_flags_it_and_stops_the_next_batch(alice, worker):
     assert services.do_finish_job(job.pk, worker.pk, Analysis.Status.CANCELLED)
     job.refresh_from_db()
     assert job.status == "cancelled" and job.rows.count() == 2
-    assert job.metadata["summary"] == {"rows": 2, "mean_mse": 1.5, "max_mse": 2.0}
+    summary = job.metadata["summary"]
+    assert [summary[k] for k in ("rows", "mean_mse", "max_mse")] == [2, 1.5, 2.0]
+    assert summary["note"] == "positions 0–1, none trained on (training starts at position 6)"
 
 
 def test_cancel_checks_ownership(alice, bob):
