@@ -103,6 +103,13 @@ class AnalysisOptionsForm(forms.Form):
         initial=DEFAULTS.logit_lens,
         help_text="Top tokens of the logit lens at the lens' layer.",
     )
+    keep_candidates = forms.BooleanField(
+        required=False,
+        initial=DEFAULTS.keep_candidates,
+        label="Keep candidates",
+        help_text="Keep all k explanations of each position with their scores, not only the best; "
+        "the results page lists them under each row.",
+    )
     last_n_messages = forms.IntegerField(
         required=False,
         min_value=1,
@@ -128,6 +135,7 @@ class AnalysisOptionsForm(forms.Form):
                 "salience",
                 "kl",
                 "logit_lens",
+                "keep_candidates",
                 "last_n_messages",
             )
         }
@@ -188,6 +196,49 @@ class AnalysisForm(AnalysisOptionsForm):
         else:
             data["input"] = {"text": text}
         return data
+
+    # Under "Advanced": it opens when one of them has an error or, on a refilled form, a value of its own.
+    ADVANCED = ("seed", "kl", "logit_lens", "keep_candidates", "last_n_messages", "lens")
+
+    @property
+    def advanced_open(self) -> bool:
+        if any(self[name].errors for name in self.ADVANCED):
+            return True
+        return not self.is_bound and any(
+            name in self.initial and self.initial[name] != self.fields[name].initial for name in self.ADVANCED
+        )
+
+
+def rerun_initial(job) -> dict:
+    """The analysis form's values that submit `job` again: its input in the text box (a chat as the JSON
+    the box reads; one user turn as wrapped text), its lens and its options (those the form has)."""
+    inp = job.input or {}
+    messages = inp.get("messages")
+    if messages is None:
+        initial = {"text": inp.get("text") or "", "input_format": InputFormat.TEXT}
+    elif _is_wrapped(inp):
+        initial = {"text": messages[0].get("content") or "", "input_format": InputFormat.WRAP}
+    else:
+        # A list alone means the template's default system prompt; the object form says it is off.
+        chat = messages
+        if inp.get("default_system_prompt") is False:
+            chat = {"messages": messages, "default_system_prompt": False}
+        initial = {"text": json.dumps(chat, ensure_ascii=False, indent=1), "input_format": InputFormat.CHAT}
+    fields = AnalysisForm.base_fields
+    initial.update({name: value for name, value in (job.options or {}).items() if name in fields})
+    initial["lens"] = job.lens_id
+    return initial
+
+
+def _is_wrapped(inp: dict) -> bool:
+    """What "Plain text as one user message" submits: exactly one user turn, with the template's default."""
+    messages = inp.get("messages") or []
+    return (
+        len(messages) == 1
+        and messages[0].get("role") == "user"
+        and isinstance(messages[0].get("content"), str)
+        and inp.get("default_system_prompt", True) is True
+    )
 
 
 def parse_chat_input(text: str) -> dict | None:

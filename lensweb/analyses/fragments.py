@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db.models import Prefetch
+from django.db.models import F, Prefetch
 from django.template.loader import render_to_string
 
 from lensweb.analyses.colours import build_scale
@@ -75,8 +75,8 @@ NLA_UNTRAINED_POSITIONS = 50
 
 
 def row_family(data: dict) -> str:
-    """An NLA's rows carry mse_nrm and cosine_similarity; a Consistency Lens' do not."""
-    return "nla" if "mse_nrm" in data or "cosine_similarity" in data else "lens"
+    """An NLA's rows carry mse_nrm (and fve_nrm); a Consistency Lens' do not (both have cosine_similarity)."""
+    return "nla" if "mse_nrm" in data or "fve_nrm" in data else "lens"
 
 
 def job_family(job: Analysis) -> str:
@@ -93,7 +93,16 @@ def job_family(job: Analysis) -> str:
     return "nla" if kind == "nla" else "lens"
 
 
-def row_view(data: dict) -> dict:
+def asked_columns(job: Analysis, family: str | None = None) -> tuple[tuple, bool]:
+    """The card's metric columns and whether it has the logit-lens column: KL and the logit lens only when
+    the job asked for them (a column of blanks says nothing)."""
+    options = job.options or {}
+    columns = tuple(c for c in CARD_COLUMNS[family or job_family(job)] if c[0] != "kl" or options.get("kl"))
+    return columns, bool(options.get("logit_lens"))
+
+
+def row_view(data: dict, columns: tuple | None = None) -> dict:
+    """A card's row; `columns`: its card's metric columns (by default every column of the row's family)."""
     words = data.get("explanation_tokens") or [data.get("explanation", "")]
     family = row_family(data)
     early = NLA_UNTRAINED_POSITIONS if family == "nla" else UNTRAINED_POSITIONS
@@ -119,13 +128,17 @@ def row_view(data: dict) -> dict:
         "mse": _number(data.get("mse")),
         "relative_rmse": _number(data.get("relative_rmse")),
         "kl": _number(data.get("kl")),
-        "metrics": [_number(data.get(key)) for key, _, _ in CARD_COLUMNS[family]],
+        "metrics": [_number(data.get(key)) for key, _, _ in (columns or CARD_COLUMNS[family])],
         "logit_lens": _logit_lens(data.get("logit_lens_top")),
     }
 
 
 def render_row(job: Analysis, data: dict) -> str:
-    return render_to_string("analyses/partials/row.html", {"job": job, "row": row_view(data)})
+    columns, logit_lens = asked_columns(job, row_family(data))
+    return render_to_string(
+        "analyses/partials/row.html",
+        {"job": job, "row": row_view(data, columns), "logit_lens": logit_lens},
+    )
 
 
 # --- socket messages that fit -------------------------------------------------------------------------------
@@ -208,13 +221,18 @@ def card_context(job: Analysis, position: int | None, rows: list | None = None) 
     """A card's context: its first rows as HTML, and how many more the results page has (every row of an
     analysis is counted in progress_done)."""
     rows = _card_rows(job) if rows is None else rows
+    columns, logit_lens = asked_columns(job)
     row_html = [render_row(job, r.data) for r in rows]
     return {
         "job": job,
         "position": position,
         "rows": row_html,
         "more": max(0, job.progress_done - len(rows)),
-        "columns": CARD_COLUMNS[job_family(job)],
+        "columns": columns,
+        "logit_lens": logit_lens,
+        # No table for a job that ended without a row (cancelled while queued): an empty table says nothing.
+        # Decided on all its card rows, not on those a socket message has room for (fit_card).
+        "table": bool(rows) or not job.is_final,
     }
 
 
@@ -263,10 +281,24 @@ def _newest_first(jobs: list) -> list:
     return sorted(jobs, key=lambda j: (j.created_at, j.kind, j.pk), reverse=True)
 
 
+def recent_count() -> int:
+    """How many finished cards the analysis page shows (the rest are in History); the page's script keeps
+    to it as jobs finish while it is open."""
+    return max(0, settings.LENSWEB_RECENT_JOBS)
+
+
+def _last_finished(queryset, n: int) -> list:
+    return list(queryset.order_by(F("finished_at").desc(nulls_last=True), "-created_at", "-id")[:n])
+
+
+def _finished_order(job) -> tuple:
+    return (job.finished_at or job.created_at, job.created_at, job.pk)
+
+
 def recent_jobs(user) -> list[Analysis | Generation]:
-    """Every unfinished job of the user (of either kind), then the most recent finished ones; newest first.
-    An analysis with its first rows only (a card never loads an import's 20,000). A generation that was
-    followed by its analysis is that analysis' card, so it is left out."""
+    """Every unfinished job of the user (of either kind), and the last few to finish (recent_count());
+    newest first. An analysis with its first rows only (a card never loads an import's 20,000). A generation
+    that was followed by its analysis is that analysis' card, so it is left out."""
     analyses = (
         Analysis.objects.filter(owner=user)
         .select_related("source_generation")
@@ -279,13 +311,15 @@ def recent_jobs(user) -> list[Analysis | Generation]:
         )
     )
     generations = Generation.objects.filter(owner=user, follow_up__isnull=True)
-    recent = settings.LENSWEB_RECENT_JOBS
+    recent = recent_count()
     unfinished = [*analyses.filter(status__in=UNFINISHED), *generations.filter(status__in=UNFINISHED)]
-    finished = _newest_first(
+    finished = sorted(
         [
-            *analyses.exclude(status__in=UNFINISHED)[:recent],
-            *generations.exclude(status__in=UNFINISHED)[:recent],
-        ]
+            *_last_finished(analyses.exclude(status__in=UNFINISHED), recent),
+            *_last_finished(generations.exclude(status__in=UNFINISHED), recent),
+        ],
+        key=_finished_order,
+        reverse=True,
     )[:recent]
     return _newest_first([*unfinished, *finished])
 
@@ -317,6 +351,8 @@ def render_replay(jobs: list, positions: dict) -> tuple[list[str], list[Shown]]:
     leading cards that fit inline, then each further card inserted before the list's end, each card
     followed by the rows that did not fit in it."""
     room = SEND_BUDGET - size(render_to_string("analyses/partials/jobs.html", {"cards": []}))
+    # A card fits inside the list as well as inside an out-of-band wrapper: the first one is always inline.
+    card_budget = min(_CARD_BUDGET, room)
     inline, rest, shown = [], [], []
     for job in jobs:
         if job.kind == Generation.kind:
@@ -327,7 +363,7 @@ def render_replay(jobs: list, positions: dict) -> tuple[list[str], list[Shown]]:
             rows = _card_rows(job)
             context = card_context(job, _position(positions, job), rows)
             shown.append(_shown(context, rows))
-            fitted, more_rows = fit_card(context)
+            fitted, more_rows = fit_card(context, card_budget)
             card = _render_card(fitted)
         if len(inline) == len(shown) - 1 and size(card) <= room:  # every card before it is inline too
             inline.append(fitted)
@@ -411,6 +447,18 @@ def _usable(gen: Generation) -> bool:
     return gen.is_final and gen.status != Generation.Status.FAILED and not (gen.result or {}).get("partial")
 
 
+def _settled(gen: Generation) -> bool:
+    """Whether its card is as it stays: ended, and not about to become its follow-up analysis' card (the
+    page's script must not drop a card that the socket will replace)."""
+    follow_up_coming = (
+        gen.status == Generation.Status.DONE
+        and gen.analysis_options is not None
+        and bool(gen.samples)
+        and not gen.follow_up_error
+    )
+    return gen.is_final and not follow_up_coming
+
+
 def generation_context(gen: Generation, position: int | None, *, read_only: bool = False) -> dict:
     """A generation card's context. `read_only`: staff looking at another user's card (no buttons)."""
     return {
@@ -420,6 +468,7 @@ def generation_context(gen: Generation, position: int | None, *, read_only: bool
         "samples": sample_views(gen),
         "usable": _usable(gen),
         "read_only": read_only,
+        "settled": _settled(gen),
     }
 
 

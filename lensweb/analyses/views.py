@@ -13,7 +13,7 @@ from lensweb.accounts.ratelimits import retry_after
 
 from . import fragments, services
 from .engine import get_engine
-from .forms import NO_CHAT, Action, AnalysisForm, GenerationForm, analysis_options_from
+from .forms import NO_CHAT, Action, AnalysisForm, GenerationForm, analysis_options_from, rerun_initial
 from .models import Analysis, Generation
 from .signals import note_request
 
@@ -38,9 +38,9 @@ def _form_context(form, submitted=None):
     return {"form": form, "submitted": submitted, "lenses": lenses, "lens_error": lens_error}
 
 
-def _new_form(data=None):
+def _new_form(data=None, initial=None):
     lenses, _ = _lenses()
-    return AnalysisForm(data, lenses=[spec for spec, _ in lenses])
+    return AnalysisForm(data, lenses=[spec for spec, _ in lenses], initial=initial)
 
 
 def _chat_facts(lens_id) -> dict:
@@ -70,12 +70,27 @@ def _page_context(request, form=None, gen_form=None, tab="analyse") -> dict:
     context["gen_form"] = gen_form or _new_generation_form()
     context["tab"] = tab
     context.update(fragments.jobs_context(request.user)[0])
+    context["keep_finished"] = fragments.recent_count()
     return context
 
 
 @require_GET
 def index(request):
-    return render(request, "analyses/index.html", _page_context(request))
+    """The page; `?rerun=<id>`: its analysis form refilled with that analysis' input and options ("Re-run
+    with changes", the owner's own only). From a card (htmx) the form alone, swapped in place."""
+    if "rerun" not in request.GET:
+        return render(request, "analyses/index.html", _page_context(request))
+    job = _get_job_for_user(request, _job_id(request.GET["rerun"]))
+    form = _new_form(initial=rerun_initial(job))
+    if _is_htmx(request):
+        return render(request, "analyses/partials/analysis-form.html", {**_form_context(form), "rerun": job})
+    return render(request, "analyses/index.html", {**_page_context(request, form=form), "rerun": job})
+
+
+def _job_id(raw: str) -> int:
+    if not (raw.isascii() and raw.isdigit() and len(raw) < 19):
+        raise Http404("no such analysis")
+    return int(raw)
 
 
 def _rate_limited(request) -> bool:

@@ -154,7 +154,8 @@ LENSWEB_MAX_QUEUE = env.int("LENSWEB_MAX_QUEUE", default=200)
 LENSWEB_SUBMIT_RATE = env("LENSWEB_SUBMIT_RATE", default="60/m")
 LENSWEB_WS_MAX_MESSAGE_BYTES = env.int("LENSWEB_WS_MAX_MESSAGE_BYTES", default=4096)
 LENSWEB_WS_MAX_MESSAGES_PER_MINUTE = env.int("LENSWEB_WS_MAX_MESSAGES_PER_MINUTE", default=120)
-LENSWEB_RECENT_JOBS = env.int("LENSWEB_RECENT_JOBS", default=10)
+# The analysis page shows queued and running jobs and the last few to finish; History has the rest.
+LENSWEB_RECENT_JOBS = env.int("LENSWEB_RECENT_JOBS", default=3)
 # Rows a live card (page and socket) renders; the results page shows the rest.
 LENSWEB_LIVE_CARD_ROWS = env.int("LENSWEB_LIVE_CARD_ROWS", default=50)
 # A socket re-validates its session before forwarding, at most this often; idle, this often at least.

@@ -270,4 +270,98 @@
     if (form) showMode(form);
     checkPendingReply();
   });
+
+  // --- "queued" flashes end with their job ----------------------------------------------------------
+
+  var FINAL = ["done", "failed", "cancelled"];
+  var FLASH_LINGER_MS = 3000; // long enough to be read when a job (a cache hit) ends at once
+
+  // data-flash-for="analysis-N" or "generation-N": whether that job's final state is on the page.
+  function jobEnded(key) {
+    var dash = key.lastIndexOf("-");
+    var kind = key.slice(0, dash);
+    var id = key.slice(dash + 1);
+    if (kind === "analysis") {
+      var status = document.getElementById("status-" + id);
+      return !!status && status.hasAttribute("data-final");
+    }
+    if (kind === "generation") {
+      var card = document.getElementById("gen-" + id);
+      if (card) return FINAL.indexOf(card.dataset.status) >= 0;
+      // done and followed by its analysis, whose card took the generation's place
+      return !!document.querySelector("[data-after-generation='" + id + "']");
+    }
+    return false;
+  }
+
+  function retire(flash) {
+    if (flash.id) {
+      // a swap target (a generation card's note): emptied, so that the next answer still has its place
+      flash.textContent = "";
+      flash.classList.remove("ok", "ending");
+      flash.removeAttribute("data-flash-for");
+    } else {
+      flash.remove();
+    }
+  }
+
+  function endFlashes() {
+    document.querySelectorAll("[data-flash-for]:not(.ending)").forEach(function (flash) {
+      if (!jobEnded(flash.dataset.flashFor)) return;
+      flash.classList.add("ending");
+      setTimeout(function () { retire(flash); }, FLASH_LINGER_MS);
+    });
+  }
+
+  // --- the finished cards the page keeps --------------------------------------------------------------
+
+  // The server shows the queued and running jobs and the last few to finish (#live's data-keep-finished);
+  // as jobs finish while the page is open, the cards of those that finished longest ago go (History has
+  // them). A card counts once it is as it stays: an analysis with its final status, a settled generation.
+  function finishedAt(card) {
+    if (card.classList.contains("gen")) {
+      return card.hasAttribute("data-settled") ? parseFloat(card.dataset.settled) || 0 : null;
+    }
+    var status = card.querySelector(".job-status[data-final]");
+    return status ? parseFloat(status.dataset.final) || 0 : null;
+  }
+
+  function trimFinished() {
+    var live = document.getElementById("live");
+    var jobs = document.getElementById("jobs");
+    var keep = live ? parseInt(live.dataset.keepFinished, 10) : NaN;
+    if (!jobs || isNaN(keep)) return;
+    var ended = [];
+    Array.prototype.forEach.call(jobs.children, function (card) {
+      if (!card.classList.contains("job")) return;
+      var at = finishedAt(card);
+      if (at !== null) ended.push({ card: card, at: at });
+    });
+    ended.sort(function (a, b) { return b.at - a.at; }); // stable: equal times keep the page's order
+    ended.slice(keep).forEach(function (e) { e.card.remove(); });
+  }
+
+  function jobsChanged() {
+    trimFinished();
+    endFlashes();
+  }
+  document.addEventListener("htmx:wsAfterMessage", jobsChanged);
+  document.addEventListener("htmx:load", endFlashes);
+  document.addEventListener("DOMContentLoaded", jobsChanged);
+
+  // --- "Re-run with changes": the analysis form, refilled --------------------------------------------
+
+  function openRerun(form) {
+    showTab("analyse");
+    form.scrollIntoView({ block: "start" });
+    var text = form.querySelector("textarea[name=text]");
+    if (text) text.focus({ preventScroll: true });
+  }
+  document.addEventListener("htmx:load", function (e) {
+    if (e.target && e.target.id === "analysis-form" && e.target.hasAttribute("data-rerun")) openRerun(e.target);
+  });
+  document.addEventListener("DOMContentLoaded", function () {
+    var form = document.querySelector("#analysis-form[data-rerun]");
+    if (form) openRerun(form); // runs after the handler above: the refilled form wins over the kept tab
+  });
 })();

@@ -373,6 +373,7 @@ def many_long_jobs_server(tmp_path_factory):
         setup=[["shell", "-c", make]],
         LENSWEB_LENS_REGISTRY=str(write_tiny_registry(tmp)),
         LENSWEB_ROWS_BUDGET="",  # the default: a ~90-token text is one batch
+        LENSWEB_RECENT_JOBS="10",  # ten finished cards on the page: the replay is what is tested here
         LENSWEB_POLL_INTERVAL="0.5",
         LENSWEB_HEARTBEAT_INTERVAL="1",
     ) as base:
