@@ -76,9 +76,8 @@ def validation_refusal(errors: list[dict]) -> ApiError:
         return ApiError(400, "invalid_body", f"unknown field: {top}", field=top)
     if top in OPTION_GROUPS:
         field = ".".join(path[:2])
-        code = "invalid_body" if kind == "extra_forbidden" and len(path) == 1 else "invalid_option"
-        if len(path) == 1 and kind == "value_error":  # `analysis_options` without then_analyse
-            code = "invalid_body"
+        # the group itself refused (`analysis_options` without then_analyse): the body's shape, not an option
+        code = "invalid_body" if len(path) == 1 and kind == "value_error" else "invalid_option"
         return ApiError(400, code, f"{field}: {message}", field=field)
     if top in INPUT_FIELDS:
         return ApiError(400, "invalid_input", f"{'.'.join(path)}: {message}", field=top)

@@ -17,6 +17,7 @@ from lensweb.analyses.engine import get_engine
 from lensweb.analyses.errors import LensUnavailable, NoWorker, QueueFull, QuotaExceeded, SubmissionError
 from lensweb.analyses.models import Analysis, Generation
 from lensweb.results import services as results
+from lensweb.results.downloads import as_download
 
 from . import schemas as s
 from . import serializers
@@ -220,13 +221,6 @@ def cancel_analysis(request, analysis_id: int):
     return serializers.analysis_json(request, job, include_rows=False)
 
 
-def _download(content: bytes, content_type: str, filename: str) -> HttpResponse:
-    response = HttpResponse(content, content_type=content_type)
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
-
-
 def _file_doc(media: str) -> dict:
     """A download's 200: the file's media type (ninja knows JSON answers only)."""
     file = {
@@ -247,7 +241,7 @@ def _file_doc(media: str) -> dict:
     tags=["analyses"],
 )
 def export_analysis_json(request, analysis_id: int):
-    return _download(*results.analysis_download(_get_analysis_for_user(request, analysis_id), "json"))
+    return as_download(*results.analysis_download(_get_analysis_for_user(request, analysis_id), "json"))
 
 
 @router.get(
@@ -262,7 +256,7 @@ def export_analysis_json(request, analysis_id: int):
 )
 def export_analysis_csv(request, analysis_id: int, raw: bool = Query(False, description="no formula guard")):
     job = _get_analysis_for_user(request, analysis_id)
-    return _download(*results.analysis_download(job, "csv", raw=raw))
+    return as_download(*results.analysis_download(job, "csv", raw=raw))
 
 
 # --- lenses -----------------------------------------------------------------------------------------------
@@ -366,7 +360,7 @@ def cancel_generation(request, generation_id: int):
 )
 def export_generation_json(request, generation_id: int):
     generation = _get_generation_for_user(request, generation_id)
-    return _download(*results.generation_download(generation, "json"))
+    return as_download(*results.generation_download(generation, "json"))
 
 
 @router.get(
@@ -383,4 +377,4 @@ def export_generation_csv(
     request, generation_id: int, raw: bool = Query(False, description="no formula guard")
 ):
     generation = _get_generation_for_user(request, generation_id)
-    return _download(*results.generation_download(generation, "csv", raw=raw))
+    return as_download(*results.generation_download(generation, "csv", raw=raw))

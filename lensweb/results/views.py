@@ -24,6 +24,7 @@ from lensweb.analyses.models import Analysis, AnalysisRow, Generation
 
 from . import display, imports, services
 from .chart import metric_chart
+from .downloads import as_download
 from .models import ResultsPreference, ShareLink
 
 HISTORY_PAGE_SIZE = 25
@@ -246,15 +247,8 @@ def preferences(request):
 # --- export --------------------------------------------------------------------------------------------
 
 
-def _download(content: bytes, content_type: str, filename: str) -> HttpResponse:
-    response = HttpResponse(content, content_type=content_type)
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response["X-Content-Type-Options"] = "nosniff"
-    return response
-
-
 def _export(request, analysis: Analysis, kind: str) -> HttpResponse:
-    return _download(*services.analysis_download(analysis, kind, raw=request.GET.get("raw") == "1"))
+    return as_download(*services.analysis_download(analysis, kind, raw=request.GET.get("raw") == "1"))
 
 
 @require_GET
@@ -276,13 +270,15 @@ def _get_generation_for_user(request, generation_id) -> Generation:
 
 @require_GET
 def generation_export_json(request, generation_id):
-    return _download(*services.generation_download(_get_generation_for_user(request, generation_id), "json"))
+    return as_download(
+        *services.generation_download(_get_generation_for_user(request, generation_id), "json")
+    )
 
 
 @require_GET
 def generation_export_csv(request, generation_id):
     generation = _get_generation_for_user(request, generation_id)
-    return _download(*services.generation_download(generation, "csv", raw=request.GET.get("raw") == "1"))
+    return as_download(*services.generation_download(generation, "csv", raw=request.GET.get("raw") == "1"))
 
 
 @login_not_required
