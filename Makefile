@@ -12,9 +12,12 @@ PORT ?= 8000
 # The PostgreSQL + Redis configuration of the suite (CI machines start both on these ports).
 TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
-PYTEST := $(PY) -m pytest -q -rs -p no:cacheprovider
+# every run ends with its 25 slowest tests; each test runs under a time limit (tests/timeouts.py)
+PYTEST := $(PY) -m pytest -q -rs -p no:cacheprovider --durations=25
+# the loop while working: no browser, no PostgreSQL + Redis, no real demo model
+QUICK_AREAS := tests/inference tests/web tests/api tests/results tests/cache tests/test_layers.py tests/test_timeouts.py
 
-.PHONY: run test test-embedded test-postgres-redis lint bench screenshots install clean-venv
+.PHONY: run test test-quick test-embedded test-postgres-redis lint bench screenshots install clean-venv
 
 $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +39,10 @@ lint: install
 # The whole suite in the embedded default (SQLite + in-memory layer; it also starts its own PostgreSQL +
 # Redis workers where a test says so), then the web-facing tests again on PostgreSQL + Redis.
 test: lint test-embedded test-postgres-redis
+
+# lint, then the engine, web, API, results and cache tests in the embedded default only
+test-quick: lint
+	$(PYTEST) -m "not browser and not postgres and not redis and not slow" $(QUICK_AREAS)
 
 test-embedded: install
 	$(PYTEST)
