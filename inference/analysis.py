@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from . import ENGINE_VERSION
+from .batching import BatchTicker, OnProgress, batches
 from .decoding import decode
 from .encoding import cosine_similarity, encode, mse, relative_rmse, salience
 from .errors import OptionError
@@ -54,7 +55,12 @@ def analyze(
     should_cancel: ShouldCancel | None = None,
     rows_budget: int | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    on_progress: OnProgress | None = None,
+    first_batch: int | None = None,
 ) -> AnalysisResult:
+    """Rows for every analysed position (or `positions`), handed out per batch through `on_batch`; the
+    batches start at `first_batch` positions (inference.batching) and grow to the rows budget, and
+    `on_progress` hears every decode step and phase in between."""
     if getattr(lens, "kind", "lens") == "nla":  # an inference.nla.NLALens: the NLA's own pipeline
         from .nla_analysis import analyze_nla
 
@@ -67,6 +73,8 @@ def analyze(
             should_cancel=should_cancel,
             rows_budget=rows_budget,
             limits=limits,
+            on_progress=on_progress,
+            first_batch=first_batch,
         )
     t_start = time.perf_counter()
     options.validate(limits)
@@ -90,11 +98,18 @@ def analyze(
         norm_range(lens)  # once per loaded lens: one forward of a short text, with the activations' time
         timings["activations"] += time.perf_counter() - t0
         try:
-            for start in range(0, len(todo), per_batch):
+            for batch_positions in batches(todo, per_batch, first_batch):
                 check_cancel()
-                batch_positions = todo[start : start + per_batch]
+                ticker = BatchTicker(
+                    check_cancel,
+                    on_progress,
+                    done_before=already + len(rows),
+                    size=len(batch_positions),
+                    total=len(prepared.positions),
+                    steps=lens.t_text,
+                )
                 new_rows = _analyze_batch(
-                    lens, prepared, orig, batch_positions, options, budget, timings, check_cancel
+                    lens, prepared, orig, batch_positions, options, budget, timings, ticker
                 )
                 rows.extend(new_rows)
                 update = BatchUpdate(rows=new_rows, done=already + len(rows), total=len(prepared.positions))
@@ -133,7 +148,7 @@ def _positions_to_run(all_positions: list[int], requested: list[int] | None) -> 
     return sorted(set(requested))
 
 
-def _analyze_batch(lens, prepared, orig, positions, options, budget, timings, check_cancel) -> list[dict]:
+def _analyze_batch(lens, prepared, orig, positions, options, budget, timings, ticker) -> list[dict]:
     k = options.best_of_k
     pos = torch.tensor(positions, device=lens.device)
     acts = orig.acts[pos]  # (B, d) float32
@@ -141,9 +156,9 @@ def _analyze_batch(lens, prepared, orig, positions, options, budget, timings, ch
     uniforms = uniforms_for_rows(options.seed, positions, k, lens.t_text) if options.temperature > 0 else None
 
     t0 = time.perf_counter()
-    tokens = decode(lens, acts, k, options.temperature, uniforms, check_cancel)  # (B·k, T)
+    tokens = decode(lens, acts, k, options.temperature, uniforms, ticker.step)  # (B·k, T)
     t1 = time.perf_counter()
-    check_cancel()
+    ticker.phase("encoding")
     cur_k = None if current is None else current.repeat_interleave(k)
     recon = encode(lens, tokens, cur_k, chunk=budget)
     all_mse = mse(acts.repeat_interleave(k, dim=0), recon).view(len(positions), k)
@@ -159,12 +174,12 @@ def _analyze_batch(lens, prepared, orig, positions, options, budget, timings, ch
     t2 = time.perf_counter()
     sal = None
     if options.salience:
-        check_cancel()
+        ticker.phase("salience")
         sal = salience(lens, best_tokens, current, acts, best_mse, chunk=budget)
     t3 = time.perf_counter()
     kl = None
     if options.kl:
-        check_cancel()
+        ticker.phase("kl")
         kl = kl_divergences(lens, orig, positions, best_recon)
     t4 = time.perf_counter()
     ll = logit_lens_top(lens, acts) if options.logit_lens else None

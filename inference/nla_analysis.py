@@ -19,6 +19,7 @@ import torch
 
 from . import ENGINE_VERSION
 from .analysis import _Cancelled, _positions_to_run
+from .batching import BatchTicker, OnProgress, batches
 from .encoding import relative_rmse
 from .errors import InputError
 from .inputs import prepare_input
@@ -76,6 +77,8 @@ def analyze_nla(
     rows_budget: int | None = None,
     limits: Limits = DEFAULT_LIMITS,
     max_new_tokens: int | None = None,
+    on_progress: OnProgress | None = None,
+    first_batch: int | None = None,
 ) -> AnalysisResult:
     """Rows for every analysed position (or `positions`), handed out per batch through `on_batch`; the same
     arguments and result as inference.analysis.analyze. `max_new_tokens` defaults to the lens' setting and
@@ -104,10 +107,17 @@ def analyze_nla(
         norm_range(nla)  # once per loaded NLA: one forward of a short text
         timings["activations"] += time.perf_counter() - t0
         try:
-            for start in range(0, len(todo), per_batch):
+            for batch in batches(todo, per_batch, first_batch):
                 check_cancel()
-                batch = todo[start : start + per_batch]
-                new_rows = _analyze_batch(nla, prepared, orig, batch, options, steps, timings, check_cancel)
+                ticker = BatchTicker(
+                    check_cancel,
+                    on_progress,
+                    done_before=already + len(rows),
+                    size=len(batch),
+                    total=len(prepared.positions),
+                    steps=steps,
+                )
+                new_rows = _analyze_batch(nla, prepared, orig, batch, options, steps, timings, ticker)
                 rows.extend(new_rows)
                 update = BatchUpdate(rows=new_rows, done=already + len(rows), total=len(prepared.positions))
                 if on_batch is not None and on_batch(update) is False:
@@ -144,7 +154,7 @@ def analysis_metadata(nla: NLALens, prepared, options: AnalysisOptions, steps: i
     }
 
 
-def _analyze_batch(nla, prepared, orig, positions, options, steps, timings, check_cancel) -> list[dict]:
+def _analyze_batch(nla, prepared, orig, positions, options, steps, timings, ticker) -> list[dict]:
     k, n = options.best_of_k, len(positions)
     acts = orig.acts[torch.tensor(positions, device=nla.device)]  # (B, d) float32
     if not torch.isfinite(acts).all():
@@ -152,11 +162,11 @@ def _analyze_batch(nla, prepared, orig, positions, options, steps, timings, chec
     uniforms = uniforms_for_rows(options.seed, positions, k, steps) if options.temperature > 0 else None
 
     t0 = time.perf_counter()
-    generated = generate_explanations(nla, acts, k, options.temperature, uniforms, steps, check_cancel)
+    generated = generate_explanations(nla, acts, k, options.temperature, uniforms, steps, ticker.step)
     texts = [nla.av_tokenizer.decode(g.ids, skip_special_tokens=False) for g in generated]
     parsed = [parse_explanation(t) for t in texts]
     t1 = time.perf_counter()
-    check_cancel()
+    ticker.phase("encoding")
     gold = acts.repeat_interleave(k, dim=0)
     recon = reconstruct(nla, [p[0] for p in parsed])
     mse_nrm, cos = score(recon, gold, nla.cfg.mse_scale)
@@ -168,12 +178,12 @@ def _analyze_batch(nla, prepared, orig, positions, options, steps, timings, chec
     t2 = time.perf_counter()
     sal = None
     if options.salience:
-        check_cancel()
+        ticker.phase("salience")
         sal = word_salience(nla, [parsed[c][0] for c in chosen], acts, mse_nrm[chosen])
     t3 = time.perf_counter()
     kl = None
     if options.kl:
-        check_cancel()
+        ticker.phase("kl")
         best_recon = recon[chosen]
         norms = acts.norm(dim=-1, keepdim=True) / best_recon.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         kl = kl_divergences(nla, orig, positions, best_recon * norms).tolist()

@@ -1,8 +1,11 @@
 """Determinism, incremental delivery, cancellation, resuming, candidates, bounds."""
 
+import itertools
+
 import pytest
 
 from inference.analysis import analyze
+from inference.batching import DEFAULT_FIRST_BATCH, batches
 from inference.errors import InputError, OptionError
 from inference.limits import Limits
 from inference.types import AnalysisInput, AnalysisOptions
@@ -60,13 +63,53 @@ def test_best_of_k_keeps_the_lowest_mse_candidate(tiny_lens):
 def test_rows_arrive_per_batch_with_progress(tiny_lens):
     updates = []
     result = analyze(tiny_lens, AnalysisInput(text=TEXT), OPTS, rows_budget=12, on_batch=updates.append)
-    per_batch = 12 // 3
-    assert [len(u.rows) for u in updates[:-1]] == [per_batch] * (len(updates) - 1)
-    assert [u.done for u in updates] == [
-        min(len(result.rows), per_batch * (i + 1)) for i in range(len(updates))
-    ]
+    largest = 12 // 3
+    # a small first batch, then doubling up to the budget: [2, 4, 4, …]
+    sizes = [len(u.rows) for u in updates]
+    assert sizes[0] == DEFAULT_FIRST_BATCH and sizes[1] == largest
+    assert all(size == largest for size in sizes[1:-1]) and 0 < sizes[-1] <= largest
+    assert [u.done for u in updates] == list(itertools.accumulate(sizes))
     assert all(u.total == len(result.rows) for u in updates)
     assert [r for u in updates for r in u.rows] == result.rows
+
+
+def test_batches_start_small_and_double_up_to_the_largest():
+    assert [len(b) for b in batches(list(range(60)), 16, 2)] == [2, 4, 8, 16, 16, 14]
+    assert [len(b) for b in batches(list(range(5)), 1, 2)] == [1] * 5
+    assert [b for b in batches(list(range(7)), 64, 3)] == [[0, 1, 2], [3, 4, 5, 6]]
+    assert list(batches([], 8)) == []
+
+
+def test_the_first_batch_of_a_60_token_job_is_small_and_its_rows_equal_one_batch(tiny_lens):
+    text = " ".join(["Alice gave Bob a red apple because he was hungry, and then they walked home."] * 4)
+    opts = AnalysisOptions(best_of_k=2, temperature=1.0, seed=3, salience=True)
+    updates = []
+    grown = analyze(tiny_lens, AnalysisInput(text=text), opts, rows_budget=64, on_batch=updates.append)
+    assert grown.metadata["n_tokens"] >= 60
+    assert len(updates[0].rows) <= 4
+    assert len(updates) > 1 and max(len(u.rows) for u in updates) == 64 // 2
+    one = analyze(tiny_lens, AnalysisInput(text=text), opts, rows_budget=4096, first_batch=4096)
+    _close(grown.rows, one.rows)
+
+
+def test_progress_moves_within_a_batch_through_its_phases(tiny_lens):
+    heard = []
+    batches_done = []
+    analyze(
+        tiny_lens,
+        AnalysisInput(text=TEXT),
+        OPTS,
+        rows_budget=300,
+        first_batch=8,
+        on_progress=heard.append,
+        on_batch=lambda u: batches_done.append((len(heard), u.done)),
+    )
+    first_batch = heard[: batches_done[0][0]]
+    # every decode step reports, then the phases after decoding, within the first batch's 8 positions
+    assert [p.phase for p in first_batch] == ["decoding"] * tiny_lens.t_text + ["encoding", "salience"]
+    done = [p.done for p in first_batch]
+    assert done == sorted(done) and done[0] == 0 and 0 < done[-1] < 8
+    assert all(p.total == batches_done[-1][1] for p in heard)
 
 
 def test_cancel_stops_between_decode_steps_and_reports_partial_rows(tiny_lens):

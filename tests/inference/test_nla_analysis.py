@@ -50,6 +50,24 @@ def test_result_does_not_depend_on_batch_size(nla):
     _close(whole.rows, odd.rows)
 
 
+def test_batches_grow_from_a_small_first_one_with_progress_between(nla):
+    some = [1, 2, 3, 4, 7, 9, 10]
+    heard, sizes = [], []
+    grown = analyze(
+        nla,
+        AnalysisInput(text=TEXT),
+        OPTS,
+        rows_budget=8 * OPTS.best_of_k,
+        positions=some,
+        on_batch=lambda u: sizes.append(len(u.rows)),
+        on_progress=heard.append,
+    )
+    assert sizes == [2, 4, 1]
+    _close(grown.rows, analyze(nla, AnalysisInput(text=TEXT), OPTS, rows_budget=512, positions=some).rows)
+    assert {p.phase for p in heard} >= {"decoding", "encoding"}
+    assert [p.done for p in heard] == sorted(p.done for p in heard)
+
+
 def test_result_does_not_depend_on_which_positions_share_the_run(nla):
     whole = analyze(nla, AnalysisInput(text=TEXT), OPTS)
     subset = analyze(nla, AnalysisInput(text=TEXT), OPTS, positions=[2, 5, 9])
@@ -185,9 +203,9 @@ def test_rows_arrive_per_batch_with_progress_and_can_be_stopped(nla):
     result = analyze(
         nla, AnalysisInput(text=TEXT), opts, rows_budget=6, on_batch=updates.append, positions=[4, 5, 6, 7, 8]
     )
-    assert [len(u.rows) for u in updates] == [3, 2]
+    assert [len(u.rows) for u in updates] == [2, 3]  # a small first batch, then the budget's 3
     total = updates[0].total  # every position of the text; five of them are run here
-    assert [u.done for u in updates] == [total - 2, total]
+    assert [u.done for u in updates] == [total - 3, total]
     assert [r["position"] for r in result.rows] == [4, 5, 6, 7, 8]
     stopped = analyze(nla, AnalysisInput(text=TEXT), opts, rows_budget=2, on_batch=lambda u: False)
     assert stopped.status == "stopped" and len(stopped.rows) == 1
