@@ -10,6 +10,10 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()  # before importing consumers: it sets Django up
 
+from lensweb.analyses.warmup import warm_tokenizers_soon  # noqa: E402
+
+warm_tokenizers_soon()  # the first submission after a start finds the tokenizers read
+
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
 

@@ -98,7 +98,7 @@ class InferenceEngine:
         return cached[1]
 
     def prepare(self, spec, inp, options, limits):
-        from inference.analysis import prepare_input
+        from inference.inputs import prepare_input  # no torch: a web process tokenizes only
 
         return prepare_input(self.tokenizer(spec), inp, options, limits)
 

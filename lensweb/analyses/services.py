@@ -70,6 +70,11 @@ class NoResultStore:
     def attach(job, key, hit) -> None:
         return None
 
+    @staticmethod
+    def warm(spec) -> None:
+        """Compute what key_for needs of a lens ahead of the first submission (web start-up)."""
+        return None
+
 
 result_store = NoResultStore()
 

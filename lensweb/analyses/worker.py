@@ -32,7 +32,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 from inference.errors import LensError
 from inference.types import AnalysisInput, AnalysisOptions, GenerationOptions
 
-from . import services
+from . import services, warmup
 from .engine import get_engine
 from .models import Analysis, Generation, JobStatus
 from .notify import WORKER_CHANNEL
@@ -240,6 +240,7 @@ class LensWorker:
 
     def _load(self, spec):
         if self._lens is None or self._lens[0] != spec.id:
+            warmup.wait_until_warm(timeout=600)  # an embedded worker: after the web process' tokenizer reads
             self._lens = None
             gc.collect()
             started = time.monotonic()

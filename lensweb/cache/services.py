@@ -84,6 +84,12 @@ def lens_identity(spec) -> str | None:
     return identity
 
 
+def warm(spec) -> None:
+    """The lens' identity, computed at a web process' start (lensweb.analyses.warmup) rather than on the
+    first submission."""
+    lens_identity(spec)
+
+
 def key_for(spec, prepared, options) -> Key | None:
     """The cache key of a prepared submission, or None when the cache is off or the lens has no identity.
     It names the device and dtype the workers will use (settings LENSWEB_DEVICE / LENSWEB_DTYPE)."""

@@ -9,6 +9,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.db import connection
 from django.http import JsonResponse
 
+from lensweb.analyses import warmup
 from lensweb.analyses.services import live_workers
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,9 @@ async def _channel_layer_ok() -> bool:
 async def readyz(request):
     database, workers = await sync_to_async(_database_and_workers)()
     layer = await _channel_layer_ok()
-    checks = {"database": database, "channel_layer": layer, "workers": workers}
-    ready = database and layer and workers > 0
+    tokenizers = warmup.is_warm()  # the start-up read of every lens' tokenizer has finished
+    checks = {"database": database, "channel_layer": layer, "workers": workers, "tokenizers": tokenizers}
+    ready = database and layer and workers > 0 and tokenizers
     return JsonResponse(
         {"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503
     )

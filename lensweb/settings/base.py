@@ -146,6 +146,8 @@ LOGGING = {
 LENSWEB_ENGINE = env("LENSWEB_ENGINE", default="inference")
 # Run the worker inside `manage.py serve` (needed with the in-memory layer, which is per process).
 LENSWEB_EMBEDDED_WORKER = env.bool("LENSWEB_EMBEDDED_WORKER", default=not REDIS_URL)
+# Read every lens' tokenizer and identity in the background as a web process starts (/readyz waits for it).
+LENSWEB_WARM_TOKENIZERS = env.bool("LENSWEB_WARM_TOKENIZERS", default=True)
 LENSWEB_MAX_TEXT_CHARS = env.int("LENSWEB_MAX_TEXT_CHARS", default=20_000)
 LENSWEB_MAX_TOKENS = env.int("LENSWEB_MAX_TOKENS", default=1_024)
 LENSWEB_MAX_BEST_OF_K = env.int("LENSWEB_MAX_BEST_OF_K", default=64)
