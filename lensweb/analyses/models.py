@@ -23,7 +23,11 @@ class WorkerRecord(models.Model):
     # The worker's own channel: cancel and targeted doorbells go here, not to the shared channel.
     channel_name = models.CharField(max_length=200, blank=True)
     device = models.CharField(max_length=50, blank=True)
-    lens_id = models.CharField(max_length=100, blank=True)
+    lens_id = models.CharField(max_length=100, blank=True)  # the lens it holds loaded; empty: none
+    lenses = models.JSONField(default=list, blank=True)  # the ids of the lenses it serves
+    loading_lens = models.CharField(max_length=100, blank=True)  # the lens it is loading now
+    loading_since = models.DateTimeField(null=True, blank=True)
+    load_seconds = models.JSONField(default=dict, blank=True)  # lens id -> its last load's seconds here
     memory_bytes = models.BigIntegerField(null=True, blank=True)
     state = models.CharField(max_length=20, choices=State.choices, default=State.STARTING)
     started_at = models.DateTimeField(default=timezone.now)

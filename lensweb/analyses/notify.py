@@ -14,6 +14,8 @@ from .queue import queue_position, queue_positions
 log = logging.getLogger(__name__)
 
 WORKER_CHANNEL = "lens-inference"
+# Every open page's status strip listens here: a worker loaded a lens, came or went, the queue moved.
+STATUS_GROUP = "lensweb-status"
 
 
 def user_group(user_id: int) -> str:
@@ -33,6 +35,11 @@ def _send(channel: str, message: dict) -> None:
         async_to_sync(get_channel_layer().send)(channel, message)
     except Exception:
         log.exception("could not send %s to %s", message.get("type"), channel)
+
+
+def status_changed() -> None:
+    """A doorbell for the status strips: each re-reads the status from the database."""
+    _group_send(STATUS_GROUP, {"type": "status.changed"})
 
 
 def job_created(job) -> None:
@@ -110,6 +117,7 @@ def queue_moved() -> None:
     for owner_id, jobs in by_owner.items():
         html = "".join(fragments.render_queue(job, positions[(job.kind, job.pk)]) for job in jobs)
         _group_send(user_group(owner_id), {"type": "analysis.queue", "html": html})
+    status_changed()  # the strips' queue length
 
 
 def cancel_to_worker(channel: str, job) -> None:

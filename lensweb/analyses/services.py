@@ -723,16 +723,33 @@ def requeue_stale_jobs(now=None) -> list[int]:
 # --- worker records and the doorbell -------------------------------------------------------------------
 
 
-def register_worker(channel_name: str = "", device: str = "") -> WorkerRecord:
+def served_lens_ids() -> list[str]:
+    try:
+        return [spec.id for spec in get_engine().lenses()]
+    except Exception:  # a broken registry: the worker serves nothing until it can be read
+        log.exception("the lens registry cannot be read")
+        return []
+
+
+def register_worker(
+    channel_name: str = "", device: str = "", lenses: list[str] | None = None
+) -> WorkerRecord:
+    """A new worker's record; `lenses`: the ids it serves, by default every lens of the registry (a worker
+    loads whichever a job needs)."""
+    if lenses is None:
+        lenses = served_lens_ids()
     host, pid = socket.gethostname(), os.getpid()
-    return WorkerRecord.objects.create(
+    record = WorkerRecord.objects.create(
         name=f"{host}:{pid}:{uuid.uuid4().hex[:8]}",
         host=host,
         pid=pid,
         channel_name=channel_name,
         device=device,
+        lenses=list(lenses or []),
         state=WorkerRecord.State.IDLE,
     )
+    notify.status_changed()
+    return record
 
 
 def worker_heartbeat(
@@ -768,8 +785,9 @@ def worker_listens_on(worker_id: int, channel_name: str) -> None:
 
 def worker_stopped(worker_id: int) -> None:
     WorkerRecord.objects.filter(pk=worker_id).update(
-        state=WorkerRecord.State.STOPPED, last_heartbeat=timezone.now()
+        state=WorkerRecord.State.STOPPED, last_heartbeat=timezone.now(), loading_lens="", loading_since=None
     )
+    notify.status_changed()
 
 
 def live_workers():

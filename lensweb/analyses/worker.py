@@ -32,7 +32,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 from inference.errors import LensError
 from inference.types import AnalysisInput, AnalysisOptions, GenerationOptions
 
-from . import services, warmup
+from . import services, status, warmup
 from .engine import get_engine
 from .models import Analysis, Generation, JobStatus
 from .notify import WORKER_CHANNEL
@@ -243,9 +243,14 @@ class LensWorker:
             warmup.wait_until_warm(timeout=600)  # an embedded worker: after the web process' tokenizer reads
             self._lens = None
             gc.collect()
+            status.worker_loading(self.record.pk, spec.id)
             started = time.monotonic()
-            self._lens = (spec.id, self.engine.load(spec))
-            log.info("lens %s loaded in %.1f s", spec.id, time.monotonic() - started)
+            try:
+                self._lens = (spec.id, self.engine.load(spec))
+            finally:
+                seconds = time.monotonic() - started
+                status.worker_loaded(self.record.pk, self._lens and self._lens[0], seconds)
+            log.info("lens %s loaded in %.1f s", spec.id, seconds)
         return self._lens[1]
 
     def _run_job(self, job: Analysis) -> None:

@@ -326,3 +326,23 @@ class Lens(BaseModel):
 
 class LensList(BaseModel):
     lenses: list[Lens]
+
+
+class LensStatus(BaseModel):
+    id: str
+    name: str
+    state: Literal["loaded", "loading", "cold", "unserved"] = Field(
+        description="`loaded`: a live worker holds it; `loading`: one is loading it; `cold`: live workers "
+        "serve it but none holds it, so the next job loads it first (about `load_seconds`); `unserved`: no "
+        "live worker serves it, so its jobs wait"
+    )
+    workers: int = Field(description="live workers that serve this lens")
+    queued: int = Field(description="jobs waiting for this lens")
+    load_seconds: float | None = Field(description="its last measured load time; null before the first load")
+    loading_left_seconds: float | None = Field(description="while loading: about how many seconds are left")
+
+
+class ServerStatus(BaseModel):
+    workers_online: int = Field(description="workers whose heartbeat is fresher than LENSWEB_STALE_AFTER")
+    queued: int = Field(description="jobs (analyses and generations) waiting in the queue")
+    lenses: list[LensStatus]

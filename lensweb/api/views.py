@@ -16,6 +16,7 @@ from lensweb.analyses import services as analyses
 from lensweb.analyses.engine import get_engine
 from lensweb.analyses.errors import LensUnavailable, NoWorker, QueueFull, QuotaExceeded, SubmissionError
 from lensweb.analyses.models import Analysis, Generation
+from lensweb.analyses.status import fleet_status
 from lensweb.results import services as results
 from lensweb.results.downloads import as_download
 
@@ -278,6 +279,18 @@ def lenses(request):
     except Exception as exc:  # a broken registry: say so rather than 500
         raise ApiError(503, "lenses_unavailable", f"the lens registry cannot be read: {exc}") from None
     return {"lenses": [serializers.lens_json(spec, engine.lens_notes(spec)) for spec in specs]}
+
+
+@router.get(
+    "/status",
+    url_name="status",
+    operation_id="getStatus",
+    summary="Workers online, the queue, and each lens' state (loaded, loading, cold, unserved)",
+    response={200: s.ServerStatus} | COMMON,
+    tags=["lenses"],
+)
+def server_status(request):
+    return fleet_status().to_dict()
 
 
 # --- generations ------------------------------------------------------------------------------------------

@@ -228,6 +228,14 @@ def test_lenses_and_the_rate_limit_headers(client):
     assert isinstance(client.last_quota_remaining, int), "the default settings give a daily positions quota"
 
 
+def test_status_after_a_job_says_the_lens_is_loaded(client, streamed):
+    status = client.status()
+    assert status.workers_online == 1  # the server's embedded worker
+    tiny = status.lens("tiny")
+    assert tiny is not None and tiny.state == "loaded" and tiny.workers == 1
+    assert tiny.load_seconds is not None and tiny.load_seconds >= 0
+
+
 def test_wait_with_a_progress_bar(client, capsys):
     analysis = client.analyze("Bees make honey in the summer.", seed=2)
     assert analysis.wait(progress=True, timeout=scaled(120)) is analysis

@@ -86,6 +86,7 @@ API: dict[str, list] = {
     "api:analysis_export_json": [api("GET", 401, 401, 200, 404, 200)],
     "api:analysis_export_csv": [api("GET", 401, 401, 200, 404, 200)],
     "api:lenses": [api("GET", 401, 401, 200, 200, 200)],
+    "api:status": [api("GET", 401, 401, 200, 200, 200)],
     "api:generations": [api("POST", 401, 401, 400, 400, 400, data={})],
     "api:generation": [
         api("GET", 401, 401, 200, 404, 200),

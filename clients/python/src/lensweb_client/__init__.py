@@ -8,7 +8,7 @@ analysis.to_pandas()
 
 __version__ = "0.1.0"
 
-from .client import Client, Lens  # noqa: E402  (after __version__, which client.py reads)
+from .client import Client, Lens, LensStatus, Status  # noqa: E402  (after __version__, which client.py reads)
 from .errors import (  # noqa: E402
     ApiError,
     AuthenticationError,
@@ -40,10 +40,12 @@ __all__ = [
     "JobError",
     "JobFailed",
     "Lens",
+    "LensStatus",
     "LenswebError",
     "NotFound",
     "PermissionDenied",
     "RateLimited",
+    "Status",
     "Unavailable",
     "__version__",
 ]

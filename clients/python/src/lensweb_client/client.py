@@ -44,6 +44,27 @@ class Lens:
     kind: str  # "lens" (a Consistency Lens) or "nla" (a Natural Language Autoencoder)
 
 
+@dataclass(frozen=True)
+class LensStatus:
+    id: str
+    name: str
+    state: str  # "loaded", "loading", "cold" (the next job loads it first) or "unserved" (no live worker)
+    workers: int
+    queued: int
+    load_seconds: float | None  # its last measured load time
+    loading_left_seconds: float | None
+
+
+@dataclass(frozen=True)
+class Status:
+    workers_online: int
+    queued: int
+    lenses: list[LensStatus]
+
+    def lens(self, lens_id: str) -> LensStatus | None:
+        return next((lens for lens in self.lenses if lens.id == lens_id), None)
+
+
 class _Secret:
     __slots__ = ("value",)
 
@@ -197,6 +218,26 @@ class Client:
         return Generation(self, self._json("GET", f"generations/{int(id)}"))
 
     # --- the rest ---------------------------------------------------------------------------------------
+
+    def status(self) -> Status:
+        """Workers online, the queue's length and each lens' state: is a first job going to load a model?"""
+        answer = self._json("GET", "status")
+        return Status(
+            workers_online=int(answer["workers_online"]),
+            queued=int(answer["queued"]),
+            lenses=[
+                LensStatus(
+                    id=item["id"],
+                    name=item.get("name", item["id"]),
+                    state=item["state"],
+                    workers=int(item.get("workers") or 0),
+                    queued=int(item.get("queued") or 0),
+                    load_seconds=item.get("load_seconds"),
+                    loading_left_seconds=item.get("loading_left_seconds"),
+                )
+                for item in answer.get("lenses") or []
+            ],
+        )
 
     def lenses(self) -> builtins.list[Lens]:
         answer = self._json("GET", "lenses")

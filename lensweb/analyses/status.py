@@ -1,0 +1,142 @@
+"""What workers hold and what each lens' state is, from the workers' own records: the status strip, the API's
+/status and the cards' "loading lens" all read it here.
+
+A lens is `loaded` when a live worker holds it, `loading` while one loads it, `cold` when live workers serve
+it but none holds it (the first job loads it, taking about its last measured load time), and `unserved` when
+no live worker serves it. A worker counts as live while its heartbeat is fresher than LENSWEB_STALE_AFTER.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from django.utils import timezone
+
+from . import notify
+from .engine import get_engine
+from .models import Analysis, Generation, WorkerRecord
+from .services import live_workers
+
+
+class LensState:
+    LOADED = "loaded"
+    LOADING = "loading"
+    COLD = "cold"
+    UNSERVED = "unserved"
+    ALL = (LOADED, LOADING, COLD, UNSERVED)
+
+
+@dataclass(frozen=True)
+class LensStatus:
+    id: str
+    name: str
+    state: str
+    workers: int  # live workers that serve it
+    queued: int  # jobs waiting for it
+    load_seconds: float | None  # its last measured load time, for "about N s"; None before the first
+    loading_left_seconds: float | None  # while loading: about how long is left
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FleetStatus:
+    workers_online: int
+    queued: int
+    lenses: list[LensStatus]
+
+    def to_dict(self) -> dict:
+        return {
+            "workers_online": self.workers_online,
+            "queued": self.queued,
+            "lenses": [lens.to_dict() for lens in self.lenses],
+        }
+
+    def lens(self, lens_id: str) -> LensStatus | None:
+        return next((lens for lens in self.lenses if lens.id == lens_id), None)
+
+
+# --- what workers say of themselves -------------------------------------------------------------------------
+
+
+def worker_loading(worker_id: int, lens_id: str) -> None:
+    WorkerRecord.objects.filter(pk=worker_id).update(loading_lens=lens_id, loading_since=timezone.now())
+    notify.status_changed()
+
+
+def worker_loaded(worker_id: int, lens_id: str | None, seconds: float | None = None) -> None:
+    """Loading ended: `lens_id` held now (None: the load failed and nothing is held)."""
+    record = WorkerRecord.objects.filter(pk=worker_id).first()
+    if record is None:
+        return
+    load_seconds = dict(record.load_seconds or {})
+    if lens_id and seconds is not None:
+        load_seconds[lens_id] = round(seconds, 2)
+    WorkerRecord.objects.filter(pk=worker_id).update(
+        lens_id=lens_id or "", loading_lens="", loading_since=None, load_seconds=load_seconds
+    )
+    notify.status_changed()
+
+
+# --- what the pages and the API read ----------------------------------------------------------------------
+
+
+def _last_load_seconds(lens_id: str) -> float | None:
+    """The most recent load time any worker measured for the lens (stopped ones' records included)."""
+    for seconds in (
+        WorkerRecord.objects.filter(load_seconds__has_key=lens_id)
+        .order_by("-last_heartbeat")
+        .values_list("load_seconds", flat=True)[:1]
+    ):
+        return seconds.get(lens_id)
+    return None
+
+
+def _queued_by_lens() -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for model in (Analysis, Generation):
+        for lens_id in model.objects.filter(status=model.Status.QUEUED).values_list("lens_id", flat=True):
+            counts[lens_id] = counts.get(lens_id, 0) + 1
+    return counts
+
+
+def lens_status(spec, live: list[WorkerRecord], queued: int, now) -> LensStatus:
+    serving = [w for w in live if spec.id in (w.lenses or [])]
+    load_seconds = _last_load_seconds(spec.id)
+    left = None
+    if not serving:
+        state = LensState.UNSERVED
+    elif any(w.lens_id == spec.id and w.loading_lens != spec.id for w in serving):
+        state = LensState.LOADED
+    elif loading := [w for w in serving if w.loading_lens == spec.id and w.loading_since]:
+        state = LensState.LOADING
+        if load_seconds is not None:
+            elapsed = min((now - w.loading_since).total_seconds() for w in loading)
+            left = max(0.0, load_seconds - elapsed)
+    else:
+        state = LensState.COLD
+    return LensStatus(
+        id=spec.id,
+        name=spec.name,
+        state=state,
+        workers=len(serving),
+        queued=queued,
+        load_seconds=load_seconds,
+        loading_left_seconds=None if left is None else round(left, 1),
+    )
+
+
+def fleet_status() -> FleetStatus:
+    now = timezone.now()
+    live = list(live_workers())  # the one liveness rule
+    queued = _queued_by_lens()
+    try:
+        specs = get_engine().lenses()
+    except Exception:  # a broken registry: no lens to speak of; the workers still count
+        specs = []
+    return FleetStatus(
+        workers_online=len(live),
+        queued=sum(queued.values()),
+        lenses=[lens_status(spec, live, queued.get(spec.id, 0), now) for spec in specs],
+    )
