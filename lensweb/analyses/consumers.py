@@ -75,7 +75,51 @@ def check_message(text: str) -> tuple[str, str, int]:
     return action, kind, job
 
 
-class AnalysisConsumer(AsyncWebsocketConsumer):
+class SessionBound:
+    """A socket that lives no longer than its session (sessions.py): re-validated at most every
+    LENSWEB_WS_SESSION_CHECK_SECONDS before it forwards anything, and every LENSWEB_WS_IDLE_CHECK_SECONDS
+    while idle; closed with 4401 when the session is gone. Needs user, session_key, checked_at, ended and
+    groups_joined."""
+
+    async def _session_valid(self, *, now: bool = False) -> bool:
+        """Whether this socket may still act for its user; closes it (4401) when not. Unless `now`, a check
+        younger than LENSWEB_WS_SESSION_CHECK_SECONDS stands, so a stream of rows costs no query each."""
+        if self.ended:
+            return False
+        if not now and time.monotonic() - self.checked_at < settings.LENSWEB_WS_SESSION_CHECK_SECONDS:
+            return True
+        valid = await database_sync_to_async(check_session)(self.session_key, self.user.pk)
+        self.checked_at = time.monotonic()
+        if not valid:
+            await self._end("the session ended")
+        return valid
+
+    async def _end(self, why: str):
+        if self.ended:
+            return
+        self.ended = True
+        log.info("closing a socket of user %s: %s", self.user.pk, why)
+        for group in self.groups_joined:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        await self.close(code=4401)
+
+    async def _watch_session(self):
+        """An idle socket re-validates too: a lost `session.check` must not leave it open for good."""
+        while not self.ended:
+            await asyncio.sleep(settings.LENSWEB_WS_IDLE_CHECK_SECONDS)
+            try:
+                await self._session_valid(now=True)
+            except Exception:  # a database hiccup: try again next time, never kill the socket for it
+                log.exception("could not re-validate a socket's session")
+
+    async def session_check(self, event):
+        if event.get("ended") and event["ended"] == fingerprint(self.session_key):
+            await self._end("logged out")
+        else:
+            await self._session_valid(now=True)
+
+
+class AnalysisConsumer(SessionBound, AsyncWebsocketConsumer):
     """`/ws/analyses/`: every message out is HTML for the htmx ws extension (swapped by id), in messages
     that fit fragments.SEND_BUDGET. The socket lives as long as its session (sessions.py)."""
 
@@ -92,6 +136,7 @@ class AnalysisConsumer(AsyncWebsocketConsumer):
         self.gen_shown: dict[int, fragments.Shown] = {}  # generations on the page
         self.recent = deque()
         self.group = user_group(user.pk)
+        self.groups_joined = [self.group]
         # Join first, then read the database: an event racing the replay arrives after it, and the
         # `shown` bookkeeping drops what the replay already carried.
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -117,44 +162,6 @@ class AnalysisConsumer(AsyncWebsocketConsumer):
 
     async def _send_html(self, fragment_list: list[str]):
         await self._send_messages(fragments.pack(fragment_list))
-
-    # --- the session --------------------------------------------------------------------------------------
-
-    async def _session_valid(self, *, now: bool = False) -> bool:
-        """Whether this socket may still act for its user; closes it (4401) when not. Unless `now`, a check
-        younger than LENSWEB_WS_SESSION_CHECK_SECONDS stands, so a stream of rows costs no query each."""
-        if self.ended:
-            return False
-        if not now and time.monotonic() - self.checked_at < settings.LENSWEB_WS_SESSION_CHECK_SECONDS:
-            return True
-        valid = await database_sync_to_async(check_session)(self.session_key, self.user.pk)
-        self.checked_at = time.monotonic()
-        if not valid:
-            await self._end("the session ended")
-        return valid
-
-    async def _end(self, why: str):
-        if self.ended:
-            return
-        self.ended = True
-        log.info("closing a socket of user %s: %s", self.user.pk, why)
-        await self.channel_layer.group_discard(self.group, self.channel_name)
-        await self.close(code=4401)
-
-    async def _watch_session(self):
-        """An idle socket re-validates too: a lost `session.check` must not leave it open for good."""
-        while not self.ended:
-            await asyncio.sleep(settings.LENSWEB_WS_IDLE_CHECK_SECONDS)
-            try:
-                await self._session_valid(now=True)
-            except Exception:  # a database hiccup: try again next time, never kill the socket for it
-                log.exception("could not re-validate a socket's session")
-
-    async def session_check(self, event):
-        if event.get("ended") and event["ended"] == fingerprint(self.session_key):
-            await self._end("logged out")
-        else:
-            await self._session_valid(now=True)
 
     # --- from the browser ---------------------------------------------------------------------------
 
@@ -282,6 +289,14 @@ class AnalysisConsumer(AsyncWebsocketConsumer):
             parts.append(fragments.render_more(job_id, more))
         if parts:
             await self._send_html(parts)
+
+    async def analysis_progress(self, event):
+        """Within a batch: only for a card on this page that has not moved on (rows or its end)."""
+        if not await self._session_valid():
+            return
+        shown = self.shown.get(event["job"])
+        if shown is not None and not shown.final and event["done"] >= shown.done:
+            await self._send_html([event["html"]])
 
     async def analysis_queue(self, event):
         if not await self._session_valid():

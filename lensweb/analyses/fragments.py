@@ -12,6 +12,7 @@ from django.template.loader import render_to_string
 
 from lensweb.analyses.colours import build_scale
 
+from . import rates
 from .models import Analysis, AnalysisRow, Generation
 from .queue import queue_position, queue_positions
 
@@ -321,6 +322,7 @@ def recent_jobs(user) -> list[Analysis | Generation]:
         key=_finished_order,
         reverse=True,
     )[:recent]
+    rates.attach(unfinished)  # the running ones' ETA
     return _newest_first([*unfinished, *finished])
 
 
@@ -381,6 +383,7 @@ def load_card(user, job_id: int) -> tuple[Analysis | None, int | None]:
     if job is None:
         return None, None
     job.card_rows = _card_rows(job)
+    rates.attach([job])
     return job, queue_position(job)
 
 

@@ -37,6 +37,16 @@ class WorkerRecord(models.Model):
         return self.name
 
 
+class Phase(models.TextChoices):
+    """What a running job is doing now (inference.batching.PHASE_STARTS names the batch's phases)."""
+
+    LOADING = "loading", "loading the lens"
+    DECODING = "decoding", "decoding explanations"
+    ENCODING = "encoding", "encoding them back"
+    SALIENCE = "salience", "computing salience"
+    KL = "kl", "computing KL"
+
+
 class JobStatus(models.TextChoices):
     """The life of every job of record, analysis or generation."""
 
@@ -73,6 +83,9 @@ class Job(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     progress_done = models.PositiveIntegerField(default=0)
     progress_total = models.PositiveIntegerField(default=0)
+    # Where the running attempt is: a Phase, and progress counting the running batch's finished share.
+    phase = models.CharField(max_length=20, blank=True)
+    progress_partial = models.FloatField(default=0.0)
     # Progress present when the current attempt started: the ETA counts only this attempt's speed.
     attempt_base = models.PositiveIntegerField(default=0)
     attempt_started_at = models.DateTimeField(null=True, blank=True)
@@ -102,18 +115,37 @@ class Job(models.Model):
         return self.input.get("text") or ""
 
     @property
+    def progress_now(self) -> float:
+        """Positions done, counting the running batch's finished share."""
+        return max(float(self.progress_done), self.progress_partial or 0.0)
+
+    @property
     def percent(self) -> int:
-        return int(100 * self.progress_done / self.progress_total) if self.progress_total else 0
+        return int(100 * self.progress_now / self.progress_total) if self.progress_total else 0
+
+    @property
+    def phase_label(self) -> str:
+        return Phase(self.phase).label if self.phase in Phase.values else ""
 
     def eta_seconds(self, now=None) -> float | None:
-        """Remaining time at this attempt's speed so far; None until the first batch of the attempt."""
-        if self.status != self.Status.RUNNING or not self.attempt_started_at:
+        """Remaining seconds: from the seconds per position measured on earlier jobs of this lens and option
+        set (`expected_rate`, attached by lensweb.analyses.rates), blended with this attempt's own speed as
+        its positions arrive; a lens still loading adds its expected load time left. None when neither is
+        known yet."""
+        if self.status != self.Status.RUNNING or not self.attempt_started_at or not self.progress_total:
             return None
-        done_now = self.progress_done - self.attempt_base
-        if done_now <= 0:
-            return None
-        elapsed = ((now or timezone.now()) - self.attempt_started_at).total_seconds()
-        return max(0.0, elapsed / done_now * (self.progress_total - self.progress_done))
+        left = max(0.0, self.progress_total - self.progress_now)
+        rate = getattr(self, "expected_rate", None)
+        if self.phase == Phase.LOADING:
+            loading = getattr(self, "expected_load_left", None)
+            return None if rate is None else left * rate + (loading or 0.0)
+        done_now = self.progress_now - self.attempt_base
+        if done_now > 0:
+            elapsed = ((now or timezone.now()) - self.attempt_started_at).total_seconds()
+            own = elapsed / done_now
+            # the measured rate counts for two positions' worth: it steadies the first seconds' guess
+            rate = own if rate is None else (2 * rate + done_now * own) / (2 + done_now)
+        return None if rate is None else left * rate
 
     @property
     def elapsed_seconds(self) -> float | None:
@@ -225,3 +257,20 @@ class AnalysisRow(models.Model):
 
     def __str__(self):
         return f"row {self.position} of {self.analysis_id}"
+
+
+class PositionRate(models.Model):
+    """Seconds per analysed position, measured on finished jobs, per lens and option set (rates.py): the
+    ETA of a job that has not produced a row yet."""
+
+    lens_id = models.CharField(max_length=100)
+    options_key = models.CharField(max_length=100)  # rates.options_key: the options that change the work
+    seconds_per_position = models.FloatField()
+    jobs = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["lens_id", "options_key"], name="position_rate_key")]
+
+    def __str__(self):
+        return f"{self.lens_id} {self.options_key}: {self.seconds_per_position:.3f} s/position"

@@ -8,7 +8,7 @@ import logging
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from . import fragments
+from . import fragments, rates
 from .queue import queue_position, queue_positions
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ def job_created(job) -> None:
 
 
 def job_state(job) -> None:
+    rates.attach([job])
     if job.kind == "generation":
         _group_send(
             user_group(job.owner_id),
@@ -74,6 +75,7 @@ def job_state(job) -> None:
 
 def job_rows(job, rows: list[dict]) -> None:
     """One small message per batch: the new rows (consumers append them) and the progress bar."""
+    rates.attach([job])
     _group_send(
         user_group(job.owner_id),
         {
@@ -81,6 +83,20 @@ def job_rows(job, rows: list[dict]) -> None:
             "job": job.pk,
             "rows": [[row["position"], fragments.render_row(job, row)] for row in rows],
             "progress": fragments.render_progress(job),
+            "done": job.progress_done,
+        },
+    )
+
+
+def job_progress(job) -> None:
+    """A running analysis' phase, progress within its batch and ETA: the card's progress line."""
+    rates.attach([job])
+    _group_send(
+        user_group(job.owner_id),
+        {
+            "type": "analysis.progress",
+            "job": job.pk,
+            "html": fragments.render_progress(job),
             "done": job.progress_done,
         },
     )

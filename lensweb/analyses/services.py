@@ -23,7 +23,7 @@ from inference.errors import InputError, LensError, OptionError, UnknownLensErro
 from inference.limits import Limits
 from inference.types import AnalysisInput, AnalysisOptions, GenerationOptions
 
-from . import notify, quotas, signals
+from . import notify, quotas, rates, signals
 from .engine import get_engine
 from .errors import LensUnavailable, NoWorker, QueueFull, SubmissionError
 from .models import PLACEMENT_KEYS, Analysis, AnalysisRow, Generation, WorkerRecord
@@ -357,6 +357,8 @@ def claim_next_job(worker: WorkerRecord) -> Analysis | Generation | None:
                 started_at=Coalesce(F("started_at"), Value(now)),
                 attempts=F("attempts") + 1,
                 attempt_base=F("progress_done"),
+                phase="",
+                progress_partial=F("progress_done"),
             )
             if claimed:
                 WorkerRecord.objects.filter(pk=worker.pk).update(
@@ -488,6 +490,17 @@ def do_record_batch(job_id: int, worker_id: int, rows: list[dict]) -> bool:
     return not job.cancel_requested
 
 
+def do_record_progress(job_id: int, worker_id: int, phase: str, partial: float | None = None) -> None:
+    """Where a running analysis is within its batch (or that it waits for its lens to load), THEN notify.
+    Progress only: nothing is lost if it is not written."""
+    changes = {"phase": phase, "heartbeat_at": timezone.now()}
+    if partial is not None:
+        changes["progress_partial"] = partial
+    if Analysis.objects.filter(pk=job_id, worker_id=worker_id, status=Status.RUNNING).update(**changes):
+        job = Analysis.objects.get(pk=job_id)
+        notify.job_progress(job)
+
+
 def do_record_tokens(generation_id: int, worker_id: int, samples: list[dict], steps: int) -> bool:
     """A running generation's tokens so far (persisted, so a reload shows them), THEN streamed to its owner.
     Returns whether to go on, as do_record_batch."""
@@ -614,6 +627,7 @@ def do_finish_job(
         now = timezone.now()
         finished = model.objects.filter(pk=job_id, worker_id=worker_id, status=Status.RUNNING).update(
             status=status,
+            phase="",
             finished_at=now,
             heartbeat_at=None,
             timings={**job.timings, **(timings or {})},
@@ -625,6 +639,8 @@ def do_finish_job(
             return False
         job.refresh_from_db()
         if model is Analysis:
+            if status == Status.DONE:
+                rates.record(job)  # the next job's ETA
             signals.job_ended.send(sender=Analysis, job=job)  # done: cached and followers completed
         elif status == Status.DONE and job.analysis_options is not None and job.samples:
             _queue_follow_up(job)
@@ -668,9 +684,12 @@ def do_requeue_job(job_id: int, worker_id: int, error: str = "", *, kind: str = 
 
 
 def _restart(model) -> dict:
-    """What a job going back to the queue forgets: a generation its partial tokens (its next attempt
-    produces them again); an analysis nothing (its rows stay)."""
-    return {"result": None, "progress_done": 0} if model is Generation else {}
+    """What a job going back to the queue forgets: its phase and share of an unfinished batch, and a
+    generation its partial tokens (its next attempt produces them again); an analysis keeps its rows."""
+    kept = {"phase": "", "progress_partial": F("progress_done")}
+    return (
+        {**kept, "result": None, "progress_done": 0, "progress_partial": 0} if model is Generation else kept
+    )
 
 
 def stale_job_changes(job, kind: str, now) -> dict:

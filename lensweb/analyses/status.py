@@ -15,6 +15,7 @@ from django.utils import timezone
 from . import notify
 from .engine import get_engine
 from .models import Analysis, Generation, WorkerRecord
+from .rates import last_load_seconds
 from .services import live_workers
 
 
@@ -82,17 +83,6 @@ def worker_loaded(worker_id: int, lens_id: str | None, seconds: float | None = N
 # --- what the pages and the API read ----------------------------------------------------------------------
 
 
-def _last_load_seconds(lens_id: str) -> float | None:
-    """The most recent load time any worker measured for the lens (stopped ones' records included)."""
-    for seconds in (
-        WorkerRecord.objects.filter(load_seconds__has_key=lens_id)
-        .order_by("-last_heartbeat")
-        .values_list("load_seconds", flat=True)[:1]
-    ):
-        return seconds.get(lens_id)
-    return None
-
-
 def _queued_by_lens() -> dict[str, int]:
     counts: dict[str, int] = {}
     for model in (Analysis, Generation):
@@ -103,7 +93,7 @@ def _queued_by_lens() -> dict[str, int]:
 
 def lens_status(spec, live: list[WorkerRecord], queued: int, now) -> LensStatus:
     serving = [w for w in live if spec.id in (w.lenses or [])]
-    load_seconds = _last_load_seconds(spec.id)
+    load_seconds = last_load_seconds(spec.id)
     left = None
     if not serving:
         state = LensState.UNSERVED

@@ -34,7 +34,7 @@ from inference.types import AnalysisInput, AnalysisOptions, GenerationOptions
 
 from . import services, status, warmup
 from .engine import get_engine
-from .models import Analysis, Generation, JobStatus
+from .models import Analysis, Generation, JobStatus, Phase
 from .notify import WORKER_CHANNEL
 
 log = logging.getLogger("lensweb.worker")
@@ -264,6 +264,8 @@ class LensWorker:
         persisted = services.persisted_positions(job.pk)
         # Resume after the persisted rows: results are deterministic per position.
         remaining = [p for p in prepared.positions if p not in persisted]
+        if self._lens is None or self._lens[0] != spec.id:
+            self._report_progress(job, Phase.LOADING, None)  # the card says so while the model loads
         lens = self._load(spec)
         loaded = time.monotonic()
         services.do_record_metadata(
@@ -284,6 +286,7 @@ class LensWorker:
                 options,
                 positions=remaining,
                 on_batch=on_batch,
+                on_progress=self._progress_reporter(job),
                 should_cancel=lambda: self._is_cancelled(job),
                 limits=limits,
             )
@@ -300,6 +303,25 @@ class LensWorker:
         elif self._stopping:
             services.do_requeue_job(job.pk, worker_id)  # graceful: the attempt is given back
         # else: the job was taken from this worker (re-queued as stale); its new worker carries on.
+
+    def _progress_reporter(self, job):
+        """The engine's on_progress for `job`: written at most every LENSWEB_PROGRESS_EVERY seconds (a
+        decode step of a small lens takes milliseconds)."""
+        last = [-float("inf")]
+
+        def on_progress(progress) -> None:
+            now = time.monotonic()
+            if now - last[0] >= settings.LENSWEB_PROGRESS_EVERY:
+                last[0] = now
+                self._report_progress(job, progress.phase, progress.done)
+
+        return on_progress
+
+    def _report_progress(self, job, phase: str, partial: float | None) -> None:
+        try:
+            services.do_record_progress(job.pk, self.record.pk, phase, partial)
+        except Exception as exc:  # progress is a courtesy: the job goes on without it
+            log.warning("could not record the progress of analysis %s: %s", job.pk, exc)
 
     def _run_generation(self, generation: Generation) -> None:
         """Generate, persisting and streaming the tokens as they come; deterministic for its seed, so an

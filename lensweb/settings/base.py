@@ -148,6 +148,10 @@ LENSWEB_ENGINE = env("LENSWEB_ENGINE", default="inference")
 LENSWEB_EMBEDDED_WORKER = env.bool("LENSWEB_EMBEDDED_WORKER", default=not REDIS_URL)
 # Read every lens' tokenizer and identity in the background as a web process starts (/readyz waits for it).
 LENSWEB_WARM_TOKENIZERS = env.bool("LENSWEB_WARM_TOKENIZERS", default=True)
+# A running job's phase and progress within its batch reach its card at most this often (seconds).
+LENSWEB_PROGRESS_EVERY = env.float("LENSWEB_PROGRESS_EVERY", default=0.5)
+# The status strip re-reads the workers' records at least this often (seconds): a dead worker rings no bell.
+LENSWEB_STATUS_REFRESH_SECONDS = env.float("LENSWEB_STATUS_REFRESH_SECONDS", default=10.0)
 LENSWEB_MAX_TEXT_CHARS = env.int("LENSWEB_MAX_TEXT_CHARS", default=20_000)
 LENSWEB_MAX_TOKENS = env.int("LENSWEB_MAX_TOKENS", default=1_024)
 LENSWEB_MAX_BEST_OF_K = env.int("LENSWEB_MAX_BEST_OF_K", default=64)

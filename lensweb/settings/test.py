@@ -24,6 +24,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "NAME": os.path.join(tempfile.gettempdir(), f"lensweb-test-{os.getpid()}.sqlite3")
     }
 LENSWEB_EMBEDDED_WORKER = False
+# Tests that import lensweb.asgi must not start a tokenizer read in the background (tests/web/test_cold_start
+# runs a web process with it); servers that tests start use the base settings, and read them.
+LENSWEB_WARM_TOKENIZERS = False
 # The real engine (base's LENSWEB_ENGINE): tests/conftest.py points LENSWEB_LENS_REGISTRY at the tiny
 # golden lens, which loads in seconds and analyses a short text in tens of milliseconds.
 LENSWEB_SUBMIT_RATE = "1000/m"

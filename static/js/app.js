@@ -39,20 +39,24 @@
   });
   document.addEventListener("htmx:load", function (e) { var f = formOf(e.target); if (f) updateHint(f); });
 
-  function socketState(text, cls) {
-    var el = document.getElementById("socket-state");
+  // Two sockets may be open: the status strip's (every page) and the analysis page's; each has its own line.
+  function socketState(target, text, cls) {
+    var strip = target && target.closest && target.closest("#status-strip");
+    var el = document.getElementById(strip ? "strip-conn" : "socket-state");
     if (!el) return;
     el.textContent = text;
     el.className = "socket-state " + cls;
   }
-  document.addEventListener("htmx:wsOpen", function () { socketState("live", "live"); });
+  document.addEventListener("htmx:wsOpen", function (e) {
+    socketState(e.target, e.target.closest && e.target.closest("#status-strip") ? "connected" : "live", "live");
+  });
   // The ws extension reconnects only after these closes; after any other the page must be reloaded.
   var RECONNECTS = [1006, 1011, 1012, 1013];
   document.addEventListener("htmx:wsClose", function (e) {
     var code = e.detail && e.detail.event ? e.detail.event.code : 1006;
-    if (code === 4401) socketState("signed out: reload the page to sign in again", "down");
-    else if (RECONNECTS.indexOf(code) < 0) socketState("disconnected: reload the page", "down");
-    else socketState("reconnecting…", "down");
+    if (code === 4401) socketState(e.target, "signed out: reload the page to sign in again", "down");
+    else if (RECONNECTS.indexOf(code) < 0) socketState(e.target, "disconnected: reload the page", "down");
+    else socketState(e.target, "reconnecting…", "down");
   });
 
   // --- tabs: analyse a text, or generate / chat -------------------------------------------------------

@@ -96,6 +96,19 @@ def test_submit_and_watch_rows_arrive_before_the_job_finishes(page):
     assert page.locator(f"#status-{job} button.cancel").count() == 0
 
 
+def test_the_status_strip_is_live_and_says_the_lens_is_loaded_after_a_job(page):
+    page.wait_for_selector("#strip-conn.live")
+    assert page.inner_text("#strip-conn") == "connected"
+    page.wait_for_function(
+        "() => document.querySelector('.strip-workers').textContent.includes('1 worker online')"
+    )
+    job = submit(page, "Bees make honey.")
+    page.wait_for_selector(f"{badge(job)}.badge-done")
+    page.wait_for_selector('.strip-lens[data-lens="tiny"][data-state="loaded"]')
+    # the analysis page's own socket keeps its own line
+    assert page.inner_text("#socket-state") == "live"
+
+
 def test_cancel_a_queued_and_a_running_job(page):
     running = submit(page, LONG_TEXT)
     queued = submit(page, LONG_TEXT + " Again.")

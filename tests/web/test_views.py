@@ -181,7 +181,8 @@ def test_health_endpoints(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     response = client.get("/readyz")
     assert response.status_code == 503
-    assert response.json()["checks"] == {"database": True, "channel_layer": True, "workers": 0}
+    checks = {"database": True, "channel_layer": True, "workers": 0, "tokenizers": True}
+    assert response.json()["checks"] == checks
     services.register_worker("somewhere")
     assert client.get("/readyz").status_code == 200
 

@@ -1,0 +1,85 @@
+"""Measured times: seconds per position, measured on finished analyses and kept per lens and option set, for
+the ETA of jobs that have no row yet; each lens' last load time, from the workers' records; and the
+attachment of both to jobs before their cards render (rendering reads no database)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.utils import timezone
+
+from .models import Analysis, PositionRate, WorkerRecord
+
+# A new measurement's weight in the kept rate: recent jobs count most (a lens moved to a GPU, a busy CPU).
+WEIGHT = 0.3
+
+
+def options_key(options: dict) -> str:
+    """The options that change the work per position (k and the optional passes); not the seed, nor the
+    temperature (sampling costs the same)."""
+    options = options or {}
+    parts = [f"k={int(options.get('best_of_k') or 1)}"]
+    parts += [name for name in ("salience", "kl", "logit_lens", "keep_candidates") if options.get(name)]
+    return ",".join(parts)
+
+
+def record(job: Analysis) -> None:
+    """A finished analysis' measured seconds per position, folded into its lens and option set's rate."""
+    timings = job.timings or {}
+    positions = job.progress_done - job.attempt_base
+    work = (timings.get("attempt_s") or 0) - (timings.get("load_s") or 0)
+    if positions <= 0 or work <= 0 or (job.metadata or {}).get("cached"):
+        return
+    measured = work / positions
+    key = options_key(job.options)
+    kept = PositionRate.objects.filter(lens_id=job.lens_id, options_key=key).first()
+    if kept is None:
+        PositionRate.objects.get_or_create(
+            lens_id=job.lens_id, options_key=key, defaults={"seconds_per_position": measured, "jobs": 1}
+        )
+        return
+    kept.seconds_per_position = (1 - WEIGHT) * kept.seconds_per_position + WEIGHT * measured
+    kept.jobs += 1
+    kept.save(update_fields=["seconds_per_position", "jobs", "updated_at"])
+
+
+def attach(jobs: Iterable) -> None:
+    """Set `expected_rate` (and, while loading, `expected_load_left`) on running analyses, for
+    Job.eta_seconds; a few queries for any number of jobs."""
+    running = [job for job in jobs if job.kind == Analysis.kind and job.status == Analysis.Status.RUNNING]
+    if not running:
+        return
+    rates = {
+        (r.lens_id, r.options_key): r.seconds_per_position
+        for r in PositionRate.objects.filter(lens_id__in={job.lens_id for job in running})
+    }
+    loading = {job.lens_id for job in running if job.phase == "loading"}
+    load_left = {lens_id: _load_left(lens_id) for lens_id in loading}
+    for job in running:
+        job.expected_rate = rates.get((job.lens_id, options_key(job.options)))
+        job.expected_load_left = load_left.get(job.lens_id)
+
+
+def last_load_seconds(lens_id: str) -> float | None:
+    """The most recent load time any worker measured for the lens (stopped ones' records included)."""
+    for seconds in (
+        WorkerRecord.objects.filter(load_seconds__has_key=lens_id)
+        .order_by("-last_heartbeat")
+        .values_list("load_seconds", flat=True)[:1]
+    ):
+        return seconds.get(lens_id)
+    return None
+
+
+def _load_left(lens_id: str) -> float | None:
+    seconds = last_load_seconds(lens_id)
+    since = (
+        WorkerRecord.objects.filter(loading_lens=lens_id, loading_since__isnull=False)
+        .order_by("-loading_since")
+        .values_list("loading_since", flat=True)
+        .first()
+    )
+    if seconds is None:
+        return None
+    elapsed = (timezone.now() - since).total_seconds() if since else 0.0
+    return max(0.0, seconds - elapsed)
