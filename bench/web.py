@@ -8,7 +8,13 @@ its first on_batch and to its return, with the lens loaded and warm, like the wo
 
 Prints a table and writes bench/results/web.md.
 
-usage: python bench/web.py [--demo] [--rows-budget N] [--repeats N] [--skip-postgres]
+A second table, the time to the first row: a 64-token text at k = 8 with the lens' default rows budget,
+in Chromium against the embedded default (the first job after a start, which loads the lens, then warm
+ones), beside the engine alone in the same run: its time for one position, its first row with the growing
+batches (2 positions first) and with one batch of the whole budget (as before they grew). It also times the
+first form POST after a start, which must not wait for a model.
+
+usage: python bench/web.py [--demo] [--rows-budget N] [--repeats N] [--skip-postgres] [--first-row-only]
 """
 
 from __future__ import annotations
@@ -43,15 +49,16 @@ TEXTS = [
 ]
 
 MEASURE_JS = """
-(text) => new Promise((resolve, reject) => {
+([text, k]) => new Promise((resolve, reject) => {
   const top = () => document.querySelector('#jobs section.job');
   const before = top() && top().id;
   const t0 = performance.now();
-  let first = null, last = null;
+  let first = null, last = null, shown = null;
   const check = () => {
     const card = top();
     if (!card || card.id === before) return;
     const now = performance.now() - t0;
+    if (shown === null) shown = now;
     const rows = card.querySelectorAll('tbody tr').length;
     const bar = card.querySelector('progress');
     if (first === null && rows > 0) first = now;
@@ -60,12 +67,13 @@ MEASURE_JS = """
     if (failed) { observer.disconnect(); reject(new Error('job ' + card.id + ' ended ' + failed.textContent)); }
     if (card.querySelector('.badge-done') && last !== null) {
       observer.disconnect();
-      resolve({first, last, rows});
+      resolve({first, last, rows, shown});
     }
   };
   const observer = new MutationObserver(check);
   observer.observe(document.getElementById('live'), {childList: true, subtree: true, attributes: true});
   document.querySelector('#id_text').value = text;
+  document.querySelector('#id_best_of_k').value = String(k);
   document.querySelector('#analysis-form button[type=submit]').click();
 })
 """
@@ -161,17 +169,113 @@ def web_latency(base: str, texts, repeats) -> dict[str, list[tuple[float, float,
         page.fill("#id_password", os.environ.get("LENSWEB_DEMO_PASSWORD", "lensweb-demo"))
         page.click("button[type=submit]")
         page.wait_for_selector("#socket-state.live")
-        page.evaluate(MEASURE_JS, texts[0])  # warm-up: the worker loads the lens on its first job
+        page.evaluate(MEASURE_JS, [texts[0], 1])  # warm-up: the worker loads the lens on its first job
         results = {}
         for text in texts:
             runs = []
             for _ in range(repeats):
                 page.wait_for_timeout(300)  # let the form swap settle
-                r = page.evaluate(MEASURE_JS, text)
+                r = page.evaluate(MEASURE_JS, [text, 1])
                 runs.append((r["first"] / 1000, r["last"] / 1000, r["rows"]))
             results[text] = runs
         browser.close()
     return results
+
+
+# ~64 tokens with SmolLM2's tokenizer (the README's paragraph).
+FIRST_ROW_TEXT = (
+    "The old lighthouse keeper climbed the spiral stairs every evening, carrying a brass lantern and a thermos "
+    "of sweet tea. From the top he could see the fishing boats returning to the harbour, their lights "
+    "flickering like fireflies against the darkening sea, while gulls circled above the rocks."
+)
+FIRST_ROW_K = 8
+
+
+def engine_first_row(repeats: int) -> dict:
+    """The engine alone on FIRST_ROW_TEXT at k = 8, default rows budget: one position's time, and the first
+    row with growing batches against one whole-budget first batch."""
+    from inference.analysis import analyze, default_rows_budget
+    from inference.lens import load_lens
+    from inference.registry import load_registry
+    from inference.types import AnalysisInput, AnalysisOptions
+
+    lens = load_lens(load_registry().default)
+    opts = AnalysisOptions(best_of_k=FIRST_ROW_K)
+    inp = AnalysisInput(text=FIRST_ROW_TEXT)
+    analyze(lens, inp, opts, positions=[8])  # warm-up
+    budget = default_rows_budget(lens)
+    out = {"budget": budget, "one": [], "grown": [], "whole": []}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = analyze(lens, inp, opts, positions=[8])
+        out["one"].append(time.perf_counter() - t0)
+        for name, first_batch in (("grown", None), ("whole", budget)):
+            first = []
+            t0 = time.perf_counter()
+            analyze(
+                lens,
+                inp,
+                opts,
+                first_batch=first_batch,
+                on_batch=lambda update, first=first, t0=t0: first or first.append(time.perf_counter() - t0),
+                should_cancel=lambda first=first: bool(first),  # the first row is all this measures
+            )
+            out[name].append(first[0])
+    out["tokens"] = result.metadata["n_tokens"]
+    return out
+
+
+def web_first_row(env: dict, tmp: Path, repeats: int) -> dict:
+    """A fresh embedded server: the first form POST's time and the first job (cold: it loads the lens), then
+    warm jobs, each to its first row, in Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    environ = {k: v for k, v in env.items() if k != "LENSWEB_ROWS_BUDGET"}  # the lens' default budget
+    environ["DATABASE_URL"] = f"sqlite:///{tmp / 'first-row.sqlite3'}"
+    out = {"cold": None, "warm": [], "post": None}
+    with Stack("embedded", environ) as stack, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.set_default_timeout(600_000)
+        page.goto(f"{stack.base}/")
+        page.fill("#id_username", "demo")
+        page.fill("#id_password", os.environ.get("LENSWEB_DEMO_PASSWORD", "lensweb-demo"))
+        page.click("button[type=submit]")
+        page.wait_for_selector("#socket-state.live")
+        with page.expect_response(lambda r: r.request.method == "POST") as answer:
+            r = page.evaluate(MEASURE_JS, [FIRST_ROW_TEXT, FIRST_ROW_K])
+        answer.value.finished()
+        timing = answer.value.request.timing
+        out["post"] = (timing["responseEnd"] - timing["requestStart"]) / 1000
+        out["cold"] = r["first"] / 1000
+        for _ in range(repeats):
+            page.wait_for_timeout(300)
+            out["warm"].append(page.evaluate(MEASURE_JS, [FIRST_ROW_TEXT, FIRST_ROW_K])["first"] / 1000)
+        browser.close()
+    return out
+
+
+def first_row_report(lens_name: str, engine: dict, web: dict, repeats: int) -> list[str]:
+    one, grown, whole = (median(engine[k]) for k in ("one", "grown", "whole"))
+    warm = median(web["warm"])
+    return [
+        "",
+        "## Time to the first row",
+        "",
+        f"{lens_name}; a {engine['tokens']}-token text at k = {FIRST_ROW_K}, salience on, the lens' default "
+        f"rows budget ({engine['budget']} rows: {engine['budget'] // FIRST_ROW_K} positions a batch); medians "
+        f"of {repeats}, engine and web in the same run.",
+        "",
+        "| what | seconds | × one position |",
+        "|---|---|---|",
+        f"| engine alone: one position | {one:.3f} | 1.0 |",
+        f"| engine alone: first row, growing batches (2 positions first) | {grown:.3f} | {grown / one:.1f} |",
+        f"| engine alone: first row, one whole-budget first batch (before) | {whole:.3f} | {whole / one:.1f} |",
+        f"| web (embedded): first row of a warm job, from the click | {warm:.3f} | {warm / one:.1f} |",
+        f"| web (embedded): first row of the first job after a start (loads the lens) | {web['cold']:.3f} | "
+        f"{web['cold'] / one:.1f} |",
+        f"| web (embedded): the first form POST after a start | {web['post']:.3f} | – |",
+    ]
 
 
 def postgres_database():
@@ -203,6 +307,7 @@ def main():
     parser.add_argument("--rows-budget", type=int, default=4, help="rows per batch (LENSWEB_ROWS_BUDGET)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-postgres", action="store_true", help="only the embedded default")
+    parser.add_argument("--first-row-only", action="store_true", help="only the time-to-first-row table")
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
@@ -224,6 +329,17 @@ def main():
     os.environ.update({k: env[k] for k in ("LENSWEB_ROWS_BUDGET", "LENSWEB_LENS_REGISTRY") if k in env})
     lens_name = "demo (SmolLM2-135M, layer 8)" if args.demo else "tiny golden lens (tiny_patch2_percur)"
 
+    print(f"time to the first row, {lens_name} ...", flush=True)
+    first_row = first_row_report(
+        lens_name, engine_first_row(args.repeats), web_first_row(env, tmp, args.repeats), args.repeats
+    )
+    out = ROOT / "bench" / "results" / "web.md"
+    if args.first_row_only:
+        kept = out.read_text().split("\n## Time to the first row")[0].rstrip("\n") if out.exists() else ""
+        out.write_text(kept + "\n" + "\n".join(first_row) + "\n")
+        print("\n".join(first_row))
+        print(f"wrote {out.relative_to(ROOT)}")
+        return
     print(f"engine alone, {lens_name} ...", flush=True)
     measured = {"engine alone": engine_alone(TEXTS, args.repeats)}
     print("embedded default (SQLite + in-memory layer, worker in serve) ...", flush=True)
@@ -281,9 +397,8 @@ def main():
         "process, the job row, the doorbell, the claim, persisting each batch before announcing it, rendering "
         "the row fragments, the channel layer and the browser's swap. `python bench/web.py` reruns it.",
     ]
-    report = "\n".join(header + lines + footer) + "\n"
+    report = "\n".join(header + lines + footer + first_row) + "\n"
     print(report)
-    out = ROOT / "bench" / "results" / "web.md"
     out.write_text(report)
     print(f"wrote {out.relative_to(ROOT)}")
 

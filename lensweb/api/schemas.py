@@ -186,6 +186,17 @@ class Progress(BaseModel):
     total: int = Field(ge=0)
 
 
+class AnalysisProgress(Progress):
+    phase: Literal["loading", "decoding", "encoding", "salience", "kl"] | None = Field(
+        description="while running: loading the lens, or the phase of the batch under way"
+    )
+    partial: float = Field(ge=0, description="positions done, counting the running batch's finished share")
+    eta_seconds: float | None = Field(
+        description="while running: from the seconds per position measured on earlier jobs of this lens and "
+        "option set, blended with this job's own speed; null when neither is known yet"
+    )
+
+
 class Candidate(Answer):
     explanation: str | None = None
     explanation_token_ids: list[int] | None = None
@@ -237,7 +248,7 @@ class Analysis(BaseModel):
     status: Status
     lens: str
     queue_position: int | None = Field(ge=1)
-    progress: Progress
+    progress: AnalysisProgress
     cancel_requested: bool
     input: dict[str, Any]
     options: dict[str, Any]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.urls import reverse
 
+from lensweb.analyses import rates
 from lensweb.analyses import services as analyses
 from lensweb.analyses.models import Analysis, Generation
 
@@ -21,7 +22,7 @@ def analysis_json(
         "status": job.status,
         "lens": job.lens_id,
         "queue_position": analyses.queue_position(job),
-        "progress": {"done": job.progress_done, "total": job.progress_total},
+        "progress": analysis_progress(job),
         "cancel_requested": job.cancel_requested,
         "input": job.input,
         "options": job.options,
@@ -39,6 +40,18 @@ def analysis_json(
             rows = rows.filter(position__gt=rows_after)
         data["rows"] = list(rows.values_list("data", flat=True))
     return data
+
+
+def analysis_progress(job: Analysis) -> dict:
+    rates.attach([job])
+    eta = job.eta_seconds()
+    return {
+        "done": job.progress_done,
+        "total": job.progress_total,
+        "phase": job.phase or None if job.status == Analysis.Status.RUNNING else None,
+        "partial": round(job.progress_now, 3),
+        "eta_seconds": None if eta is None else round(eta, 1),
+    }
 
 
 def analysis_html_url(request, analysis_id: int) -> str:

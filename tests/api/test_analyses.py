@@ -91,14 +91,15 @@ def test_get_returns_progress_rows_and_metadata(api, alice_key, live_worker):
     assert (
         queued["status"] == "queued"
         and queued["rows"] == []
-        and queued["progress"] == {"done": 0, "total": 5}
+        and queued["progress"] == {"done": 0, "total": 5, "phase": None, "partial": 0.0, "eta_seconds": None}
     )
     assert queued["error"] is None and queued["metadata"] == {}
 
     run_worker(live_worker, job_id, upto=3, finish=False)
     running = api.get(f"{URL}/{job_id}", key=alice_key).json_body
     assert running["status"] == "running" and running["queue_position"] is None
-    assert running["progress"] == {"done": 3, "total": 5}
+    progress = running["progress"]
+    assert (progress["done"], progress["total"], progress["partial"]) == (3, 5, 3.0)
     assert [row["position"] for row in running["rows"]] == [0, 1, 2]
     assert [row["token_id"] for row in running["rows"]] == token_ids("a b c d e")[:3]
     assert running["rows"][1]["token"] == " b" and running["rows"][1]["kl"] is not None
