@@ -157,18 +157,24 @@ class Stack:
                 proc.kill()
 
 
+def signed_in_page(browser, base: str):
+    """The analysis page, signed in as the demo user, its socket live."""
+    page = browser.new_page()
+    page.set_default_timeout(600_000)
+    page.goto(f"{base}/")
+    page.fill("#id_username", "demo")
+    page.fill("#id_password", os.environ.get("LENSWEB_DEMO_PASSWORD", "lensweb-demo"))
+    page.click("button[type=submit]")
+    page.wait_for_selector("#socket-state.live")
+    return page
+
+
 def web_latency(base: str, texts, repeats) -> dict[str, list[tuple[float, float, int]]]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        page.set_default_timeout(600_000)
-        page.goto(f"{base}/")
-        page.fill("#id_username", "demo")
-        page.fill("#id_password", os.environ.get("LENSWEB_DEMO_PASSWORD", "lensweb-demo"))
-        page.click("button[type=submit]")
-        page.wait_for_selector("#socket-state.live")
+        page = signed_in_page(browser, base)
         page.evaluate(MEASURE_JS, [texts[0], 1])  # warm-up: the worker loads the lens on its first job
         results = {}
         for text in texts:
@@ -199,6 +205,7 @@ def engine_first_row(repeats: int) -> dict:
     from inference.registry import load_registry
     from inference.types import AnalysisInput, AnalysisOptions
 
+    os.environ.pop("LENSWEB_ROWS_BUDGET", None)  # the lens' own budget, as a worker without the setting
     lens = load_lens(load_registry().default)
     opts = AnalysisOptions(best_of_k=FIRST_ROW_K)
     inp = AnalysisInput(text=FIRST_ROW_TEXT)
@@ -222,6 +229,9 @@ def engine_first_row(repeats: int) -> dict:
             )
             out[name].append(first[0])
     out["tokens"] = result.metadata["n_tokens"]
+    from bench.engine import matmul_gflops
+
+    out["gflops"] = matmul_gflops()
     return out
 
 
@@ -235,13 +245,7 @@ def web_first_row(env: dict, tmp: Path, repeats: int) -> dict:
     out = {"cold": None, "warm": [], "post": None}
     with Stack("embedded", environ) as stack, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page()
-        page.set_default_timeout(600_000)
-        page.goto(f"{stack.base}/")
-        page.fill("#id_username", "demo")
-        page.fill("#id_password", os.environ.get("LENSWEB_DEMO_PASSWORD", "lensweb-demo"))
-        page.click("button[type=submit]")
-        page.wait_for_selector("#socket-state.live")
+        page = signed_in_page(browser, stack.base)
         with page.expect_response(lambda r: r.request.method == "POST") as answer:
             r = page.evaluate(MEASURE_JS, [FIRST_ROW_TEXT, FIRST_ROW_K])
         answer.value.finished()
@@ -264,7 +268,8 @@ def first_row_report(lens_name: str, engine: dict, web: dict, repeats: int) -> l
         "",
         f"{lens_name}; a {engine['tokens']}-token text at k = {FIRST_ROW_K}, salience on, the lens' default "
         f"rows budget ({engine['budget']} rows: {engine['budget'] // FIRST_ROW_K} positions a batch); medians "
-        f"of {repeats}, engine and web in the same run.",
+        f"of {repeats}, engine and web in the same run; float32 matmul rate measured in it (2048×2048 "
+        f"torch.matmul): {engine['gflops']:.1f} GFLOP/s.",
         "",
         "| what | seconds | × one position |",
         "|---|---|---|",
@@ -326,13 +331,15 @@ def main():
     )
     if not args.demo:
         env["LENSWEB_LENS_REGISTRY"] = str(tiny_registry(tmp))
-    os.environ.update({k: env[k] for k in ("LENSWEB_ROWS_BUDGET", "LENSWEB_LENS_REGISTRY") if k in env})
+    if "LENSWEB_LENS_REGISTRY" in env:
+        os.environ["LENSWEB_LENS_REGISTRY"] = env["LENSWEB_LENS_REGISTRY"]
     lens_name = "demo (SmolLM2-135M, layer 8)" if args.demo else "tiny golden lens (tiny_patch2_percur)"
 
     print(f"time to the first row, {lens_name} ...", flush=True)
     first_row = first_row_report(
         lens_name, engine_first_row(args.repeats), web_first_row(env, tmp, args.repeats), args.repeats
     )
+    os.environ.update({k: env[k] for k in ("LENSWEB_ROWS_BUDGET", "LENSWEB_LENS_REGISTRY") if k in env})
     out = ROOT / "bench" / "results" / "web.md"
     if args.first_row_only:
         kept = out.read_text().split("\n## Time to the first row")[0].rstrip("\n") if out.exists() else ""

@@ -35,6 +35,30 @@ def test_after_it_still_runs():
 """
 
 
+def run_pytest(folder: Path, name: str, environ: dict, *extra: str) -> subprocess.CompletedProcess:
+    """A pytest of its own over `folder/name`, with this plugin and nothing of the project's settings."""
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            *extra,
+            "-p",
+            "tests.timeouts",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:django",
+        ]
+        + ["--rootdir", str(folder), "-c", os.devnull, str(folder / name)],
+        cwd=folder,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=scaled(120),
+    )
+
+
 def _alive(pid: int) -> bool:
     return bool(running({pid}))
 
@@ -44,15 +68,7 @@ def test_a_hanging_test_fails_within_its_limit_with_every_stack_and_leaves_no_pr
     environ = dict(os.environ, LENSWEB_TEST_TIMEOUT="2", PYTHONPATH=str(REPO))
     environ.pop("PYTEST_TIMEOUT", None)
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "tests.timeouts", "-p", "no:cacheprovider", "-p", "no:django"]
-        + ["--rootdir", str(tmp_path), "-c", os.devnull, str(tmp_path / "test_hang.py")],
-        cwd=tmp_path,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=scaled(120),
-    )
+    done = run_pytest(tmp_path, "test_hang.py", environ)
     took = time.monotonic() - started
     pids = [int((tmp_path / name).read_text()) for name in ("child", "grandchild")]
     try:
@@ -90,26 +106,7 @@ def test_the_scale_stretches_the_default_and_marked_limits(tmp_path):
     environ = dict(os.environ, LENSWEB_TEST_TIMEOUT_SCALE="3", PYTHONPATH=str(REPO))
     environ.pop("LENSWEB_TEST_TIMEOUT", None)
     environ.pop("PYTEST_TIMEOUT", None)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-s",
-            "-p",
-            "tests.timeouts",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "no:django",
-        ]
-        + ["--rootdir", str(tmp_path), "-c", os.devnull, str(tmp_path / "test_limits.py")],
-        cwd=tmp_path,
-        env=environ,
-        capture_output=True,
-        text=True,
-        timeout=scaled(120),
-    )
+    done = run_pytest(tmp_path, "test_limits.py", environ, "-s")
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"LIMIT None {DEFAULT_TIMEOUT_S * 3}" in done.stdout
     assert "LIMIT 30.0" in done.stdout

@@ -29,14 +29,16 @@ def session_cookie(user) -> str:
 
 
 @contextlib.asynccontextmanager
-async def socket(user=None, origin="http://testserver", cookie: str | None = None):
+async def socket(
+    user=None, origin="http://testserver", cookie: str | None = None, path: str = "/ws/analyses/"
+):
     """A socket of `user` (a fresh session of theirs), or of the session whose cookie value is `cookie`."""
     headers = [(b"host", b"testserver"), (b"origin", origin.encode())]
     if cookie is None and user is not None:
         cookie = await session_cookie(user)
     if cookie is not None:
         headers.append((b"cookie", f"sessionid={cookie}".encode()))
-    communicator = WebsocketCommunicator(application, "/ws/analyses/", headers=headers)
+    communicator = WebsocketCommunicator(application, path, headers=headers)
     try:
         yield communicator
     finally:

@@ -201,6 +201,9 @@ def test_twenty_jobs_from_three_users_complete_exactly_once_in_fair_order(stack)
 
 
 def test_kill_9_mid_job_the_other_worker_completes_it_with_every_row_once(stack):
+    """Slow (about 30 s here) by what it proves: two real `runworker` processes start (Django, torch, the
+    lens: seconds each), one is killed half-way through a 140-batch job, and the other must notice its silence
+    (LENSWEB_STALE_AFTER) before it resumes; no cheaper fixture kills a process."""
     url = stack["url"]
     [job_id] = submit(stack["env"], [("dave", SLOW_TEXT)])
     workers = [start_worker(stack, "kill-1"), start_worker(stack, "kill-2")]
@@ -231,6 +234,8 @@ def test_kill_9_mid_job_the_other_worker_completes_it_with_every_row_once(stack)
 
 
 def test_sigterm_finishes_the_batch_requeues_the_rest_and_exits(stack):
+    """Slow (about 30 s here) by what it proves: a real worker process exits on SIGTERM and a second real one,
+    started afterwards (Django, torch, the lens), resumes the job to its last row."""
     url = stack["url"]
     [job_id] = submit(stack["env"], [("erin", SLOW_TEXT)])
     worker = start_worker(stack, "term-1")

@@ -305,6 +305,8 @@ def redis_server(tmp_path):
 def test_redis_stopped_requests_answer_the_worker_keeps_working_and_nothing_is_lost(
     tmp_path, redis_server, tiny_lens_registry
 ):
+    """Slow (about 40 s here) by design: a real server and worker ride out a real Redis stopped and started
+    again, and the worker polls every 20 s so that a job done quickly after Redis is back proves the doorbell."""
     # Polls slowly: a job that completes quickly after Redis is back was woken by its doorbell.
     poll = scaled(20)
     with site_on(tmp_path, redis_server.port, tiny_lens_registry, LENSWEB_POLL_INTERVAL=str(poll)) as (
@@ -358,7 +360,8 @@ def test_redis_stopped_requests_answer_the_worker_keeps_working_and_nothing_is_l
 
 
 def test_a_black_holed_redis_cannot_hang_a_request_or_stop_the_worker(tmp_path, tiny_lens_registry):
-    """Connections are accepted and never answered: every Redis call must give up on its own timeout."""
+    """Connections are accepted and never answered: every Redis call must give up on its own timeout. Slow
+    (about 35 s here) by design: each Redis user waits out its REDIS_TIMEOUT before its breaker opens."""
     hole = BlackHole()
     try:
         with site_on(tmp_path, hole.port, tiny_lens_registry, LENSWEB_POLL_INTERVAL="0.5") as (site, key):

@@ -3,32 +3,20 @@ lens or goes, and when the queue moves."""
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from lensweb.analyses import services, status
-from lensweb.asgi import application
 
 from .conftest import scaled
-from .test_consumers import session_cookie
+from .test_consumers import socket
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
-@contextlib.asynccontextmanager
-async def strip(user=None, origin="http://testserver"):
-    headers = [(b"host", b"testserver"), (b"origin", origin.encode())]
-    if user is not None:
-        headers.append((b"cookie", f"sessionid={await session_cookie(user)}".encode()))
-    communicator = WebsocketCommunicator(application, "/ws/status/", headers=headers)
-    try:
-        yield communicator
-    finally:
-        await communicator.disconnect()
+def strip(user=None, origin="http://testserver"):
+    return socket(user, origin=origin, path="/ws/status/")
 
 
 async def next_strip(communicator, contains: str) -> str:
