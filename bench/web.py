@@ -65,7 +65,9 @@ MEASURE_JS = """
     if (last === null && bar && rows >= Number(bar.max)) last = now;
     const failed = card.querySelector('.badge-failed, .badge-cancelled');
     if (failed) { observer.disconnect(); reject(new Error('job ' + card.id + ' ended ' + failed.textContent)); }
-    if (card.querySelector('.badge-done') && last !== null) {
+    // a card shows at most LENSWEB_LIVE_CARD_ROWS rows: past that, done is the last row's moment
+    if (card.querySelector('.badge-done') && (last !== null || card.querySelector('.job-more a'))) {
+      if (last === null) last = now;
       observer.disconnect();
       resolve({first, last, rows, shown});
     }

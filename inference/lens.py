@@ -25,6 +25,7 @@ from .models import (
     run_prefix,
 )
 from .registry import LensSpec
+from .types import public_name
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +66,11 @@ class Lens:
             "lens_id": self.spec.id,
             "name": self.spec.name,
             "description": self.spec.description,
-            "checkpoint": "demo" if self.spec.is_demo else str(self.ckpt.path),
+            # names only: metadata reaches exports, share links and the API; paths stay in the server log
+            "checkpoint": "demo" if self.spec.is_demo else public_name(str(self.ckpt.path)),
             "checkpoint_sha256": self.ckpt.sha256,
-            "base_model": self.base_path,
-            "donor_model": self.spec.donor_model,
+            "base_model": public_name(self.base_path),
+            "donor_model": public_name(self.spec.donor_model),
             "layer": self.layer,
             "t_text": self.t_text,
             "patched_blocks": self.patched_blocks,

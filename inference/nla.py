@@ -43,6 +43,7 @@ from .nla_format import (
     read_sidecar,
 )
 from .registry import LensSpec
+from .types import public_name
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +105,13 @@ class NLALens:
             "lens_id": self.spec.id,
             "name": self.spec.name,
             "description": self.spec.description,
-            "checkpoint": self.spec.checkpoint or f"{self.paths['av']} + {self.paths['ar']}",
+            # names only: metadata reaches exports, share links and the API; paths stay in the server log
+            "checkpoint": public_name(self.spec.checkpoint)
+            or f"{public_name(self.paths['av'])} + {public_name(self.paths['ar'])}",
             "checkpoint_sha256": self.sha256,
-            "av": self.paths["av"],
-            "ar": self.paths["ar"],
-            "base_model": self.paths["base"],
+            "av": public_name(self.paths["av"]),
+            "ar": public_name(self.paths["ar"]),
+            "base_model": public_name(self.paths["base"]),
             "donor_model": None,
             "layer": cfg.layer,
             "t_text": self.max_new_tokens,

@@ -193,6 +193,17 @@ ShouldCancel = Callable[[], bool]
 OnBatch = Callable[[BatchUpdate], None]
 
 
+def public_name(location: str | None) -> str | None:
+    """What users may see of a model's or a checkpoint's location: a file or folder's own name, never the
+    server's path to it (a hub name such as "HuggingFaceTB/SmolLM2-135M" stays as it is)."""
+    if not location:
+        return location
+    text = str(location)
+    if text.startswith(("/", "~", ".", "\\")) or (len(text) > 1 and text[1] == ":"):
+        return text.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return text
+
+
 def _check_characters(text: str, what: str) -> None:
     """Text every encoder and database can hold. Valid JSON can carry a lone UTF-16 surrogate ("\\ud800"),
     which no UTF-8 encoder takes; PostgreSQL's text and jsonb refuse NUL."""

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from lensweb import urlsafety  # noqa: F401  (registers the `id` path converter before any route is built)
 from lensweb.accounts.ratelimits import login_throttled
 
 # Django's own admin login, throttled like /accounts/login/ (the same counters). Set on the site, before

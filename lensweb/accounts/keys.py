@@ -113,6 +113,12 @@ def authenticate_key(raw: str) -> ApiKey | None:
     return key
 
 
+def still_valid(key_id: int) -> bool:
+    """Whether the key is still active and its user too: a long-lived stream asks this every few seconds."""
+    key = ApiKey.objects.select_related("user").filter(pk=key_id).first()
+    return key is not None and key.is_active and key.user.is_active
+
+
 def revoke_key(key: ApiKey) -> ApiKey:
     """Revoked keys stop working on the next request (every request reads the row)."""
     if key.revoked_at is None:

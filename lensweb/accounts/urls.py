@@ -13,7 +13,7 @@ urlpatterns = [
     path("signup/", views.signup, name="signup"),
     path("settings/", views.settings_page, name="account-settings"),
     path("settings/keys/", views.create_api_key, name="api-key-create"),
-    path("settings/keys/<int:key_id>/revoke/", views.revoke_api_key, name="api-key-revoke"),
+    path("settings/keys/<id:key_id>/revoke/", views.revoke_api_key, name="api-key-revoke"),
     path("password/", auth_views.PasswordChangeView.as_view(), name="password_change"),
     path("password/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
 ]

@@ -29,7 +29,7 @@ from channels.worker import Worker
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections, connections
 
-from inference.errors import LensError
+from inference.errors import InputError, LensError, OptionError
 from inference.types import AnalysisInput, AnalysisOptions, GenerationOptions
 
 from . import services, status, warmup
@@ -64,6 +64,15 @@ def retry_while_database_away(action, what: str, give_up_after: float, stop=lamb
             # Only after a failure: a broken connection is never reused (a good one, e.g. a test's open
             # transaction, is left alone).
             connections.close_all()
+
+
+def public_error(exc: LensError, lens_id: str) -> str:
+    """What the job's owner reads: the input's or the options' fault in the engine's words; the server's files
+    (a checkpoint, a model, the registry) in general words, with the paths and library text in the log."""
+    if isinstance(exc, InputError | OptionError):
+        return str(exc)
+    log.error("lens %s: %s: %s", lens_id, type(exc).__name__, exc)
+    return f"lens {lens_id} could not be loaded on this server ({exc.code}); the server log has the details"
 
 
 def memory_in_use() -> int | None:
@@ -208,7 +217,7 @@ class LensWorker:
         try:
             run(job)
         except LensError as exc:
-            error = str(exc)
+            error = public_error(exc, job.lens_id)
             self._write_outcome(
                 job, "fail", lambda: services.do_fail_job(job.pk, worker_id, error, kind=kind)
             )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.conf import settings
 from ninja.security import HttpBearer
 
-from lensweb.accounts.keys import authenticate_key
+from lensweb.accounts.keys import authenticate_key, split_key
 from lensweb.accounts.ratelimits import count_request, retry_after
 
 from .errors import ApiError, rate_limited
@@ -24,25 +24,32 @@ def _bearer(request) -> str | None:
 
 
 def authenticate(request):
-    """The ApiKey of the request, or ApiError 401 (429 for a client IP that keeps failing)."""
-    failures = settings.LENSWEB_API_AUTH_FAILURE_RATE
-    # A client that keeps sending bad keys is turned away before any lookup.
-    seconds = retry_after(request, "api.auth_failures", "ip", failures, increment=False)
-    if seconds is not None:
-        raise rate_limited(seconds, f"too many failed authentications; try again in {seconds} s")
+    """The ApiKey of the request, or ApiError 401 (429 once an address, or a key prefix, keeps failing).
+
+    A valid key is never refused for its address' failures: people share NATs and proxies, and a neighbour
+    guessing wrong must not lock them out. Failures are counted per address and per key prefix (a guesser
+    spread over many addresses still meets the prefix' limit), and only failing requests are turned away."""
     raw = _bearer(request)
     key = authenticate_key(raw) if raw else None
-    if key is None:
-        retry_after(request, "api.auth_failures", "ip", failures)
-        message = (
-            "this API key is not valid (it may have been revoked); create one on your settings page"
-            if raw
-            else "send your API key as `Authorization: Bearer <key>`; create one on your settings page"
-        )
-        raise ApiError(
-            401, "unauthenticated", message, headers={"WWW-Authenticate": 'Bearer realm="lensweb"'}
-        )
-    return key
+    if key is not None:
+        return key
+    failures = settings.LENSWEB_API_AUTH_FAILURE_RATE
+    prefix = split_key(raw) if raw else None
+    counters = [("api.auth_failures", "ip")]
+    if prefix is not None:
+        counters.append(("api.auth_failures.prefix", lambda group, request: prefix))
+    for group, counter in counters:
+        seconds = retry_after(request, group, counter, failures, increment=False)
+        if seconds is not None:
+            raise rate_limited(seconds, f"too many failed authentications; try again in {seconds} s")
+    for group, counter in counters:
+        retry_after(request, group, counter, failures)
+    message = (
+        "this API key is not valid (it may have been revoked); create one on your settings page"
+        if raw
+        else "send your API key as `Authorization: Bearer <key>`; create one on your settings page"
+    )
+    raise ApiError(401, "unauthenticated", message, headers={"WWW-Authenticate": 'Bearer realm="lensweb"'})
 
 
 def body_limit(request) -> int:

@@ -28,6 +28,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.http import StreamingHttpResponse
 from ninja import Query, Router
 
+from lensweb.accounts.keys import still_valid
 from lensweb.analyses import services as analyses
 from lensweb.analyses.models import Analysis, AnalysisRow
 from lensweb.analyses.notify import user_group
@@ -45,6 +46,8 @@ MAX_SECONDS = 600  # LENSWEB_API_EVENTS_MAX_SECONDS: a stream ends after this lo
 PER_KEY = 4  # LENSWEB_API_EVENTS_PER_KEY: open streams per API key (0: no bound)
 POLL_SECONDS = 5.0  # LENSWEB_API_EVENTS_POLL_SECONDS: read the database this often without a doorbell
 KEEPALIVE_SECONDS = 15.0  # LENSWEB_API_EVENTS_KEEPALIVE_SECONDS: a comment after this long without a write
+# LENSWEB_API_EVENTS_RECHECK_SECONDS: a revoked key or a deactivated user ends its streams within this long.
+RECHECK_SECONDS = 5.0
 
 RECONNECT_MS = 2000  # the `retry:` a client's EventSource waits before reconnecting
 ROWS_PER_EVENT = 100  # rows per `rows` event: a finished job's thousands of rows are not one read
@@ -217,6 +220,7 @@ async def stream(request, job: Analysis, after: int, slot: tuple[str, str]):
     deadline = started + float(_setting("LENSWEB_API_EVENTS_MAX_SECONDS", MAX_SECONDS))
     poll = float(_setting("LENSWEB_API_EVENTS_POLL_SECONDS", POLL_SECONDS))
     keepalive = float(_setting("LENSWEB_API_EVENTS_KEEPALIVE_SECONDS", KEEPALIVE_SECONDS))
+    recheck = float(_setting("LENSWEB_API_EVENTS_RECHECK_SECONDS", RECHECK_SECONDS))
     # The owner's group: that is where the worker's messages about this job go (a staff reader too).
     doorbell = Doorbell(user_group(job.owner_id), job.pk)
     try:
@@ -225,7 +229,13 @@ async def stream(request, job: Analysis, after: int, slot: tuple[str, str]):
         # Join before the first read: whatever happens after the read rings the bell.
         await doorbell.join()
         last_status = None
+        checked = loop.time()
         while True:
+            if loop.time() - checked >= recheck:
+                checked = loop.time()
+                if not await database_sync_to_async(still_valid)(request.api_key.pk):
+                    yield ": the API key was revoked or its user deactivated\n\n"
+                    return
             snapshot = await database_sync_to_async(read_job)(request, job.pk)
             if snapshot is None:  # deleted meanwhile: nothing more will come
                 return
@@ -246,7 +256,7 @@ async def stream(request, job: Analysis, after: int, slot: tuple[str, str]):
             if now >= deadline:
                 yield ": the stream's time bound; reconnect with Last-Event-ID\n\n"
                 return
-            await doorbell.wait(min(poll, deadline - now, max(0.0, last_write + keepalive - now)))
+            await doorbell.wait(min(poll, recheck, deadline - now, max(0.0, last_write + keepalive - now)))
             if loop.time() - last_write >= keepalive:
                 yield ": keep-alive\n\n"
                 last_write = loop.time()
@@ -313,7 +323,7 @@ EVENTS_DOC = {
 
 
 @router.get(
-    "/analyses/{int:analysis_id}/events",
+    "/analyses/{id:analysis_id}/events",
     url_name="analysis_events",
     operation_id="streamAnalysisEvents",
     summary="An analysis as it runs, as Server-Sent Events: status, rows, and the final state",

@@ -3,12 +3,12 @@ browser. Each one: schema-parsed request → a service → a serializer (checked
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.http import HttpResponse
 from ninja import Query, Router, Schema, Status
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from lensweb.accounts.ratelimits import retry_after
@@ -117,6 +117,17 @@ class ListFilters(Schema):
     limit: int = Field(20, ge=1, le=100)
     cursor: str | None = Field(None, max_length=200, description="`next_cursor` of the previous page")
 
+    @field_validator("created_after", "created_before")
+    @classmethod
+    def _in_utc_range(cls, value: datetime | None) -> datetime | None:
+        """A time the database can hold: year 9999 at a negative offset is year 10000 in UTC."""
+        if value is None or value.tzinfo is None:
+            return value
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("the time is out of range once converted to UTC") from None
+
 
 @router.get(
     "/analyses",
@@ -188,7 +199,7 @@ def _batch_item(request, item) -> dict:
 
 
 @router.get(
-    "/analyses/{int:analysis_id}",
+    "/analyses/{id:analysis_id}",
     exclude_unset=True,  # optional row and result fields the engine did not give stay absent
     url_name="analysis",
     operation_id="getAnalysis",
@@ -206,7 +217,7 @@ def get_analysis(
 
 
 @router.delete(
-    "/analyses/{int:analysis_id}",
+    "/analyses/{id:analysis_id}",
     exclude_unset=True,  # optional row and result fields the engine did not give stay absent
     url_name="analysis",
     operation_id="cancelAnalysis",
@@ -232,7 +243,7 @@ def _file_doc(media: str) -> dict:
 
 
 @router.get(
-    "/analyses/{int:analysis_id}/export.json",
+    "/analyses/{id:analysis_id}/export.json",
     exclude_unset=True,  # optional row and result fields the engine did not give stay absent
     url_name="analysis_export_json",
     operation_id="exportAnalysisJson",
@@ -246,7 +257,7 @@ def export_analysis_json(request, analysis_id: int):
 
 
 @router.get(
-    "/analyses/{int:analysis_id}/export.csv",
+    "/analyses/{id:analysis_id}/export.csv",
     exclude_unset=True,  # optional row and result fields the engine did not give stay absent
     url_name="analysis_export_csv",
     operation_id="exportAnalysisCsv",
@@ -332,7 +343,7 @@ def submit_generation(request, payload: s.GenerationRequest, response: HttpRespo
 
 
 @router.get(
-    "/generations/{int:generation_id}",
+    "/generations/{id:generation_id}",
     exclude_unset=True,  # optional row and result fields the engine did not give stay absent
     url_name="generation",
     operation_id="getGeneration",
@@ -345,7 +356,7 @@ def get_generation(request, generation_id: int):
 
 
 @router.delete(
-    "/generations/{int:generation_id}",
+    "/generations/{id:generation_id}",
     exclude_unset=True,  # optional row and result fields the engine did not give stay absent
     url_name="generation",
     operation_id="cancelGeneration",
@@ -362,7 +373,7 @@ def cancel_generation(request, generation_id: int):
 
 
 @router.get(
-    "/generations/{int:generation_id}/export.json",
+    "/generations/{id:generation_id}/export.json",
     exclude_unset=True,  # optional row and result fields the engine did not give stay absent
     url_name="generation_export_json",
     operation_id="exportGenerationJson",
@@ -377,7 +388,7 @@ def export_generation_json(request, generation_id: int):
 
 
 @router.get(
-    "/generations/{int:generation_id}/export.csv",
+    "/generations/{id:generation_id}/export.csv",
     exclude_unset=True,  # optional row and result fields the engine did not give stay absent
     url_name="generation_export_csv",
     operation_id="exportGenerationCsv",

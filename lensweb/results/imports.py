@@ -131,9 +131,10 @@ def _documents(text: str, where: str, max_documents: int) -> list[Any]:
         values.append(value)
 
 
-# A lone UTF-16 surrogate can only come from a \uD800-\uDFFF escape (UTF-8 cannot encode one): look for
-# them in the strings only when the text has such an escape.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# A lone UTF-16 surrogate can only come from a \uD800-\uDFFF escape (UTF-8 cannot encode one), and a NUL
+# (which PostgreSQL's text and jsonb refuse) from \u0000 (JSON takes no raw control character): look for them
+# in the strings only when the text has such an escape.
+_SURROGATE_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F]|0000)")
 
 
 def _bad_value(value: Any, surrogates: bool) -> bool:
@@ -148,7 +149,7 @@ def _bad_value(value: Any, surrogates: bool) -> bool:
         if depth >= MAX_NESTING:
             return True
         if type(container) is dict:
-            if surrogates and any(not k.isascii() and _has_surrogate(k) for k in container):
+            if surrogates and any(_has_surrogate(k) for k in container):
                 return True
             container = container.values()
         for x in container:
@@ -157,7 +158,7 @@ def _bad_value(value: Any, surrogates: bool) -> bool:
                 if not lo <= x <= hi:  # inf and NaN too
                     return True
             elif kind is str:
-                if surrogates and not x.isascii() and _has_surrogate(x):
+                if surrogates and _has_surrogate(x):
                     return True
             elif kind is int:
                 if not lo <= x <= hi:
@@ -170,6 +171,11 @@ def _bad_value(value: Any, surrogates: bool) -> bool:
 
 
 def _has_surrogate(text: str) -> bool:
+    """A lone surrogate or a NUL: text no database stores."""
+    if "\x00" in text:
+        return True
+    if text.isascii():
+        return False
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -180,6 +186,8 @@ def _has_surrogate(text: str) -> bool:
 def _value_problem(v: Any, surrogates: bool, depth: int) -> str | None:
     if isinstance(v, dict | list) and depth >= MAX_NESTING:
         return f"is nested more than {MAX_NESTING} levels deep (an analysis export nests 6)"
+    if isinstance(v, str) and surrogates and "\x00" in v:
+        return "holds a NUL character (\\u0000), which no database stores as text"
     if isinstance(v, str) and surrogates and _has_surrogate(v):
         return "holds a lone UTF-16 surrogate (a \\uD800-\\uDFFF escape, half a character): not text"
     if isinstance(v, _NotANumber):
@@ -202,6 +210,8 @@ def _locate(value: Any, surrogates: bool, path: str = "", depth: int = 0) -> tup
     if isinstance(value, dict):
         for key, item in value.items():
             shown = key if key.isidentifier() else ascii(key)[:40]
+            if surrogates and "\x00" in key:
+                return path, f"has a key with a NUL character ({shown}), which no database stores as text"
             if surrogates and _has_surrogate(key):
                 return path, f"has a key with a lone UTF-16 surrogate ({shown}): not text"
             found = _locate(item, surrogates, f"{path}.{shown}".lstrip("."), depth + 1)

@@ -8,7 +8,10 @@ BASE_DIR = Path(__file__).resolve().parents[2]
 
 env = environ.Env()
 
-SECRET_KEY = env("SECRET_KEY", default="insecure-development-key-set-SECRET_KEY-in-production")
+DEVELOPMENT_SECRET_KEY = (
+    "insecure-development-key-set-SECRET_KEY-in-production"  # published: never in production
+)
+SECRET_KEY = env("SECRET_KEY", default=DEVELOPMENT_SECRET_KEY)
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -36,6 +39,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "lensweb.security.ContentSecurityPolicyMiddleware",  # every response, static files included
+    "lensweb.urlsafety.RejectNulMiddleware",  # a 400, not a database error, for a NUL in the address
     # Before sessions, CSRF and login: it answers the API's CORS preflights, which carry no credentials.
     "lensweb.api.cors.ApiCorsMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

@@ -17,9 +17,16 @@ import os
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
-from .base import BASE_DIR, LENSWEB_CLIENT_IP_HEADER, LENSWEB_TRUSTED_PROXY_HOPS, env
+from .base import BASE_DIR, DEVELOPMENT_SECRET_KEY, LENSWEB_CLIENT_IP_HEADER, LENSWEB_TRUSTED_PROXY_HOPS, env
 
 SECRET_KEY = env("SECRET_KEY")  # no default: refuse to start without one
+# An empty key started and then answered 500 to everything; the published development key signs sessions
+# anyone can forge (and `check --deploy` finds nothing wrong with it). Refuse both at start.
+if not SECRET_KEY.strip() or SECRET_KEY == DEVELOPMENT_SECRET_KEY:
+    raise ImproperlyConfigured(
+        "SECRET_KEY must be a long random secret of your own, not empty and not the published development "
+        "key: e.g. python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+    )
 DEBUG = False
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS")  # no default: the public host name(s), e.g. lens.example.org
 STATIC_ROOT = env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles"))

@@ -391,3 +391,26 @@ async def test_the_time_bound_ends_the_stream_without_a_final_event(async_client
     # It ended on its own: its slot is free again (one stream per key here).
     stream = await open_stream(async_client, job.pk, alice_key)
     assert (await stream.next_event())["data"]["status"] == "queued"
+
+
+@pytest.mark.parametrize("how", ["revoked", "deactivated"])
+async def test_a_revoked_key_or_a_deactivated_user_ends_the_stream(
+    async_client, alice, alice_key, settings, how
+):
+    from lensweb.accounts.keys import authenticate_key, revoke_key
+
+    settings.LENSWEB_API_EVENTS_RECHECK_SECONDS = 0.3
+    job = await submit(alice, None, {"text": TEXT}, {})  # no worker: it stays queued, the stream stays open
+    stream = await open_stream(async_client, job.pk, alice_key)
+    assert (await stream.next_event())["data"]["status"] == "queued"
+
+    def end_it():
+        if how == "revoked":
+            revoke_key(authenticate_key(alice_key))
+        else:
+            type(alice).objects.filter(pk=alice.pk).update(is_active=False)
+
+    await database_sync_to_async(end_it)()
+    blocks = await stream.rest(timeout=scaled(10))
+    assert stream.ended and not named(blocks)
+    assert any("revoked or its user deactivated" in c for b in blocks for c in b["comments"])

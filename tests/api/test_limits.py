@@ -73,6 +73,25 @@ def test_repeated_bad_keys_from_one_ip_are_slowed(api, alice_key, settings):
     assert api.get("/api/v1/lenses", key=alice_key, REMOTE_ADDR="10.1.2.3").status_code == 200
 
 
+def test_a_valid_key_is_never_refused_for_its_neighbours_bad_guesses(api, alice_key, settings):
+    """People share NATs and proxies: 31 bad keys from one address must not lock out a good one there."""
+    settings.LENSWEB_API_AUTH_FAILURE_RATE = "30/m"
+    statuses = [api.get("/api/v1/lenses", key=f"lw_guess{i:03d}_" + "x" * 40).status_code for i in range(32)]
+    assert statuses[:31] == [401] * 31 and statuses[31] == 429  # 30 a minute: the 31st is the one over
+    assert api.get("/api/v1/lenses", key=alice_key).status_code == 200  # same address, a valid key
+
+
+def test_bad_guesses_of_one_prefix_are_limited_whatever_their_address(api, alice_key, settings):
+    settings.LENSWEB_API_AUTH_FAILURE_RATE = "3/m"
+    prefix = alice_key.split("_")[1]
+    guesses = [
+        api.get("/api/v1/lenses", key=f"lw_{prefix}_" + "y" * 40, REMOTE_ADDR=f"10.9.0.{i}").status_code
+        for i in range(5)
+    ]
+    assert guesses == [401] * 4 + [429]  # five addresses, one guess each: the prefix' count stops them
+    assert api.get("/api/v1/lenses", key=alice_key, REMOTE_ADDR="10.9.0.1").status_code == 200
+
+
 def test_daily_position_quota(api, alice, alice_key, live_worker, settings):
     settings.LENSWEB_MAX_POSITIONS_PER_DAY = 10
     assert len(token_ids("a b c d e")) == 5

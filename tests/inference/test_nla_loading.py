@@ -231,7 +231,8 @@ def test_variance_constant_comes_from_the_sidecar_or_the_registry(pair):
 
 def test_base_model_defaults_to_the_sidecars_base_checkpoint():
     nla = load_nla(LensSpec(id="t", name="t", checkpoint=str(nla_golden_dir() / "tiny"), kind="nla"), "cpu")
-    assert Path(nla.metadata()["base_model"]).resolve() == (golden_dir() / "tiny-llama").resolve()
+    assert Path(nla.paths["base"]).resolve() == (golden_dir() / "tiny-llama").resolve()
+    assert nla.metadata()["base_model"] == "tiny-llama"  # users see the folder's name, not the server's path
     assert math.isclose(nla.cfg.mse_scale, 8.0) and nla.cfg.injection_scale == 50.0
 
 

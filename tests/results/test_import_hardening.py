@@ -328,3 +328,28 @@ def test_surrogate_pairs_and_moderate_nesting_still_import(client, alice, good):
     ]
     for name in ("results:detail", "results:export_json", "results:export_csv"):
         assert client.get(reverse(name, args=[analysis.pk])).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("where", "named"),
+    [
+        (("data", 0, "explanation_structured", 0), "data[0].explanation_structured[0]"),
+        (("data", 1, "token"), "data[1].token"),
+        (("metadata", "model_id"), "metadata.model_id"),
+    ],
+)
+def test_a_nul_in_an_imported_value_is_a_400_naming_where_on_every_database(
+    client, alice, good, where, named
+):
+    """PostgreSQL's jsonb refuses \\u0000 (the import answered 500 there); SQLite takes it: refused on both."""
+    document = json.loads(good)
+    target = document
+    for step in where[:-1]:
+        target = target[step]
+    target[where[-1]] = "before\x00after"  # json.dumps writes it as \u0000
+    client.force_login(alice)
+    response = post(client, json.dumps(document).encode())
+    assert response.status_code == 400
+    text = page_text(response)
+    assert named in text and "NUL" in text, text[-600:]
+    assert imported(alice) == 0

@@ -57,6 +57,19 @@ def test_production_refuses_to_start_without(tmp_path, missing):
     assert missing in result.stderr
 
 
+@pytest.mark.parametrize(
+    "key",
+    ["", "   ", "insecure-development-key-set-SECRET_KEY-in-production"],
+    ids=["empty", "blank", "published"],
+)
+def test_production_refuses_an_empty_or_the_published_development_secret_key(tmp_path, key):
+    """An empty key started and answered 500 to everything; the development key is in this repository."""
+    result = run(production_env(tmp_path, SECRET_KEY=key), "manage.py", "check")
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()[-1]
+    assert "ImproperlyConfigured: SECRET_KEY must be a long random secret" in message, message
+
+
 def test_the_refusal_says_how_to_name_the_proxy_header_or_declare_none(tmp_path):
     result = run(production_env(tmp_path, LENSWEB_CLIENT_IP_HEADER=None), "manage.py", "check")
     assert result.returncode != 0
