@@ -55,7 +55,7 @@ class NoResultStore:
     without it every submission is computed."""
 
     @staticmethod
-    def key_for(spec, prepared, options):
+    def key_for(spec, prepared, options, owner=None):
         return None
 
     @staticmethod
@@ -220,7 +220,7 @@ def do_submit(
     `require_worker` refuses (NoWorker) a job that would wait for a worker that is not there."""
     spec, inp, options, prepared = check_prepared_submission(lens_id, input_data, options_data)
     total = len(prepared.positions)
-    key = result_store.key_for(spec, prepared, options)
+    key = result_store.key_for(spec, prepared, options, user)
     with transaction.atomic():
         _lock_owner(user)
         hit = result_store.lookup(key)  # a hit takes no place in the queue and costs no compute quota

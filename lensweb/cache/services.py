@@ -10,6 +10,7 @@ dtype its key names, under this engine version.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from dataclasses import dataclass
@@ -47,6 +48,9 @@ class Key:
     engine_version: str
     device: str  # a device type (cpu, cuda) and a dtype: inference.cachekey.placement
     dtype: str
+    # The key of the same result in the shared scope (what an operator warmed); equal to `key` when the
+    # request is itself in the shared scope.
+    shared: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,27 +94,40 @@ def warm(spec) -> None:
     lens_identity(spec)
 
 
-def key_for(spec, prepared, options) -> Key | None:
+def scope_of(owner) -> str:
+    """Whose results a request may be answered from: "" (everyone's) for the operator's warmer, for a
+    request without an owner (warm_cache --local) and where LENSWEB_RESULT_CACHE_SHARED says the deployment
+    is one trusted group; otherwise the owner's own, so that a hit never tells one user what another asked.
+    Either way the shared entries (what an operator warmed) answer too."""
+    if owner is None or settings.LENSWEB_RESULT_CACHE_SHARED or owner.get_username() == WARMER_USERNAME:
+        return ""
+    return f"user:{owner.pk}"
+
+
+def key_for(spec, prepared, options, owner=None) -> Key | None:
     """The cache key of a prepared submission, or None when the cache is off or the lens has no identity.
-    It names the device and dtype the workers will use (settings LENSWEB_DEVICE / LENSWEB_DTYPE)."""
+    It names the device and dtype the workers will use (settings LENSWEB_DEVICE / LENSWEB_DTYPE), and the
+    scope of `owner` (scope_of)."""
     if not settings.LENSWEB_RESULT_CACHE:
         return None
     identity = lens_identity(spec)
     if identity is None:
         return None
     device, dtype = cachekey.placement(settings.LENSWEB_DEVICE, settings.LENSWEB_DTYPE)
-    return make_key(identity, device, dtype, prepared, options)
+    return make_key(identity, device, dtype, prepared, options, scope=scope_of(owner))
 
 
-def make_key(identity: str, device: str, dtype: str, prepared, options) -> Key:
+def make_key(identity: str, device: str, dtype: str, prepared, options, scope: str = "") -> Key:
     computation = cachekey.computation_identity(identity, device, dtype)
+    shared = cachekey.result_key(computation, prepared.token_ids, prepared.positions, options)
     return Key(
-        cachekey.result_key(computation, prepared.token_ids, prepared.positions, options),
+        hashlib.sha256(f"{shared}/{scope}".encode()).hexdigest() if scope else shared,
         identity,
         len(prepared.token_ids),
         cachekey.ENGINE_VERSION,
         device,
         dtype,
+        shared,
     )
 
 
@@ -196,24 +213,33 @@ def peek(key: Key | None) -> bool:
 
 
 def lookup(key: Key | None) -> Hit | None:
-    """The entry for `key`, counting a hit. The front answers first; the database's hit counter, updated on
-    every hit, also tells whether the entry still exists (an entry cleared from the database is gone)."""
+    """The entry for `key` (or, in a user's scope, the shared entry an operator warmed), counting a hit."""
     if key is None:
         return None
+    for candidate in dict.fromkeys(k for k in (key.key, key.shared) if k):
+        hit = _lookup_one(candidate)
+        if hit is not None:
+            return hit
+    return None
+
+
+def _lookup_one(key: str) -> Hit | None:
+    """The front answers first; the database's hit counter, updated on every hit, also tells whether the
+    entry still exists (an entry cleared from the database is gone)."""
     now = timezone.now()
-    cached = _front_get(key.key)
+    cached = _front_get(key)
     if cached is not None:
-        if CachedResult.objects.filter(key=key.key).update(hits=F("hits") + 1, last_hit_at=now):
+        if CachedResult.objects.filter(key=key).update(hits=F("hits") + 1, last_hit_at=now):
             return Hit(
-                key.key,
+                key,
                 CachedResult(blob=cached["blob"]).rows,
                 cached["metadata"],
                 cached["timings"],
                 cached["computed_seconds"],
             )
-        _front_delete([key.key])
+        _front_delete([key])
         return None
-    entry = CachedResult.objects.filter(key=key.key).first()
+    entry = CachedResult.objects.filter(key=key).first()
     if entry is None:
         return None
     CachedResult.objects.filter(pk=entry.pk).update(hits=F("hits") + 1, last_hit_at=now)

@@ -294,6 +294,9 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 
 # --- the result cache (lensweb.cache): identical requests answered from stored results -----------------
 LENSWEB_RESULT_CACHE = env.bool("LENSWEB_RESULT_CACHE", default=True)
+# One trusted group: any user's identical request is answered from another's result. Off, a user's cache is
+# their own (plus what an operator warmed), so that a hit never tells one user what another asked.
+LENSWEB_RESULT_CACHE_SHARED = env.bool("LENSWEB_RESULT_CACHE_SHARED", default=False)
 # The device and dtype workers run lenses in (inference.lens reads them itself; empty: CUDA if available,
 # else CPU; bf16 on CUDA, float32 on CPU). They are part of a result's identity: a web process keys results
 # by them, so where web and workers run on different machines, give both the workers' values.

@@ -24,6 +24,9 @@ TEXT = "The capital of France is Paris"
 @pytest.fixture
 def cache_on(settings, tiny_engine):  # noqa: F811  (the fixture, imported above)
     settings.LENSWEB_RESULT_CACHE = True
+    # One trusted group, so that users share results: what most of these tests are about (test_privacy.py
+    # has the default, where each user's cache is their own).
+    settings.LENSWEB_RESULT_CACHE_SHARED = True
     settings.LENSWEB_CACHE_MAX_AGE_DAYS = 30
     settings.LENSWEB_CACHE_MAX_BYTES = 0
     settings.LENSWEB_CACHE_FRONT = ""
