@@ -190,17 +190,13 @@ def web_latency(base: str, texts, repeats) -> dict[str, list[tuple[float, float,
     return results
 
 
-# ~64 tokens with SmolLM2's tokenizer (the README's paragraph).
-FIRST_ROW_TEXT = (
-    "The old lighthouse keeper climbed the spiral stairs every evening, carrying a brass lantern and a thermos "
-    "of sweet tea. From the top he could see the fishing boats returning to the harbour, their lights "
-    "flickering like fireflies against the darkening sea, while gulls circled above the rocks."
-)
+# Cut to 64 tokens of the lens' tokenizer (bench/engine.py's prose, as the engine benchmark does).
+FIRST_ROW_TOKENS = 64
 FIRST_ROW_K = 8
 
 
 def engine_first_row(repeats: int) -> dict:
-    """The engine alone on FIRST_ROW_TEXT at k = 8, default rows budget: one position's time, and the first
+    """The engine alone on a 64-token text at k = 8, default rows budget: one position's time, and the first
     row with growing batches against one whole-budget first batch."""
     from inference.analysis import analyze, default_rows_budget
     from inference.lens import load_lens
@@ -208,12 +204,15 @@ def engine_first_row(repeats: int) -> dict:
     from inference.types import AnalysisInput, AnalysisOptions
 
     os.environ.pop("LENSWEB_ROWS_BUDGET", None)  # the lens' own budget, as a worker without the setting
+    from bench.engine import text_of_tokens
+
     lens = load_lens(load_registry().default)
     opts = AnalysisOptions(best_of_k=FIRST_ROW_K)
-    inp = AnalysisInput(text=FIRST_ROW_TEXT)
+    text = text_of_tokens(lens.tokenizer, FIRST_ROW_TOKENS)
+    inp = AnalysisInput(text=text)
     analyze(lens, inp, opts, positions=[8])  # warm-up
     budget = default_rows_budget(lens)
-    out = {"budget": budget, "one": [], "grown": [], "whole": []}
+    out = {"budget": budget, "one": [], "grown": [], "whole": [], "text": text}
     for _ in range(repeats):
         t0 = time.perf_counter()
         result = analyze(lens, inp, opts, positions=[8])
@@ -237,7 +236,7 @@ def engine_first_row(repeats: int) -> dict:
     return out
 
 
-def web_first_row(env: dict, tmp: Path, repeats: int) -> dict:
+def web_first_row(env: dict, tmp: Path, repeats: int, text: str) -> dict:
     """A fresh embedded server: the first form POST's time and the first job (cold: it loads the lens), then
     warm jobs, each to its first row, in Chromium."""
     from playwright.sync_api import sync_playwright
@@ -249,14 +248,14 @@ def web_first_row(env: dict, tmp: Path, repeats: int) -> dict:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = signed_in_page(browser, stack.base)
         with page.expect_response(lambda r: r.request.method == "POST") as answer:
-            r = page.evaluate(MEASURE_JS, [FIRST_ROW_TEXT, FIRST_ROW_K])
+            r = page.evaluate(MEASURE_JS, [text, FIRST_ROW_K])
         answer.value.finished()
         timing = answer.value.request.timing
         out["post"] = (timing["responseEnd"] - timing["requestStart"]) / 1000
         out["cold"] = r["first"] / 1000
         for _ in range(repeats):
             page.wait_for_timeout(300)
-            out["warm"].append(page.evaluate(MEASURE_JS, [FIRST_ROW_TEXT, FIRST_ROW_K])["first"] / 1000)
+            out["warm"].append(page.evaluate(MEASURE_JS, [text, FIRST_ROW_K])["first"] / 1000)
         browser.close()
     return out
 
@@ -338,8 +337,9 @@ def main():
     lens_name = "demo (SmolLM2-135M, layer 8)" if args.demo else "tiny golden lens (tiny_patch2_percur)"
 
     print(f"time to the first row, {lens_name} ...", flush=True)
+    engine = engine_first_row(args.repeats)
     first_row = first_row_report(
-        lens_name, engine_first_row(args.repeats), web_first_row(env, tmp, args.repeats), args.repeats
+        lens_name, engine, web_first_row(env, tmp, args.repeats, engine["text"]), args.repeats
     )
     os.environ.update({k: env[k] for k in ("LENSWEB_ROWS_BUDGET", "LENSWEB_LENS_REGISTRY") if k in env})
     out = ROOT / "bench" / "results" / "web.md"
