@@ -112,6 +112,17 @@ class SessionBound:
             except Exception:  # a database hiccup: try again next time, never kill the socket for it
                 log.exception("could not re-validate a socket's session")
 
+    async def _join_or_refuse(self, group: str) -> bool:
+        """Join `group` before accepting; with the channel layer away (Redis down) refuse the handshake
+        cleanly (the page says "reconnecting" and its socket tries again) instead of a 500 and a traceback."""
+        try:
+            await self.channel_layer.group_add(group, self.channel_name)
+        except Exception as exc:
+            log.warning("refusing a socket of user %s: the channel layer is away (%s)", self.user.pk, exc)
+            await self.close(code=1013)  # try again later
+            return False
+        return True
+
     async def session_check(self, event):
         if event.get("ended") and event["ended"] == fingerprint(self.session_key):
             await self._end("logged out")
@@ -139,7 +150,8 @@ class AnalysisConsumer(SessionBound, AsyncWebsocketConsumer):
         self.groups_joined = [self.group]
         # Join first, then read the database: an event racing the replay arrives after it, and the
         # `shown` bookkeeping drops what the replay already carried.
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        if not await self._join_or_refuse(self.group):
+            return
         await self.accept()
         jobs, positions = await database_sync_to_async(fragments.load_replay)(user)
         messages, shown = await render(fragments.render_replay)(jobs, positions)
@@ -152,7 +164,10 @@ class AnalysisConsumer(SessionBound, AsyncWebsocketConsumer):
         if hasattr(self, "watchdog"):
             self.watchdog.cancel()
         if hasattr(self, "group"):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+            try:
+                await self.channel_layer.group_discard(self.group, self.channel_name)
+            except Exception as exc:  # the layer away: its group entries expire on their own
+                log.warning("could not leave %s: %s", self.group, exc)
 
     async def _send_messages(self, messages: list[str]):
         for text in messages:

@@ -35,7 +35,8 @@ class StatusConsumer(SessionBound, AsyncWebsocketConsumer):
         self.checked_at, self.ended = time.monotonic(), False
         self.groups_joined = [STATUS_GROUP]
         self.sent_at, self.pending = 0.0, None
-        await self.channel_layer.group_add(STATUS_GROUP, self.channel_name)
+        if not await self._join_or_refuse(STATUS_GROUP):
+            return
         await self.accept()
         await self._send_strip()
         self.refresher = asyncio.ensure_future(self._refresh_forever())
@@ -46,7 +47,10 @@ class StatusConsumer(SessionBound, AsyncWebsocketConsumer):
             if task is not None:
                 task.cancel()
         if hasattr(self, "groups_joined"):
-            await self.channel_layer.group_discard(STATUS_GROUP, self.channel_name)
+            try:
+                await self.channel_layer.group_discard(STATUS_GROUP, self.channel_name)
+            except Exception as exc:  # the layer away: its group entries expire on their own
+                log.warning("could not leave the status group: %s", exc)
 
     async def receive(self, text_data=None, bytes_data=None):
         pass  # nothing to ask: the strip only listens

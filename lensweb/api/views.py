@@ -234,11 +234,17 @@ def cancel_analysis(request, analysis_id: int):
 
 
 def _file_doc(media: str) -> dict:
-    """A download's 200: the file's media type (ninja knows JSON answers only)."""
-    file = {
-        "description": "the file, as the browser's download",
-        "content": {media: {"schema": {"type": "string"}}},
-    }
+    """A download's 200: the file's media type and shape (ninja knows its schemas' answers only): the JSON
+    export is one object in the research file format, the CSV export text."""
+    schema = (
+        {
+            "type": "object",
+            "description": "the research file format: `metadata`, and `data` with one row a position",
+        }
+        if media == "application/json"
+        else {"type": "string"}
+    )
+    file = {"description": "the file, as the browser's download", "content": {media: {"schema": schema}}}
     return {"responses": {"200": file}}
 
 
@@ -262,7 +268,7 @@ def export_analysis_json(request, analysis_id: int):
     url_name="analysis_export_csv",
     operation_id="exportAnalysisCsv",
     summary="The analysis as CSV, one line per position (the browser's CSV download, byte for byte)",
-    response={200: None, 404: s.Error} | COMMON,
+    response={200: None, 400: s.Error, 404: s.Error} | COMMON,
     openapi_extra=_file_doc("text/csv"),
     tags=["analyses"],
 )
@@ -393,7 +399,7 @@ def export_generation_json(request, generation_id: int):
     url_name="generation_export_csv",
     operation_id="exportGenerationCsv",
     summary="The generation as CSV, one line per sample (the browser's download, byte for byte)",
-    response={200: None, 404: s.Error} | COMMON,
+    response={200: None, 400: s.Error, 404: s.Error} | COMMON,
     openapi_extra=_file_doc("text/csv"),
     tags=["generations"],
 )

@@ -72,8 +72,8 @@ def check_against_openapi(method: str, path: str, response) -> None:
         assert int(response["Retry-After"]) >= 1
     (media, content), *_ = spec["content"].items()
     assert response["Content-Type"].startswith(media), (response["Content-Type"], media)
-    if media != "application/json" or response.status_code == 200 and "export." in path:
-        return
+    if media != "application/json":
+        return  # a CSV download: text
     body = json.loads(response.content)
     VALIDATOR(
         {**content["schema"], "components": DOC["components"]}, format_checker=VALIDATOR.FORMAT_CHECKER

@@ -123,3 +123,15 @@ def test_the_request_schemas_accept_what_the_api_accepts_and_refuse_what_it_refu
     assert not check("AnalysisRequest", {"text": "hi", "options": {"best_of_k": 0}})
     assert check("GenerationRequest", {"text": "hi", "options": {"n": 2, "chat_reply": True}})
     assert not check("GenerationRequest", {"text": "hi", "options": {"best_of_k": 2}})
+
+
+def test_the_json_export_is_documented_as_the_object_it_is_and_raw_may_be_refused(api):
+    from .conftest import DOC
+
+    operations = {
+        op["operationId"]: op for path in DOC["paths"].values() for op in path.values() if "operationId" in op
+    }
+    json_export = operations["exportAnalysisJson"]["responses"]["200"]["content"]["application/json"]
+    assert json_export["schema"]["type"] == "object"
+    for csv in ("exportAnalysisCsv", "exportGenerationCsv"):
+        assert "400" in operations[csv]["responses"], csv
