@@ -197,9 +197,11 @@ class AnalysisConsumer(SessionBound, AsyncWebsocketConsumer):
             return
         raw = text_data if text_data is not None else bytes_data
         if raw is not None and len(raw) > settings.LENSWEB_WS_MAX_MESSAGE_BYTES:
-            # Over the size limit is no request at all: said, and closed as WebSocket's "message too big".
+            # Over the size limit is no request at all: said, and closed with the application's own "message too
+            # big" (a server may not send 1009 itself: autobahn refuses any code but 1000 and 3000-4999, and
+            # the refusal closed the socket with 1011).
             await self._say("that message was too large and was ignored")
-            await self.close(code=1009)
+            await self.close(code=4009, reason="message too big")
             return
         if self._too_many():
             await self._say("too many messages; slow down")

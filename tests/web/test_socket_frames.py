@@ -500,15 +500,31 @@ def test_a_user_with_many_long_jobs_keeps_a_live_socket_on_a_real_server(many_lo
             ws.send_text(json.dumps({"action": "cancel", "job": 999_998}))
             while 'id="socket-message"' not in (message := await ws.receive(timeout=scaled(30)) or ""):
                 assert ws.close_code is None, f"the socket closed ({ws.close_code})"
-            # The server's own limit still holds for what clients send: autobahn fails the connection
-            # (1009, or dropped without a close frame) before the consumer sees the message.
-            ws.send_text("x" * (64 * 1024 + 1))
-            while await ws.receive(timeout=scaled(30)) is not None:
-                pass
-            assert ws.close_code in (1006, 1009)
+            # Over the consumer's limit (LENSWEB_WS_MAX_MESSAGE_BYTES), under the server's: said, then closed
+            # with the application's "message too big", a code the server may send (1009 was refused: 1011).
+            ws.send_text("x" * 8192)
+            said = []
+            while (message := await ws.receive(timeout=scaled(30))) is not None:
+                said.append(message)
+            assert any("too large and was ignored" in m for m in said), said
+            assert ws.close_code == 4009
             return replay + live
         finally:
             ws.close()
+
+    async def too_big_for_the_server():
+        # Over the server's own limit: autobahn answers with a close frame, 1009, instead of dropping the
+        # connection (a 70 KB frame used to end in a bare TCP close).
+        ws = await RawSocket.open("127.0.0.1", port, "/ws/analyses/", headers)
+        try:
+            ws.send_text("x" * 70_000)
+            while await ws.receive(timeout=scaled(30)) is not None:
+                pass
+            return ws.close_code
+        finally:
+            ws.close()
+
+    assert asyncio.run(too_big_for_the_server()) == 1009
 
     messages = asyncio.run(scenario())
     assert max(len(m.encode()) for m in messages) <= fragments.SEND_BUDGET

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 
 SEED = int(os.environ.get("LENSWEB_FUZZ_SEED") or 20240917)
 FRAMES = 400
-LIMIT = 4096  # LENSWEB_WS_MAX_MESSAGE_BYTES: oversize messages close the socket (1009) by design
+LIMIT = 4096  # LENSWEB_WS_MAX_MESSAGE_BYTES: oversize messages close the socket (4009) by design
 
 
 def _text(rng: random.Random, n: int) -> str:

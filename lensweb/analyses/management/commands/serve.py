@@ -26,6 +26,13 @@ class IncomingLimitProtocol(WebSocketProtocol):
     socket closes with 1011). The limit is for what clients send; the consumer keeps its own messages
     small (fragments.SEND_BUDGET), so a send is never refused for its size."""
 
+    def handle_reply(self, message):
+        # daphne drops a close's reason: send it (the code is already a valid one, see the consumers)
+        if message.get("type") == "websocket.close" and self.state == self.STATE_OPEN and message.get("reason"):
+            self.sendClose(code=message.get("code") or 1000, reason=message["reason"][:120])
+            return
+        super().handle_reply(message)
+
     def sendMessage(self, payload, *args, **kwargs):
         limit, self.maxMessagePayloadSize = self.maxMessagePayloadSize, 0
         try:
@@ -37,9 +44,14 @@ class IncomingLimitProtocol(WebSocketProtocol):
 class LimitedServer(daphne.server.Server):
     """daphne's server with IncomingLimitProtocol on its sockets."""
 
+    def _use_our_protocol(self):
+        self.ws_factory.protocol = IncomingLimitProtocol
+        # A message over the limit gets a close frame (1009, "message too big"), not a dropped connection.
+        self.ws_factory.setProtocolOptions(failByDrop=False)
+
     def run(self):
         # run() builds the factory; startup callbacks run before the first connection is accepted.
-        reactor.callWhenRunning(lambda: setattr(self.ws_factory, "protocol", IncomingLimitProtocol))
+        reactor.callWhenRunning(self._use_our_protocol)
         super().run()
 
 
