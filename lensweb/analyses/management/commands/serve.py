@@ -28,7 +28,11 @@ class IncomingLimitProtocol(WebSocketProtocol):
 
     def handle_reply(self, message):
         # daphne drops a close's reason: send it (the code is already a valid one, see the consumers)
-        if message.get("type") == "websocket.close" and self.state == self.STATE_OPEN and message.get("reason"):
+        if (
+            message.get("type") == "websocket.close"
+            and self.state == self.STATE_OPEN
+            and message.get("reason")
+        ):
             self.sendClose(code=message.get("code") or 1000, reason=message["reason"][:120])
             return
         super().handle_reply(message)
