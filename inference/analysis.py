@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from . import ENGINE_VERSION
-from .batching import BatchTicker, OnProgress, batches
+from .batching import OnProgress, ticked_batches
 from .decoding import decode
 from .encoding import cosine_similarity, encode, mse, relative_rmse, salience
 from .errors import OptionError
@@ -98,16 +98,16 @@ def analyze(
         norm_range(lens)  # once per loaded lens: one forward of a short text, with the activations' time
         timings["activations"] += time.perf_counter() - t0
         try:
-            for batch_positions in batches(todo, per_batch, first_batch):
-                check_cancel()
-                ticker = BatchTicker(
-                    check_cancel,
-                    on_progress,
-                    done_before=already + len(rows),
-                    size=len(batch_positions),
-                    total=len(prepared.positions),
-                    steps=lens.t_text,
-                )
+            for batch_positions, ticker in ticked_batches(
+                todo,
+                per_batch,
+                first_batch,
+                check_cancel,
+                on_progress,
+                done_before=already,
+                total=len(prepared.positions),
+                steps=lens.t_text,
+            ):
                 new_rows = _analyze_batch(
                     lens, prepared, orig, batch_positions, options, budget, timings, ticker
                 )

@@ -44,6 +44,30 @@ class Progress:
 OnProgress = Callable[[Progress], None]
 
 
+def ticked_batches(
+    todo: list[int],
+    largest: int,
+    first: int | None,
+    check_cancel: Callable[[], None],
+    on_progress: OnProgress | None,
+    *,
+    done_before: int,
+    total: int,
+    steps: int,
+) -> Iterator[tuple[list[int], BatchTicker]]:
+    """What both drivers loop over: each batch of `batches` (after a cancel check) with the ticker its
+    decode steps and phases report through; `done_before` grows by each batch, one row a position."""
+    for batch in batches(todo, largest, first):
+        check_cancel()
+        yield (
+            batch,
+            BatchTicker(
+                check_cancel, on_progress, done_before=done_before, size=len(batch), total=total, steps=steps
+            ),
+        )
+        done_before += len(batch)
+
+
 class BatchTicker:
     """Check for a cancel and report progress at every decode step and phase of one batch: the drivers pass
     `step` where they passed their cancel check, and call `phase` between phases."""

@@ -19,7 +19,7 @@ import torch
 
 from . import ENGINE_VERSION
 from .analysis import _Cancelled, _positions_to_run
-from .batching import BatchTicker, OnProgress, batches
+from .batching import OnProgress, ticked_batches
 from .encoding import relative_rmse
 from .errors import InputError
 from .inputs import prepare_input
@@ -107,16 +107,16 @@ def analyze_nla(
         norm_range(nla)  # once per loaded NLA: one forward of a short text
         timings["activations"] += time.perf_counter() - t0
         try:
-            for batch in batches(todo, per_batch, first_batch):
-                check_cancel()
-                ticker = BatchTicker(
-                    check_cancel,
-                    on_progress,
-                    done_before=already + len(rows),
-                    size=len(batch),
-                    total=len(prepared.positions),
-                    steps=steps,
-                )
+            for batch, ticker in ticked_batches(
+                todo,
+                per_batch,
+                first_batch,
+                check_cancel,
+                on_progress,
+                done_before=already,
+                total=len(prepared.positions),
+                steps=steps,
+            ):
                 new_rows = _analyze_batch(nla, prepared, orig, batch, options, steps, timings, ticker)
                 rows.extend(new_rows)
                 update = BatchUpdate(rows=new_rows, done=already + len(rows), total=len(prepared.positions))

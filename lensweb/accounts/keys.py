@@ -103,7 +103,7 @@ def authenticate_key(raw: str) -> ApiKey | None:
             f"no valid key with prefix lw_{prefix}_…" if prefix else "malformed key",
         )
         return None
-    if not key.is_active or not key.user.is_active:
+    if not usable(key):
         log.info("API authentication failed: key lw_%s_… is revoked or its user is inactive", prefix)
         return None
     now = timezone.now()
@@ -113,10 +113,15 @@ def authenticate_key(raw: str) -> ApiKey | None:
     return key
 
 
+def usable(key: ApiKey) -> bool:
+    """Not revoked, and its user active."""
+    return key.is_active and key.user.is_active
+
+
 def still_valid(key_id: int) -> bool:
-    """Whether the key is still active and its user too: a long-lived stream asks this every few seconds."""
+    """Whether the key is still usable: a long-lived stream asks this every few seconds."""
     key = ApiKey.objects.select_related("user").filter(pk=key_id).first()
-    return key is not None and key.is_active and key.user.is_active
+    return key is not None and usable(key)
 
 
 def revoke_key(key: ApiKey) -> ApiKey:

@@ -32,15 +32,13 @@ def record(job: Analysis) -> None:
         return
     measured = work / positions
     key = options_key(job.options)
-    kept = PositionRate.objects.filter(lens_id=job.lens_id, options_key=key).first()
-    if kept is None:
-        PositionRate.objects.get_or_create(
-            lens_id=job.lens_id, options_key=key, defaults={"seconds_per_position": measured, "jobs": 1}
-        )
-        return
-    kept.seconds_per_position = (1 - WEIGHT) * kept.seconds_per_position + WEIGHT * measured
-    kept.jobs += 1
-    kept.save(update_fields=["seconds_per_position", "jobs", "updated_at"])
+    kept, created = PositionRate.objects.get_or_create(
+        lens_id=job.lens_id, options_key=key, defaults={"seconds_per_position": measured, "jobs": 1}
+    )
+    if not created:
+        kept.seconds_per_position = (1 - WEIGHT) * kept.seconds_per_position + WEIGHT * measured
+        kept.jobs += 1
+        kept.save(update_fields=["seconds_per_position", "jobs", "updated_at"])
 
 
 def attach(jobs: Iterable) -> None:
@@ -71,15 +69,21 @@ def last_load_seconds(lens_id: str) -> float | None:
     return None
 
 
+def load_left(load_seconds: float | None, loading_since, now) -> float | None:
+    """About how long a load that started at `loading_since` has left, from the lens' last measured load
+    time; None before any load was measured."""
+    if load_seconds is None:
+        return None
+    elapsed = (now - loading_since).total_seconds() if loading_since else 0.0
+    return max(0.0, load_seconds - elapsed)
+
+
 def _load_left(lens_id: str) -> float | None:
-    seconds = last_load_seconds(lens_id)
+    """The load of `lens_id` started last, from the workers' records."""
     since = (
         WorkerRecord.objects.filter(loading_lens=lens_id, loading_since__isnull=False)
         .order_by("-loading_since")
         .values_list("loading_since", flat=True)
         .first()
     )
-    if seconds is None:
-        return None
-    elapsed = (timezone.now() - since).total_seconds() if since else 0.0
-    return max(0.0, seconds - elapsed)
+    return load_left(last_load_seconds(lens_id), since, timezone.now())

@@ -15,7 +15,7 @@ from django.utils import timezone
 from . import notify
 from .engine import get_engine
 from .models import Analysis, Generation, WorkerRecord
-from .rates import last_load_seconds
+from .rates import last_load_seconds, load_left
 from .services import live_workers
 
 
@@ -24,7 +24,6 @@ class LensState:
     LOADING = "loading"
     COLD = "cold"
     UNSERVED = "unserved"
-    ALL = (LOADED, LOADING, COLD, UNSERVED)
 
 
 @dataclass(frozen=True)
@@ -53,9 +52,6 @@ class FleetStatus:
             "queued": self.queued,
             "lenses": [lens.to_dict() for lens in self.lenses],
         }
-
-    def lens(self, lens_id: str) -> LensStatus | None:
-        return next((lens for lens in self.lenses if lens.id == lens_id), None)
 
 
 # --- what workers say of themselves -------------------------------------------------------------------------
@@ -101,9 +97,7 @@ def lens_status(spec, live: list[WorkerRecord], queued: int, now) -> LensStatus:
         state = LensState.LOADED
     elif loading := [w for w in serving if w.loading_lens == spec.id and w.loading_since]:
         state = LensState.LOADING
-        if load_seconds is not None:
-            elapsed = min((now - w.loading_since).total_seconds() for w in loading)
-            left = max(0.0, load_seconds - elapsed)
+        left = load_left(load_seconds, max(w.loading_since for w in loading), now)  # the latest to start
     else:
         state = LensState.COLD
     return LensStatus(

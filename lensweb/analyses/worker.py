@@ -247,8 +247,11 @@ class LensWorker:
     def _is_cancelled(self, job) -> bool:
         return (job.kind, job.pk) in self._cancelled
 
+    def _holds(self, spec) -> bool:
+        return self._lens is not None and self._lens[0] == spec.id
+
     def _load(self, spec):
-        if self._lens is None or self._lens[0] != spec.id:
+        if not self._holds(spec):
             warmup.wait_until_warm(timeout=600)  # an embedded worker: after the web process' tokenizer reads
             self._lens = None
             gc.collect()
@@ -273,7 +276,7 @@ class LensWorker:
         persisted = services.persisted_positions(job.pk)
         # Resume after the persisted rows: results are deterministic per position.
         remaining = [p for p in prepared.positions if p not in persisted]
-        if self._lens is None or self._lens[0] != spec.id:
+        if not self._holds(spec):
             self._report_progress(job, Phase.LOADING, None)  # the card says so while the model loads
         lens = self._load(spec)
         loaded = time.monotonic()

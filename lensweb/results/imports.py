@@ -134,7 +134,7 @@ def _documents(text: str, where: str, max_documents: int) -> list[Any]:
 # A lone UTF-16 surrogate can only come from a \uD800-\uDFFF escape (UTF-8 cannot encode one), and a NUL
 # (which PostgreSQL's text and jsonb refuse) from \u0000 (JSON takes no raw control character): look for them
 # in the strings only when the text has such an escape.
-_SURROGATE_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F]|0000)")
+_UNSTORABLE_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F]|0000)")
 
 
 def _bad_value(value: Any, surrogates: bool) -> bool:
@@ -149,7 +149,7 @@ def _bad_value(value: Any, surrogates: bool) -> bool:
         if depth >= MAX_NESTING:
             return True
         if type(container) is dict:
-            if surrogates and any(_has_surrogate(k) for k in container):
+            if surrogates and any(_unstorable_text(k) for k in container):
                 return True
             container = container.values()
         for x in container:
@@ -158,7 +158,7 @@ def _bad_value(value: Any, surrogates: bool) -> bool:
                 if not lo <= x <= hi:  # inf and NaN too
                     return True
             elif kind is str:
-                if surrogates and _has_surrogate(x):
+                if surrogates and _unstorable_text(x):
                     return True
             elif kind is int:
                 if not lo <= x <= hi:
@@ -170,7 +170,7 @@ def _bad_value(value: Any, surrogates: bool) -> bool:
     return False
 
 
-def _has_surrogate(text: str) -> bool:
+def _unstorable_text(text: str) -> bool:
     """A lone surrogate or a NUL: text no database stores."""
     if "\x00" in text:
         return True
@@ -188,7 +188,7 @@ def _value_problem(v: Any, surrogates: bool, depth: int) -> str | None:
         return f"is nested more than {MAX_NESTING} levels deep (an analysis export nests 6)"
     if isinstance(v, str) and surrogates and "\x00" in v:
         return "holds a NUL character (\\u0000), which no database stores as text"
-    if isinstance(v, str) and surrogates and _has_surrogate(v):
+    if isinstance(v, str) and surrogates and _unstorable_text(v):
         return "holds a lone UTF-16 surrogate (a \\uD800-\\uDFFF escape, half a character): not text"
     if isinstance(v, _NotANumber):
         return f"is {v.name}: JSON has no NaN or Infinity (write null for a value that was not computed)"
@@ -212,7 +212,7 @@ def _locate(value: Any, surrogates: bool, path: str = "", depth: int = 0) -> tup
             shown = key if key.isidentifier() else ascii(key)[:40]
             if surrogates and "\x00" in key:
                 return path, f"has a key with a NUL character ({shown}), which no database stores as text"
-            if surrogates and _has_surrogate(key):
+            if surrogates and _unstorable_text(key):
                 return path, f"has a key with a lone UTF-16 surrogate ({shown}): not text"
             found = _locate(item, surrogates, f"{path}.{shown}".lstrip("."), depth + 1)
             if found:
@@ -647,7 +647,7 @@ def parse_import(
             f"{where} holds {total:,} rows in all; the limit is {max_total_rows:,} rows per file. "
             "Split it into several files."
         )
-    surrogates = _SURROGATE_ESCAPE.search(text) is not None
+    surrogates = _UNSTORABLE_ESCAPE.search(text) is not None
     for index, value in enumerate(values):
         _check_values(value, f"{where}, document {index + 1}" if len(values) > 1 else where, surrogates)
     transcripts = []
