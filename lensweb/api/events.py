@@ -280,6 +280,48 @@ def _position(value: str | None, name: str) -> int | None:
     return int(value)
 
 
+def _event(name: str, data: dict, *, with_id: bool = False) -> dict:
+    """One event of the stream, as an OpenAPI 3.1 document describes it (and Schemathesis checks it)."""
+    fields = {
+        "event": {"const": name},
+        "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": data},
+    }
+    if with_id:
+        fields["id"] = {"type": "string", "pattern": "^-?[0-9]+$", "description": "the last position sent"}
+    return {"type": "object", "title": name, "required": list(fields), "properties": fields}
+
+
+_ANALYSIS = {"$ref": "#/components/schemas/Analysis", "description": "the Analysis without rows"}
+EVENT_SCHEMAS = [
+    _event(
+        "status",
+        {
+            "type": "object",
+            "required": ["id", "status", "queue_position", "progress"],
+            "properties": {
+                "id": {"type": "integer"},
+                "status": {"type": "string", "enum": list(Analysis.Status.values)},
+                "queue_position": {"type": ["integer", "null"], "minimum": 1},
+                "progress": {
+                    "type": "object",
+                    "required": ["done", "total"],
+                    "properties": {"done": {"type": "integer"}, "total": {"type": "integer"}},
+                },
+            },
+        },
+    ),
+    _event(
+        "rows",
+        {
+            "type": "object",
+            "required": ["rows"],
+            "properties": {"rows": {"type": "array", "items": {"$ref": "#/components/schemas/AnalysisRow"}}},
+        },
+        with_id=True,
+    ),
+    *(_event(name, _ANALYSIS) for name in FINAL_EVENTS.values()),
+]
+
 EVENTS_DOC = {
     "parameters": [
         {
@@ -301,16 +343,9 @@ EVENTS_DOC = {
             "Comment lines (`: keep-alive`) come every 15 s of silence. A stream also closes without a final "
             "event after a server time bound: reconnect with `Last-Event-ID`.",
             "content": {
-                "text/event-stream": {
-                    "schema": {"type": "string"},
-                    "x-events": {
-                        "status": "{id, status, queue_position, progress: {done, total}}",
-                        "rows": "{rows: [AnalysisRow, …]}; id: the last position",
-                        "done": "Analysis without rows",
-                        "failed": "Analysis without rows",
-                        "cancelled": "Analysis without rows",
-                    },
-                }
+                # Before OpenAPI 3.2's itemSchema, an event stream's `schema` describes one event: its
+                # `event` names which, its `data` is JSON of the schema that event carries.
+                "text/event-stream": {"schema": {"oneOf": EVENT_SCHEMAS}}
             },
         },
         # Integer keys, as ninja's own: the document merges these into its entries for 200 and 429.
