@@ -204,6 +204,19 @@ def public_name(location: str | None) -> str | None:
     return text
 
 
+# The metadata keys that name a model's or a checkpoint's location (lens.py and nla.py fill them).
+LOCATION_KEYS = ("checkpoint", "base_model", "donor_model", "av", "ar")
+
+
+def public_metadata(metadata: dict) -> dict:
+    """`metadata` with every location shown by its public name: for results stored before names were
+    public (the migrations that rewrite them)."""
+    return {
+        key: public_name(value) if key in LOCATION_KEYS and isinstance(value, str) else value
+        for key, value in metadata.items()
+    }
+
+
 def _check_characters(text: str, what: str) -> None:
     """Text every encoder and database can hold. Valid JSON can carry a lone UTF-16 surrogate ("\\ud800"),
     which no UTF-8 encoder takes; PostgreSQL's text and jsonb refuse NUL."""

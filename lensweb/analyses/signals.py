@@ -7,6 +7,10 @@ from django.dispatch import Signal
 # kwargs `job`. The result cache stores a done result and completes or releases its followers.
 job_ended = Signal()
 
+# The owner shared an analysis by link (`public=True`) or took the link back (`public=False`): kwargs
+# `analysis`, `public`. Its text is then no longer private: the result cache may answer everyone from it.
+shared_by_link = Signal()
+
 # What a view or consumer knows about the request it serves (a refusal's reason, a socket cancel):
 # kwargs are request-log fields. Outside a logged request it goes nowhere.
 request_noted = Signal()

@@ -16,3 +16,4 @@ class CacheConfig(AppConfig):
 
         core.use_result_store(services)
         signals.job_ended.connect(services.on_job_ended, dispatch_uid="result-cache-job-ended")
+        signals.shared_by_link.connect(services.on_shared_by_link, dispatch_uid="result-cache-shared")

@@ -13,7 +13,8 @@ from lensweb.analyses.models import Analysis
 
 
 class CachedResult(models.Model):
-    """One finished result. Holds no owner data: any user's identical request is answered from it."""
+    """One finished result, in a scope (cache.services.scope_of): a user's own, or shared by all. Holds no
+    owner data."""
 
     key = models.CharField(max_length=64, unique=True)  # inference.cachekey.result_key
     lens_id = models.CharField(max_length=100, db_index=True)
@@ -32,6 +33,11 @@ class CachedResult(models.Model):
     hits = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     last_hit_at = models.DateTimeField(null=True, blank=True)
+    # Set on a shared-scope entry that exists because its owner shared this analysis by link: taking the
+    # link back (or deleting the analysis) takes the entry with it.
+    shared_from = models.ForeignKey(
+        Analysis, null=True, blank=True, on_delete=models.CASCADE, related_name="shared_cache_entries"
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -57,6 +63,7 @@ class CacheLink(models.Model):
         Analysis, on_delete=models.CASCADE, primary_key=True, related_name="cache_link"
     )
     key = models.CharField(max_length=64, db_index=True)
+    shared_key = models.CharField(max_length=64, blank=True)  # the same result's key in the shared scope
     lens_identity = models.CharField(max_length=64)
     engine_version = models.CharField(max_length=20)  # the web process' version, which the key names
     device = models.CharField(max_length=20, blank=True)  # the placement the key names (cachekey.placement)

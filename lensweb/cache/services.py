@@ -266,13 +266,11 @@ def attach(job: Analysis, key: Key | None, hit: Hit | None) -> None:
     unfinished job makes it a follower that waits for that one; otherwise it is remembered under its key."""
     if key is None:
         return
-    if hit is not None:
-        _complete_from(job, hit, extra={})
-        return
-    leader = _leader_for(key)
-    CacheLink.objects.create(
+    leader = None if hit is not None else _leader_for(key)
+    CacheLink.objects.create(  # a hit's too: shared by link later, its result joins the shared scope
         analysis=job,
         key=key.key,
+        shared_key=key.shared,
         lens_identity=key.lens_identity,
         engine_version=key.engine_version,
         device=key.device,
@@ -280,7 +278,9 @@ def attach(job: Analysis, key: Key | None, hit: Hit | None) -> None:
         n_tokens=key.n_tokens,
         leader=leader,
     )
-    if leader is not None:
+    if hit is not None:
+        _complete_from(job, hit, extra={})
+    elif leader is not None:
         # True, not the leader's id: that job is someone else's (admins see it on the CacheLink)
         Analysis.objects.filter(pk=job.pk).update(metadata={"followed": True})
         job.refresh_from_db()
@@ -374,15 +374,18 @@ def _result_of(job: Analysis) -> Hit:
     seconds = (
         (job.finished_at - job.started_at).total_seconds() if job.started_at and job.finished_at else 0.0
     )
+    if job.metadata.get("cached"):  # a copy: the time of the computation it copies
+        seconds = float(job.metadata.get("computed_seconds") or 0.0)
     metadata = {k: v for k, v in (job.metadata or {}).items() if k not in COPY_KEYS}
     return Hit("", rows, metadata, dict(job.timings or {}), round(seconds, 3))
 
 
-def _storable(job: Analysis, link: CacheLink, hit: Hit) -> bool:
+def _storable(job: Analysis, link: CacheLink, hit: Hit, *, copies: bool = False) -> bool:
     """Every position, computed in one attempt by the lens, engine version, device type and dtype the key
     names (by the worker, which may differ from the web process that made the key: a checkpoint swapped
-    since, a rolling upgrade, a worker on another device than LENSWEB_DEVICE / LENSWEB_DTYPE say)."""
-    if not hit.rows or len(hit.rows) != job.progress_total or job.metadata.get("cached"):
+    since, a rolling upgrade, a worker on another device than LENSWEB_DEVICE / LENSWEB_DTYPE say). A copy
+    from the cache is stored already, but for a scope it was not in (`copies`: sharing by link)."""
+    if not hit.rows or len(hit.rows) != job.progress_total or (job.metadata.get("cached") and not copies):
         return False
     if job.attempt_base and len(attempts_computed_by(job.metadata or {})) != 1:
         # Resumed after rows of an earlier attempt that ran another lens, engine, device or dtype (or
@@ -398,6 +401,34 @@ def _storable(job: Analysis, link: CacheLink, hit: Hit) -> bool:
         )  # fmt: skip
         return False
     return True
+
+
+def on_shared_by_link(sender, analysis: Analysis, public: bool, **kwargs) -> None:
+    """A text shared by link is no longer private: its result answers everyone (in the shared scope) until
+    the link is taken back. An entry that was shared already (an operator warmed it) is left as it is."""
+    if not public:
+        entries = CachedResult.objects.filter(shared_from=analysis)
+        keys = list(entries.values_list("key", flat=True))
+        entries.delete()
+        _front_delete(keys)
+        return
+    link = CacheLink.objects.filter(analysis=analysis).first()
+    if (
+        analysis.status != Status.DONE
+        or link is None
+        or not link.shared_key
+        or link.shared_key == link.key  # in the shared scope already
+        or CachedResult.objects.filter(key=link.shared_key).exists()
+    ):
+        return
+    hit = _result_of(analysis)
+    if not _storable(analysis, link, hit, copies=True):
+        return
+    key = Key(
+        link.shared_key, link.lens_identity, link.n_tokens, link.engine_version, link.device, link.dtype
+    )
+    entry = store(key, analysis.lens_id, analysis.options, hit)
+    CachedResult.objects.filter(pk=entry.pk).update(shared_from=analysis)
 
 
 def store(key: Key, lens_id: str, options: dict, hit: Hit) -> CachedResult:

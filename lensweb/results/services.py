@@ -14,6 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from lensweb.analyses import services as analyses_services
+from lensweb.analyses import signals
 from lensweb.analyses.models import Analysis, AnalysisRow
 from lensweb.analyses.quotas import check_daily_positions
 
@@ -60,13 +61,18 @@ def share_link_of(analysis: Analysis) -> ShareLink | None:
 
 def do_share(user, analysis_id) -> ShareLink:
     analysis = check_owned(user, analysis_id)
-    link, _ = ShareLink.objects.get_or_create(analysis=analysis, defaults={"created_by": user})
+    with transaction.atomic():
+        link, created = ShareLink.objects.get_or_create(analysis=analysis, defaults={"created_by": user})
+        if created:
+            signals.shared_by_link.send(sender=ShareLink, analysis=analysis, public=True)
     return link
 
 
 def do_unshare(user, analysis_id) -> None:
     analysis = check_owned(user, analysis_id)
-    ShareLink.objects.filter(analysis=analysis).delete()
+    with transaction.atomic():
+        if ShareLink.objects.filter(analysis=analysis).delete()[0]:
+            signals.shared_by_link.send(sender=ShareLink, analysis=analysis, public=False)
 
 
 # --- deleting ------------------------------------------------------------------------------------------

@@ -63,3 +63,57 @@ def test_one_trusted_group_shares_results(alice, bob, run_queue, settings):
     submit(alice)
     run_queue()
     assert submit(bob).metadata["cached"] is True
+
+
+def test_a_text_shared_by_link_answers_everyone_until_the_link_is_taken_back(alice, bob, carol, private):
+    from lensweb.results import services as results
+
+    first = submit(alice)
+    private()
+    assert submit(bob).status == "queued"  # private: bob computes his own
+    private()
+    results.do_share(alice, first.pk)
+    shared = CachedResult.objects.get(shared_from=first)
+    assert shared.rows == rows_of(first.pk)
+    hit = submit(carol)
+    assert hit.status == "done" and hit.metadata["cached"] is True
+    assert rows_of(hit.pk) == rows_of(first.pk)
+    results.do_unshare(alice, first.pk)
+    assert not CachedResult.objects.filter(pk=shared.pk).exists()
+    from django.contrib.auth import get_user_model
+
+    dave = get_user_model().objects.create_user("dave", password="pw-dave-Long-1")
+    assert submit(dave).status == "queued"  # private again: a new user computes his own
+
+
+def test_a_copy_from_the_cache_shared_by_link_joins_the_shared_scope(alice, bob, private):
+    from lensweb.results import services as results
+
+    submit(alice)
+    private()
+    copy = submit(alice)  # answered from her own scope
+    assert copy.metadata["cached"] is True
+    results.do_share(alice, copy.pk)
+    entry = CachedResult.objects.get(shared_from=copy)
+    assert entry.computed_seconds > 0  # the time of the computation it copies
+    assert submit(bob).metadata["cached"] is True
+
+
+def test_sharing_an_unfinished_analysis_shares_nothing_in_the_cache(alice, private):
+    from lensweb.results import services as results
+
+    job = submit(alice)
+    results.do_share(alice, job.pk)
+    assert not CachedResult.objects.filter(shared_from=job).exists()
+
+
+def test_deleting_a_shared_analysis_takes_its_shared_entry_with_it(alice, bob, private):
+    from lensweb.results import services as results
+
+    first = submit(alice)
+    private()
+    results.do_share(alice, first.pk)
+    assert CachedResult.objects.filter(shared_from=first).exists()
+    results.do_delete(alice, first.pk)
+    assert not CachedResult.objects.filter(shared_from=first.pk).exists()
+    assert submit(bob).status == "queued"
