@@ -15,7 +15,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 # every run ends with its 25 slowest tests; each test runs under a time limit (tests/timeouts.py)
 PYTEST := $(PY) -m pytest -q -rs -p no:cacheprovider --durations=25
 # the loop while working: no browser, no PostgreSQL + Redis, no real demo model
-QUICK_AREAS := tests/inference tests/web tests/api tests/results tests/cache tests/test_layers.py tests/test_timeouts.py
+QUICK_AREAS := tests/inference tests/web tests/api tests/results tests/cache tests/test_layers.py tests/test_timeouts.py tests/test_option_surfaces.py
 
 .PHONY: run test test-quick test-embedded test-postgres-redis lint bench screenshots install clean-venv
 

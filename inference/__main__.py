@@ -9,6 +9,7 @@ import time
 
 from .errors import LensError
 from .limits import Limits
+from .options import options_of
 from .registry import DEMO_SPEC, LensSpec
 from .types import AnalysisInput, AnalysisOptions, GenerationOptions
 
@@ -31,14 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     an = sub.add_parser("analyze", help="explain every token of a text")
     _lens_args(an)
     _input_args(an)
-    an.add_argument("--best-of-k", type=int, default=1)
-    an.add_argument("--temperature", type=float, default=1.0, help="0 = greedy (argmax)")
-    an.add_argument("--seed", type=int, default=42)
-    an.add_argument("--salience", action="store_true", help="ablation salience of each explanation token")
-    an.add_argument("--kl", action="store_true", help="KL(P||Q); one extra forward per position")
-    an.add_argument("--logit-lens", action="store_true")
-    an.add_argument("--keep-candidates", action="store_true", help="keep all k explanations with their mse")
-    an.add_argument("--last-n-messages", type=int)
+    _option_args(an, AnalysisOptions)
     an.add_argument("--rows-budget", type=int, help="rows (positions x k) per batch")
     an.add_argument(
         "--max-new-tokens", type=int, help="NLA only: the longest explanation (default: the lens' setting)"
@@ -52,17 +46,29 @@ def _parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="continue a text, or reply to a chat")
     _lens_args(gen)
     _input_args(gen)
-    gen.add_argument("--n", type=int, default=1)
-    gen.add_argument("--max-new-tokens", type=int, default=64)
-    gen.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
-    gen.add_argument("--top-p", type=float, default=1.0)
-    gen.add_argument("--seed", type=int, default=42)
-    gen.add_argument(
-        "--chat-reply", action="store_true", help="wrap a text as a user turn; stop at end-of-turn"
-    )
+    _option_args(gen, GenerationOptions)
     gen.add_argument("--json", action="store_true")
     gen.set_defaults(func=_generate)
     return ap
+
+
+def _option_args(ap, cls) -> None:
+    """A flag per declared option (inference.options): `--best-of-k 4`, `--no-salience`, `--positions 3 -1`."""
+    for opt in options_of(cls):
+        flag = "--" + opt.name.replace("_", "-")
+        help_text = f"{opt.described(CLI_LIMITS).rstrip('.')}; default {opt.default}".replace("%", "%%")
+        if opt.kind == "bool":
+            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=opt.default, help=help_text)
+        elif opt.kind == "ints":
+            ap.add_argument(flag, type=int, nargs="+", default=opt.default, help=help_text)
+        else:
+            kind = int if opt.kind == "int" else float
+            ap.add_argument(flag, type=kind, default=opt.default, help=help_text)
+
+
+def _options(args, cls):
+    """The declared options of `cls` from parsed flags."""
+    return cls(**{opt.name: getattr(args, opt.name) for opt in options_of(cls)})
 
 
 def _lens_args(ap):
@@ -126,16 +132,7 @@ def _input(args) -> AnalysisInput:
 def _analyze(args) -> int:
     from .analysis import analyze
 
-    options = AnalysisOptions(
-        best_of_k=args.best_of_k,
-        temperature=args.temperature,
-        seed=args.seed,
-        salience=args.salience,
-        kl=args.kl,
-        logit_lens=args.logit_lens,
-        keep_candidates=args.keep_candidates,
-        last_n_messages=args.last_n_messages,
-    ).validate(CLI_LIMITS)
+    options = _options(args, AnalysisOptions).validate(CLI_LIMITS)
     lens = _load(args)
     if getattr(lens, "kind", "lens") == "nla":
         from .nla import analyze as analyze_nla
@@ -200,14 +197,7 @@ def _print_nla_table(result) -> None:
 def _generate(args) -> int:
     from .generation import generate
 
-    options = GenerationOptions(
-        n=args.n,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        seed=args.seed,
-        chat_reply=args.chat_reply,
-    )
+    options = _options(args, GenerationOptions)
     lens = _load(args)
     t0 = time.perf_counter()
     out = generate(lens, _input(args), options, limits=CLI_LIMITS)

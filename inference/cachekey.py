@@ -7,7 +7,11 @@ import hashlib
 import json
 
 from . import ENGINE_VERSION
+from .options import options_of
 from .types import AnalysisOptions
+
+# The options a result depends on (declared keyed: inference.options).
+KEYED = frozenset(o.name for o in options_of(AnalysisOptions) if o.keyed)
 
 
 def result_key(
@@ -24,7 +28,7 @@ def result_key(
         "lens": lens_identity,
         "token_ids": list(token_ids),
         "positions": [positions[0], positions[-1]] if positions else [],
-        "options": {k: v for k, v in sorted(options.to_dict().items()) if k != "last_n_messages"},
+        "options": {k: v for k, v in sorted(options.to_dict().items()) if k in KEYED},
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 

@@ -28,6 +28,7 @@ from .metrics import activation_norms, kl_divergences, logit_lens_top, norm_rang
 from .models import embed_tokens, forward, lm_head, make_cache, text_config
 from .nla import NLALens
 from .nla_format import STOP_STRING, explanation_words, fill, parse_explanation, without_word
+from .options import check_int
 from .sampling import sample_tokens, uniforms_for_rows
 from .types import (
     AnalysisInput,
@@ -36,7 +37,6 @@ from .types import (
     BatchUpdate,
     OnBatch,
     ShouldCancel,
-    _check_int,
 )
 
 DEFAULT_CPU_ROWS = 64  # AV rows (positions x k) per batch: each holds the prompt's and its own K/V
@@ -86,7 +86,7 @@ def analyze_nla(
     t_start = time.perf_counter()
     options.validate(limits)
     steps = nla.max_new_tokens if max_new_tokens is None else max_new_tokens
-    _check_int("max_new_tokens", steps, 1, limits.max_new_tokens)
+    check_int("max_new_tokens", steps, 1, limits.max_new_tokens)
     prepared = prepare_input(nla.tokenizer, inp, options, limits)
     todo = _positions_to_run(prepared.positions, positions)
     already = len(prepared.positions) - len(todo)

@@ -2,50 +2,70 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import InputError, OptionError
+from . import options
+from .errors import InputError
 from .limits import DEFAULT_LIMITS, Limits
+from .options import option, short
 
+MAX_SEED = 2**31 - 1
 ROLES = ("system", "user", "assistant")
 
 
 @dataclass(frozen=True)
 class AnalysisOptions:
-    """Every option that changes an analysis' result (and so belongs in a cache key), plus `keep_candidates`."""
+    """Every option that changes an analysis' result (and so belongs in a cache key), plus `keep_candidates`.
+    Each is declared once here (inference.options); the form, the API, the CLI and imports derive from it."""
 
-    best_of_k: int = 1
-    temperature: float = 1.0
-    seed: int = 42
-    salience: bool = True
-    kl: bool = False
-    logit_lens: bool = False
-    keep_candidates: bool = False
-    last_n_messages: int | None = None
+    best_of_k: int = option(
+        1,
+        label="Best of k",
+        help="Explanations sampled per position; the best reconstruction wins. Slower as k grows.",
+        low=1,
+        high="max_best_of_k",
+    )
+    temperature: float = option(
+        1.0, label="Temperature", help="Sampling temperature.", low="min_temperature", high="max_temperature"
+    )
+    seed: int = option(
+        42, label="Seed", help="Same seed, same explanations.", low=0, high=MAX_SEED, advanced=True
+    )
+    salience: bool = option(True, label="Salience", help="Colour explanation tokens by importance.")
+    kl: bool = option(
+        False, label="KL", help="KL divergence; costs one extra forward per position.", advanced=True
+    )
+    logit_lens: bool = option(
+        False, label="Logit lens", help="Top tokens of the logit lens at the lens' layer.", advanced=True
+    )
+    keep_candidates: bool = option(
+        False,
+        label="Keep candidates",
+        help="Keep all k explanations of each position with their scores, not only the best; "
+        "the results page lists them under each row.",
+        advanced=True,
+    )
+    last_n_messages: int | None = option(
+        None,
+        label="Last N messages",
+        help="Chats only: analyse from the start of the N-th last message.",
+        low=1,
+        high="max_last_n_messages",
+        advanced=True,
+        keyed=False,  # it only chooses positions, which the key holds
+    )
 
     def validate(self, limits: Limits = DEFAULT_LIMITS) -> AnalysisOptions:
-        _check_int("best_of_k", self.best_of_k, 1, limits.max_best_of_k)
-        _check_float("temperature", self.temperature, limits.min_temperature, limits.max_temperature)
-        _check_int("seed", self.seed, 0, 2**31 - 1)
-        for name in ("salience", "kl", "logit_lens", "keep_candidates"):
-            if not isinstance(getattr(self, name), bool):
-                raise OptionError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.last_n_messages is not None:
-            _check_int("last_n_messages", self.last_n_messages, 1, limits.max_last_n_messages)
-        return self
+        return options.validate(self, limits)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return options.as_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AnalysisOptions:
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise OptionError(f"unknown option(s): {', '.join(sorted(unknown))}")
-        return cls(**data)
+        return options.from_dict(cls, data)
 
 
 @dataclass(frozen=True)
@@ -71,7 +91,7 @@ class AnalysisInput:
             raise InputError("give either a text or a list of chat messages, not both or neither")
         if not isinstance(self.default_system_prompt, bool):
             raise InputError(
-                f"default_system_prompt must be true or false, got {_short(self.default_system_prompt)}"
+                f"default_system_prompt must be true or false, got {short(self.default_system_prompt)}"
             )
         if not self.default_system_prompt and self.messages is None:
             raise InputError("default_system_prompt applies to chats only; send messages, not text")
@@ -168,25 +188,36 @@ class AnalysisResult:
 
 @dataclass(frozen=True)
 class GenerationOptions:
-    n: int = 1
-    max_new_tokens: int = 64
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int = 42
-    chat_reply: bool = False  # one assistant reply that stops at end-of-turn
+    n: int = option(
+        1, label="Completions", help="How many continuations or replies.", low=1, high="max_samples"
+    )
+    max_new_tokens: int = option(
+        64,
+        label="New tokens",
+        help="The longest continuation or reply, in tokens.",
+        low=1,
+        high="max_new_tokens",
+    )
+    temperature: float = option(
+        1.0,
+        label="Temperature",
+        help="Sampling temperature; 0 is greedy: one answer.",
+        low=0.0,
+        high="max_temperature",
+    )
+    top_p: float = option(1.0, label="Top-p", help="Nucleus sampling.", low=0.01, high=1.0)
+    seed: int = option(42, label="Seed", help="Same seed, same text.", low=0, high=MAX_SEED)
+    chat_reply: bool = option(
+        False,
+        label="Chat reply",
+        help="One assistant reply that stops at end-of-turn (a plain text is sent as one user turn).",
+    )
 
     def validate(self, limits: Limits = DEFAULT_LIMITS) -> GenerationOptions:
-        _check_int("n", self.n, 1, limits.max_samples)
-        _check_int("max_new_tokens", self.max_new_tokens, 1, limits.max_new_tokens)
-        _check_float("temperature", self.temperature, 0.0, limits.max_temperature)
-        _check_float("top_p", self.top_p, 0.01, 1.0)
-        _check_int("seed", self.seed, 0, 2**31 - 1)
-        if not isinstance(self.chat_reply, bool):
-            raise OptionError(f"chat_reply must be true or false, got {self.chat_reply!r}")
-        return self
+        return options.validate(self, limits)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return options.as_dict(self)
 
 
 ShouldCancel = Callable[[], bool]
@@ -231,32 +262,3 @@ def _check_characters(text: str, what: str) -> None:
         raise InputError(
             f"{what} has a NUL character (U+0000) at character {text.index(chr(0)) + 1}; remove it"
         )
-
-
-def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise OptionError(f"{name} must be a whole number, got {_short(value)}")
-    if not lo <= value <= hi:
-        raise OptionError(f"{name} must be between {lo} and {hi}, got {_short(value)}")
-
-
-def _finite(value: int | float) -> bool:
-    return isinstance(value, int) or math.isfinite(value)
-
-
-def _short(value: Any, limit: int = 40) -> str:
-    """repr for an error message, cut: a value may be thousands of digits long."""
-    text = (
-        repr(value)
-        if not isinstance(value, int) or abs(value) < 10**limit
-        else f"a {len(str(value))}-digit number"
-    )
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _check_float(name: str, value: Any, lo: float, hi: float) -> None:
-    # an int is finite (and may be too large for math.isfinite, which converts it to a float)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
-        raise OptionError(f"{name} must be a number, got {_short(value)}")
-    if not lo <= value <= hi:
-        raise OptionError(f"{name} must be between {lo} and {hi}, got {_short(value)}")

@@ -6,14 +6,15 @@ import json
 
 from django import forms
 from django.conf import settings
-from django.core.validators import MaxValueValidator
 from django.urls import reverse
 
 from inference.limits import Limits
+from inference.options import option_names, options_of
 from inference.types import AnalysisOptions, GenerationOptions
 
-DEFAULTS = AnalysisOptions()
-GENERATION_DEFAULTS = GenerationOptions()
+from .limits import limits as deployment_limits
+from .option_fields import form_field, option_fields
+
 # A submission nests three deep ({"messages": [{"role": …}]}); anything much deeper is refused before use:
 # a deep value's repr or re-encoding would exhaust the recursion limit (a 500) wherever it goes next.
 MAX_JSON_DEPTH = 10
@@ -70,75 +71,34 @@ def parse_chat(text: str) -> list | None:
     return None
 
 
-class AnalysisOptionsForm(forms.Form):
-    """The analysis options alone: the analysis form's, and what "Analyse" on a generation card and
-    "Generate, then analyse" send (the analysis form's option fields, included by htmx)."""
+_AnalysisOptionFields = forms.Form.__class__(
+    "_AnalysisOptionFields", (forms.Form,), option_fields(AnalysisOptions)
+)
 
-    best_of_k = forms.IntegerField(
-        label="Best of k",
-        min_value=1,
-        initial=DEFAULTS.best_of_k,
-        help_text="Explanations sampled per position; the best reconstruction wins. Slower as k grows.",
-    )
-    temperature = forms.FloatField(
-        min_value=0.01,
-        max_value=2.0,
-        initial=DEFAULTS.temperature,
-        help_text="Sampling temperature (0.01–2.0).",
-    )
-    seed = forms.IntegerField(
-        min_value=0, max_value=2**31 - 1, initial=DEFAULTS.seed, help_text="Same seed, same explanations."
-    )
-    salience = forms.BooleanField(
-        required=False, initial=DEFAULTS.salience, help_text="Colour explanation tokens by importance."
-    )
-    kl = forms.BooleanField(
-        required=False,
-        initial=DEFAULTS.kl,
-        label="KL",
-        help_text="KL divergence; costs one extra forward per position.",
-    )
-    logit_lens = forms.BooleanField(
-        required=False,
-        initial=DEFAULTS.logit_lens,
-        help_text="Top tokens of the logit lens at the lens' layer.",
-    )
-    keep_candidates = forms.BooleanField(
-        required=False,
-        initial=DEFAULTS.keep_candidates,
-        label="Keep candidates",
-        help_text="Keep all k explanations of each position with their scores, not only the best; "
-        "the results page lists them under each row.",
-    )
-    last_n_messages = forms.IntegerField(
-        required=False,
-        min_value=1,
-        label="Last N messages",
-        help_text="Chats only: analyse the last N messages.",
-    )
 
-    def __init__(self, *args, **kwargs):
+class AnalysisOptionsForm(_AnalysisOptionFields):
+    """The analysis options alone, one field per declared option (inference.options): the analysis form's,
+    and what "Analyse" on a generation card and "Generate, then analyse" send (the analysis form's option
+    fields, included by htmx)."""
+
+    OPTIONS = options_of(AnalysisOptions)
+
+    def __init__(self, *args, limits: Limits | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["best_of_k"].widget.attrs["max"] = settings.LENSWEB_MAX_BEST_OF_K
-        self.fields["best_of_k"].help_text += f" (1–{settings.LENSWEB_MAX_BEST_OF_K})"
-        self.fields["best_of_k"].validators.append(MaxValueValidator(settings.LENSWEB_MAX_BEST_OF_K))
-        self.fields["temperature"].widget.attrs["step"] = "0.01"
+        # the bounds an operator set (LENSWEB_MAX_BEST_OF_K, …), not the defaults the class was built with
+        self.fields.update(option_fields(AnalysisOptions, limits or deployment_limits()))
 
     def options(self) -> dict:
         data = self.cleaned_data
-        return {
-            name: data.get(name)
-            for name in (
-                "best_of_k",
-                "temperature",
-                "seed",
-                "salience",
-                "kl",
-                "logit_lens",
-                "keep_candidates",
-                "last_n_messages",
-            )
-        }
+        return {opt.name: data.get(opt.name) for opt in self.OPTIONS}
+
+    @property
+    def basic_options(self) -> list:
+        return [self[opt.name] for opt in self.OPTIONS if not opt.advanced]
+
+    @property
+    def advanced_options(self) -> list:
+        return [self[opt.name] for opt in self.OPTIONS if opt.advanced]
 
     def error_text(self) -> str:
         """The errors in one line, for a place that has no field to show them beside."""
@@ -197,8 +157,9 @@ class AnalysisForm(AnalysisOptionsForm):
             data["input"] = {"text": text}
         return data
 
-    # Under "Advanced": it opens when one of them has an error or, on a refilled form, a value of its own.
-    ADVANCED = ("seed", "kl", "logit_lens", "keep_candidates", "last_n_messages", "lens")
+    # Under "Advanced" (the declared advanced options and the lens): it opens when one of them has an error
+    # or, on a refilled form, a value of its own.
+    ADVANCED = (*(opt.name for opt in AnalysisOptionsForm.OPTIONS if opt.advanced), "lens")
 
     @property
     def advanced_open(self) -> bool:
@@ -224,8 +185,8 @@ def rerun_initial(job) -> dict:
         if inp.get("default_system_prompt") is False:
             chat = {"messages": messages, "default_system_prompt": False}
         initial = {"text": json.dumps(chat, ensure_ascii=False, indent=1), "input_format": InputFormat.CHAT}
-    fields = AnalysisForm.base_fields
-    initial.update({name: value for name, value in (job.options or {}).items() if name in fields})
+    names = option_names(AnalysisOptions)
+    initial.update({name: value for name, value in (job.options or {}).items() if name in names})
     initial["lens"] = job.lens_id
     return initial
 
@@ -302,6 +263,10 @@ NO_CHAT = {
 }
 
 
+LAST_N_MESSAGES = next(o for o in options_of(AnalysisOptions) if o.name == "last_n_messages")
+GENERATION_FORM_OPTIONS = (option_names(GenerationOptions) - {"chat_reply"}) | {"last_n_messages"}
+
+
 class GenerationForm(forms.Form):
     """Continuations of a text, or a chat's next reply. Fields carry the prefix "gen-" so the analysis
     form's option fields can travel in the same request ("Generate, then analyse")."""
@@ -323,25 +288,6 @@ class GenerationForm(forms.Form):
     default_system_prompt = forms.BooleanField(
         required=False, initial=True, label="Use the template's default system prompt"
     )
-    n = forms.IntegerField(label="Completions", min_value=1, initial=GENERATION_DEFAULTS.n)
-    max_new_tokens = forms.IntegerField(
-        label="New tokens", min_value=1, initial=GENERATION_DEFAULTS.max_new_tokens
-    )
-    temperature = forms.FloatField(
-        min_value=0.0, initial=GENERATION_DEFAULTS.temperature, help_text="0 is greedy: one answer."
-    )
-    top_p = forms.FloatField(
-        label="Top-p", min_value=0.01, max_value=1.0, initial=GENERATION_DEFAULTS.top_p, help_text="0.01–1."
-    )
-    seed = forms.IntegerField(
-        min_value=0, max_value=2**31 - 1, initial=GENERATION_DEFAULTS.seed, help_text="Same seed, same text."
-    )
-    last_n_messages = forms.IntegerField(
-        required=False,
-        min_value=1,
-        label="Analyse the last N messages",
-        help_text="Generate, then analyse: only the last N messages (chats).",
-    )
 
     def __init__(self, data=None, *, lenses=(), limits: Limits, chat: dict | None = None, **kwargs):
         kwargs.setdefault("prefix", self.PREFIX)
@@ -360,20 +306,20 @@ class GenerationForm(forms.Form):
         self.limits = limits
         self.chat = {**NO_CHAT, **(chat or {})}
         self.fields["prompt"].max_length = limits.max_text_chars
-        for name, top in (
-            ("n", limits.max_samples),
-            ("max_new_tokens", limits.max_new_tokens),
-            ("last_n_messages", limits.max_last_n_messages),
-        ):
-            self.fields[name].validators.append(MaxValueValidator(top))
-            self.fields[name].widget.attrs["max"] = top
-        self.fields["n"].help_text = f"1–{limits.max_samples}; one with “Get reply”."
-        self.fields["max_new_tokens"].help_text = f"At most this many (1–{limits.max_new_tokens})."
-        self.fields["temperature"].max_value = limits.max_temperature
-        self.fields["temperature"].validators.append(MaxValueValidator(limits.max_temperature))
-        self.fields["temperature"].widget.attrs.update(step="0.01", max=limits.max_temperature)
-        self.fields["top_p"].widget.attrs["step"] = "0.01"
-        self.fields["temperature"].help_text = f"0–{limits.max_temperature:g}; 0 is greedy: one answer."
+        # The declared generation options (chat_reply is the buttons' to say), then the follow-up analysis'
+        # last N messages ("Generate, then analyse").
+        self.fields.update(option_fields(GenerationOptions, limits, skip=("chat_reply",)))
+        self.fields["last_n_messages"] = form_field(
+            LAST_N_MESSAGES,
+            limits,
+            label="Analyse the last N messages",
+            help_text="Generate, then analyse: only the last N messages (chats).",
+        )
+
+    @property
+    def option_fields(self) -> list:
+        """The options' fields, in the order declared, the follow-up's last N messages last."""
+        return [self[name] for name in self.fields if name in GENERATION_FORM_OPTIONS]
 
     # --- the chat builder's turns ---
 

@@ -26,6 +26,7 @@ from inference.types import AnalysisInput, AnalysisOptions, GenerationOptions
 from . import notify, quotas, rates, signals
 from .engine import get_engine
 from .errors import LensUnavailable, NoWorker, QueueFull, SubmissionError
+from .limits import limits  # noqa: F401  (service API)
 from .models import PLACEMENT_KEYS, Analysis, AnalysisRow, Generation, WorkerRecord
 from .queue import JOB_MODELS, fair_queue, queue_position, queue_positions  # noqa: F401  (service API)
 
@@ -37,14 +38,6 @@ OPTION_FIELDS = set(AnalysisOptions.__dataclass_fields__)
 GENERATION_OPTION_FIELDS = set(GenerationOptions.__dataclass_fields__)
 # A running generation persists (and streams) its tokens at most this often.
 TOKENS_EVERY_SECONDS = 0.3
-
-
-def limits() -> Limits:
-    return Limits(
-        max_text_chars=settings.LENSWEB_MAX_TEXT_CHARS,
-        max_tokens=settings.LENSWEB_MAX_TOKENS,
-        max_best_of_k=settings.LENSWEB_MAX_BEST_OF_K,
-    )
 
 
 # --- the result cache's port ---------------------------------------------------------------------------

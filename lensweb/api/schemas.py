@@ -8,14 +8,23 @@ defaults (an operator may lower the text and token bounds, and the engine checks
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
+from inference import types as engine_types
 from inference.limits import DEFAULT_LIMITS as L
+from inference.options import options_of
 
 Status = Literal["queued", "running", "done", "failed", "cancelled"]
-MAX_SEED = 2**31 - 1
 
 ERROR_CODES = (
     "invalid_json",
@@ -109,28 +118,26 @@ class InputFields(Request):
         return [m.model_dump() for m in self.messages or []]
 
 
-class AnalysisOptions(Request):
-    """Unset options take the defaults shown."""
+def options_model(cls, doc: str) -> type[Request]:
+    """The request schema of an options dataclass, from its declarations (inference.options): types,
+    defaults, bounds (the engine's defaults; a deployment's tighter ones are refused with a 400) and help."""
+    fields: dict[str, Any] = {}
+    for opt in options_of(cls):
+        low, high = opt.bounds(L)
+        if opt.kind == "ints":
+            annotation: Any = list[Annotated[int, Field(ge=low, le=high)]]
+            field = Field(opt.default, max_length=opt.max_items(L), description=opt.help)
+        elif opt.kind == "bool":
+            annotation, field = bool, Field(opt.default, description=opt.help)
+        else:
+            annotation = int if opt.kind == "int" else float
+            field = Field(opt.default, ge=low, le=high, description=opt.help)
+        fields[opt.name] = (annotation | None if opt.nullable else annotation, field)
+    return create_model(cls.__name__, __base__=Request, __doc__=doc, **fields)
 
-    best_of_k: int = Field(1, ge=1, le=L.max_best_of_k, description="explanations sampled per position")
-    temperature: float = Field(1.0, ge=L.min_temperature, le=L.max_temperature)
-    seed: int = Field(42, ge=0, le=MAX_SEED)
-    salience: bool = True
-    kl: bool = False
-    logit_lens: bool = False
-    keep_candidates: bool = False
-    last_n_messages: int | None = Field(
-        None, ge=1, le=L.max_last_n_messages, description="chats only: analyse from the N-th last message"
-    )
 
-
-class GenerationOptions(Request):
-    n: int = Field(1, ge=1, le=L.max_samples, description="completions")
-    max_new_tokens: int = Field(64, ge=1, le=L.max_new_tokens)
-    temperature: float = Field(1.0, ge=0, le=L.max_temperature, description="0: greedy")
-    top_p: float = Field(1.0, ge=0.01, le=1.0)
-    seed: int = Field(42, ge=0, le=MAX_SEED)
-    chat_reply: bool = Field(False, description="one assistant reply that stops at end-of-turn")
+AnalysisOptions = options_model(engine_types.AnalysisOptions, "Unset options take the defaults shown.")
+GenerationOptions = options_model(engine_types.GenerationOptions, "Unset options take the defaults shown.")
 
 
 class AnalysisRequest(InputFields):

@@ -16,6 +16,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from inference.errors import OptionError
+from inference.options import options_of
+from inference.types import AnalysisOptions
+
 from .export import (
     ENVELOPE_KEYS,
     EXPORT_FIELDS,
@@ -568,35 +572,29 @@ def _input_from(metadata: dict, rows: list[dict]) -> dict[str, Any]:
 
 
 def _options_from(metadata: dict, rows: list[dict]) -> dict[str, Any]:
+    """The declared options (inference.options): the defaults, what the rows show was computed, the
+    research format's top-level k, temperature and seed, then the file's own options where each is a value
+    of the option's type (bounds are the engine's to enforce on new work, not on what was computed)."""
     given = metadata.get("options") if isinstance(metadata.get("options"), dict) else {}
-    options = {
-        "best_of_k": 1,
-        "temperature": 1.0,
-        "seed": 42,
-        "salience": any(r["token_salience"] is not None for r in rows),
-        "kl": any(r["kl"] is not None for r in rows),
-        "logit_lens": any(r["logit_lens_top"] is not None for r in rows),
-        "keep_candidates": any(r["candidates"] is not None for r in rows),
-        "last_n_messages": None,
+    options = AnalysisOptions().to_dict()
+    shown = {
+        "salience": "token_salience",
+        "kl": "kl",
+        "logit_lens": "logit_lens_top",
+        "keep_candidates": "candidates",
     }
+    for name, column in shown.items():
+        options[name] = any(r[column] is not None for r in rows)
     for key in ("best_of_k", "temperature", "seed"):
         if _is_number(metadata.get(key)):
             options[key] = metadata[key]
-    for key, value in given.items():  # a file's own options, where their type is the one we use
-        default = options.get(key)
-        if key not in options:
-            continue
-        if key == "last_n_messages":
-            if value is None or (isinstance(value, int) and not isinstance(value, bool)):
-                options[key] = value
-        elif isinstance(default, bool):
-            if isinstance(value, bool):
-                options[key] = value
-        elif key == "temperature":
-            if _is_number(value):
-                options[key] = value
-        elif isinstance(value, int) and not isinstance(value, bool):
-            options[key] = value
+    for opt in options_of(AnalysisOptions):
+        if opt.name in given:
+            try:
+                value = opt.check(given[opt.name], limits=None)
+            except OptionError:
+                continue
+            options[opt.name] = list(value) if isinstance(value, tuple) else value
     return options
 
 
