@@ -50,7 +50,7 @@ def analyze(
     inp: AnalysisInput,
     options: AnalysisOptions,
     *,
-    positions: list[int] | None = None,
+    remaining: list[int] | None = None,
     on_batch: OnBatch | None = None,
     should_cancel: ShouldCancel | None = None,
     rows_budget: int | None = None,
@@ -58,7 +58,7 @@ def analyze(
     on_progress: OnProgress | None = None,
     first_batch: int | None = None,
 ) -> AnalysisResult:
-    """Rows for every analysed position (or `positions`), handed out per batch through `on_batch`; the
+    """Rows for every analysed position (or, resuming, the `remaining` ones), handed out per batch through `on_batch`; the
     batches start at `first_batch` positions (inference.batching) and grow to the rows budget, and
     `on_progress` hears every decode step and phase in between."""
     if getattr(lens, "kind", "lens") == "nla":  # an inference.nla.NLALens: the NLA's own pipeline
@@ -68,7 +68,7 @@ def analyze(
             lens,
             inp,
             options,
-            positions=positions,
+            remaining=remaining,
             on_batch=on_batch,
             should_cancel=should_cancel,
             rows_budget=rows_budget,
@@ -79,7 +79,7 @@ def analyze(
     t_start = time.perf_counter()
     options.validate(limits)
     prepared = prepare_input(lens.tokenizer, inp, options, limits)
-    todo = _positions_to_run(prepared.positions, positions)
+    todo = _positions_to_run(prepared.positions, remaining)
     already = len(prepared.positions) - len(todo)
     budget = rows_budget or default_rows_budget(lens)
     per_batch = max(1, budget // options.best_of_k)
@@ -128,7 +128,7 @@ def analysis_metadata(lens: Lens, prepared, options: AnalysisOptions) -> dict[st
         **lens.metadata(),
         "options": options.to_dict(),
         "n_tokens": len(prepared.token_ids),
-        "positions": [prepared.positions[0], prepared.positions[-1]] if prepared.positions else [],
+        "positions": list(prepared.positions),
         "token_ids": prepared.token_ids,
         "rendered_text": prepared.rendered_text,
         "salience_null_token_id": lens.null_token_id,

@@ -27,7 +27,7 @@ def result_key(
         "engine_version": ENGINE_VERSION,
         "lens": lens_identity,
         "token_ids": list(token_ids),
-        "positions": [positions[0], positions[-1]] if positions else [],
+        "positions": list(positions),  # all of them: two selections with the same ends differ
         "options": {k: v for k, v in sorted(options.to_dict().items()) if k in KEYED},
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .chat import chat_template_info
-from .errors import InputError
+from .errors import InputError, OptionError
 from .limits import DEFAULT_LIMITS, Limits
 from .types import AnalysisInput, AnalysisOptions, PreparedInput
 
@@ -32,9 +32,25 @@ def prepare_input(
     if len(ids) > limits.max_tokens:
         raise InputError(f"the input has {len(ids):,} tokens; the limit is {limits.max_tokens:,}")
     tokens = [tokenizer.decode([i]) for i in ids]
-    return PreparedInput(
-        token_ids=ids, tokens=tokens, positions=list(range(start, len(ids))), rendered_text=rendered
-    )
+    positions = list(range(start, len(ids)))
+    if options.positions is not None:  # AnalysisOptions.validate refuses it beside last_n_messages
+        positions = chosen_positions(options.positions, len(ids))
+    return PreparedInput(token_ids=ids, tokens=tokens, positions=positions, rendered_text=rendered)
+
+
+def chosen_positions(asked, n_tokens: int) -> list[int]:
+    """The positions `asked` for (negative ones count from the end), sorted, each once; OptionError naming
+    those outside an input of `n_tokens` tokens."""
+    if not asked:
+        raise OptionError("positions is empty: leave it out to analyse every position")
+    outside = [p for p in asked if not -n_tokens <= p < n_tokens]
+    if outside:
+        listed = ", ".join(str(p) for p in outside[:5]) + (", …" if len(outside) > 5 else "")
+        raise OptionError(
+            f"positions {listed} {'is' if len(outside) == 1 else 'are'} outside the input, which has "
+            f"{n_tokens} tokens (positions 0 to {n_tokens - 1}, or {-n_tokens} to -1)"
+        )
+    return sorted({p % n_tokens for p in asked})
 
 
 def _tokenize(tokenizer, text: str) -> list[int]:

@@ -20,6 +20,7 @@ class Limits:
     max_last_n_messages: int = 64
     max_new_tokens: int = 512
     max_samples: int = 16
+    max_chosen_positions: int = 256  # `positions`: at most this many
 
     @classmethod
     def from_env(cls) -> "Limits":

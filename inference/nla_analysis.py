@@ -71,7 +71,7 @@ def analyze_nla(
     inp: AnalysisInput,
     options: AnalysisOptions,
     *,
-    positions: list[int] | None = None,
+    remaining: list[int] | None = None,
     on_batch: OnBatch | None = None,
     should_cancel: ShouldCancel | None = None,
     rows_budget: int | None = None,
@@ -80,7 +80,7 @@ def analyze_nla(
     on_progress: OnProgress | None = None,
     first_batch: int | None = None,
 ) -> AnalysisResult:
-    """Rows for every analysed position (or `positions`), handed out per batch through `on_batch`; the same
+    """Rows for every analysed position (or, resuming, the `remaining` ones), handed out per batch through `on_batch`; the same
     arguments and result as inference.analysis.analyze. `max_new_tokens` defaults to the lens' setting and
     is bounded by `limits.max_new_tokens`."""
     t_start = time.perf_counter()
@@ -88,7 +88,7 @@ def analyze_nla(
     steps = nla.max_new_tokens if max_new_tokens is None else max_new_tokens
     check_int("max_new_tokens", steps, 1, limits.max_new_tokens)
     prepared = prepare_input(nla.tokenizer, inp, options, limits)
-    todo = _positions_to_run(prepared.positions, positions)
+    todo = _positions_to_run(prepared.positions, remaining)
     already = len(prepared.positions) - len(todo)
     budget = rows_budget or default_rows_budget(nla, steps)
     per_batch = max(1, budget // options.best_of_k)
@@ -138,7 +138,7 @@ def analysis_metadata(nla: NLALens, prepared, options: AnalysisOptions, steps: i
         "t_text": steps,
         "max_new_tokens": steps,
         "n_tokens": len(prepared.token_ids),
-        "positions": [prepared.positions[0], prepared.positions[-1]] if prepared.positions else [],
+        "positions": list(prepared.positions),
         "token_ids": prepared.token_ids,
         "rendered_text": prepared.rendered_text,
         "best_of_k_by": "mse_nrm",

@@ -11,13 +11,15 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import OptionError
 from .limits import DEFAULT_LIMITS, Limits
 
-Bound = int | float | str | None  # a number, or the name of a Limits field
+# a number, the name of a Limits field, or a function of the limits
+Bound = int | float | str | Callable[[Limits], int | float] | None
 SHOWN_BOUND = 10**6  # bounds this wide say nothing a reader needs: help texts leave them out
 
 
@@ -173,7 +175,9 @@ def _kind(hint) -> tuple[str, bool]:
 
 
 def _resolve(bound: Bound, limits: Limits):
-    return getattr(limits, bound) if isinstance(bound, str) else bound
+    if isinstance(bound, str):
+        return getattr(limits, bound)
+    return bound(limits) if callable(bound) else bound
 
 
 def check_int(name: str, value: Any, lo: int | None, hi: int | None) -> None:

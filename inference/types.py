@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import options
-from .errors import InputError
+from .errors import InputError, OptionError
 from .limits import DEFAULT_LIMITS, Limits
 from .options import option, short
 
@@ -57,8 +57,24 @@ class AnalysisOptions:
         keyed=False,  # it only chooses positions, which the key holds
     )
 
+    positions: tuple[int, ...] | None = option(
+        None,
+        label="Positions",
+        help="Analyse only these token positions (negative counts from the end: -1 is the last); "
+        "empty: every position.",
+        low=lambda limits: -limits.max_tokens,
+        high=lambda limits: limits.max_tokens - 1,
+        max_items="max_chosen_positions",
+        advanced=True,
+        keyed=False,  # it only chooses positions, which the key holds resolved
+        placeholder="e.g. 3, 7, -1",
+    )
+
     def validate(self, limits: Limits = DEFAULT_LIMITS) -> AnalysisOptions:
-        return options.validate(self, limits)
+        checked = options.validate(self, limits)
+        if checked.positions is not None and checked.last_n_messages is not None:
+            raise OptionError("positions and last_n_messages both choose positions: give one of them")
+        return checked
 
     def to_dict(self) -> dict[str, Any]:
         return options.as_dict(self)

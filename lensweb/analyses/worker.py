@@ -280,9 +280,8 @@ class LensWorker:
             self._report_progress(job, Phase.LOADING, None)  # the card says so while the model loads
         lens = self._load(spec)
         loaded = time.monotonic()
-        services.do_record_metadata(
-            job.pk, worker_id, self.engine.metadata(lens), total=len(prepared.positions)
-        )
+        metadata = {**self.engine.metadata(lens), "positions": list(prepared.positions)}
+        services.do_record_metadata(job.pk, worker_id, metadata, total=len(prepared.positions))
 
         def on_batch(update) -> bool:
             fresh = [row for row in update.rows if row["position"] not in persisted]
@@ -296,7 +295,7 @@ class LensWorker:
                 lens,
                 inp,
                 options,
-                positions=remaining,
+                remaining=remaining,
                 on_batch=on_batch,
                 on_progress=self._progress_reporter(job),
                 should_cancel=lambda: self._is_cancelled(job),

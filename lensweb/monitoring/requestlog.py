@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.urls import NoReverseMatch, reverse
 
+from inference.limits import DEFAULT_LIMITS
 from inference.types import AnalysisOptions, GenerationOptions
 
 from . import counters, retention
@@ -39,6 +40,7 @@ OPTION_NAMES = frozenset(
     | {"input_format"}
 )
 MAX_OPTION_STRING = 100
+MAX_OPTION_ITEMS = DEFAULT_LIMITS.max_chosen_positions
 # retention.purge_routine runs at most this often per process, from record(); `manage.py purge` on demand.
 PURGE_EVERY_SECONDS = 3600
 NOTE_FIELDS = frozenset(
@@ -66,7 +68,7 @@ def storable(value, limit: int) -> str:
 
 
 def clean_options(options) -> dict:
-    """The known option names with scalar values; everything else is dropped."""
+    """The known option names with scalar values (or short lists of whole numbers); the rest is dropped."""
     if not isinstance(options, dict):
         return {}
     clean = {}
@@ -79,6 +81,11 @@ def clean_options(options) -> dict:
             value = str(value)  # NaN and Infinity are no JSON: the column would refuse the entry
         elif isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
             value = storable(value, MAX_OPTION_STRING)  # 4000 digits are for the view to refuse, not to keep
+        elif isinstance(value, list):  # `positions`: kept while it is a short list of small whole numbers
+            if len(value) > MAX_OPTION_ITEMS or not all(
+                isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2**31 for v in value
+            ):
+                continue
         elif not (value is None or isinstance(value, bool | int | float)):
             continue
         clean[name] = value

@@ -26,9 +26,10 @@ def run_worker(worker, job_id: int, upto: int | None = None, finish: bool = True
     inp, options = AnalysisInput.from_dict(job.input), AnalysisOptions.from_dict(job.options)
     prepared = engine.prepare(spec, inp, options, services.limits())
     lens = engine.load(spec)
-    services.do_record_metadata(job.pk, worker.pk, engine.metadata(lens), prepared.total)
+    metadata = {**engine.metadata(lens), "positions": prepared.positions}  # as the worker records it
+    services.do_record_metadata(job.pk, worker.pk, metadata, prepared.total)
     positions = prepared.positions[:upto] if upto is not None else prepared.positions
-    result = engine.analyze(lens, inp, options, positions=positions, limits=services.limits())
+    result = engine.analyze(lens, inp, options, remaining=positions, limits=services.limits())
     services.do_record_batch(job.pk, worker.pk, result.rows)
     if finish:
         services.do_finish_job(job.pk, worker.pk, Analysis.Status.DONE)
@@ -73,7 +74,7 @@ def test_submit_chat_with_lens_and_options(api, alice_key, live_worker):
     assert response.status_code == 202
     job = Analysis.objects.get(pk=response.json_body["id"])
     assert job.input == {"messages": body["messages"]}
-    assert job.options == {**body["options"]}
+    assert job.options == {**body["options"], "positions": None}
 
 
 def test_queue_is_the_browsers_fair_queue(api, alice, bob, alice_key, bob_key, live_worker):
@@ -119,6 +120,32 @@ def test_get_a_finished_job(api, alice_key, live_worker):
     assert body["metadata"]["summary"]["rows"] == 3
     for row in body["rows"]:
         assert len(row["explanation_token_ids"]) == body["metadata"]["t_text"] and row["mse"] > 0
+
+
+def test_chosen_positions_echo_as_asked_and_resolve_in_metadata(api, alice_key, live_worker):
+    text = "The Eiffel Tower is in Paris"  # 7 tokens
+    response = api.post(URL, {"text": text, "options": {"positions": [-1, 2, 2]}}, key=alice_key)
+    assert response.status_code == 202
+    job_id = response.json_body["id"]
+    assert Analysis.objects.get(pk=job_id).progress_total == 2
+    run_worker(live_worker, job_id)
+    body = api.get(f"{URL}/{job_id}", key=alice_key).json_body
+    assert body["options"]["positions"] == [-1, 2, 2]
+    assert body["metadata"]["positions"] == [2, 6]
+    assert [row["position"] for row in body["rows"]] == [2, 6]
+    whole = api.post(URL, {"text": text}, key=alice_key).json_body["id"]
+    run_worker(live_worker, whole)
+    rows = {r["position"]: r for r in api.get(f"{URL}/{whole}", key=alice_key).json_body["rows"]}
+    for row in body["rows"]:
+        assert row["explanation_token_ids"] == rows[row["position"]]["explanation_token_ids"]
+        assert row["mse"] == pytest.approx(rows[row["position"]]["mse"], rel=1e-5)
+
+
+def test_a_position_outside_the_text_is_a_400_that_names_it(api, alice_key, live_worker):
+    response = api.post(URL, {"text": "a b c", "options": {"positions": [1, 9]}}, key=alice_key)
+    assert response.status_code == 400
+    error = error_of(response)
+    assert error["field"] == "options.positions" and "positions 9 is outside the input" in error["message"]
 
 
 def test_delete_cancels_a_queued_job_at_once(api, alice_key, live_worker):

@@ -54,6 +54,18 @@ ANALYSIS_CASES = [
     ({"text": "x", "options": {"last_n_messages": 1}}, "invalid_option", "options.last_n_messages"),
     ({"messages": CHAT, "options": {"last_n_messages": 0}}, "invalid_option", "options.last_n_messages"),
     ({"messages": CHAT, "options": {"last_n_messages": 65}}, "invalid_option", "options.last_n_messages"),
+    ({"text": "x", "options": {"positions": 3}}, "invalid_option", "options.positions"),
+    ({"text": "x", "options": {"positions": []}}, "invalid_option", "options.positions"),
+    ({"text": "x", "options": {"positions": [1.5]}}, "invalid_option", "options.positions"),
+    ({"text": "x", "options": {"positions": [0, 2000]}}, "invalid_option", "options.positions"),
+    ({"text": "x", "options": {"positions": list(range(257))}}, "invalid_option", "options.positions"),
+    ({"text": "x y", "options": {"positions": [7]}}, "invalid_option", "options.positions"),  # outside
+    ({"text": "x y", "options": {"positions": [-9]}}, "invalid_option", "options.positions"),
+    (
+        {"messages": CHAT, "options": {"positions": [0], "last_n_messages": 1}},
+        "invalid_option",
+        "options.positions",
+    ),
 ]
 
 GENERATION_CASES = [

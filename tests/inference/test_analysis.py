@@ -35,7 +35,7 @@ def test_result_does_not_depend_on_batch_size(tiny_lens):
 
 def test_result_does_not_depend_on_which_positions_share_the_run(tiny_lens):
     whole = analyze(tiny_lens, AnalysisInput(text=TEXT), OPTS)
-    subset = analyze(tiny_lens, AnalysisInput(text=TEXT), OPTS, positions=[3, 9, 12])
+    subset = analyze(tiny_lens, AnalysisInput(text=TEXT), OPTS, remaining=[3, 9, 12])
     _close([r for r in whole.rows if r["position"] in (3, 9, 12)], subset.rows)
 
 
@@ -141,7 +141,7 @@ def test_on_batch_false_stops_after_that_batch(tiny_lens):
 
 def test_resume_from_persisted_rows_reports_global_progress(tiny_lens):
     updates = []
-    result = analyze(tiny_lens, AnalysisInput(text=TEXT), OPTS, positions=[10, 11], on_batch=updates.append)
+    result = analyze(tiny_lens, AnalysisInput(text=TEXT), OPTS, remaining=[10, 11], on_batch=updates.append)
     assert [r["position"] for r in result.rows] == [10, 11]
     assert updates[-1].done == updates[-1].total
 
@@ -170,4 +170,4 @@ def test_empty_and_too_long_inputs_are_refused(tiny_lens):
     with pytest.raises(InputError, match="tokens; the limit is 5"):
         analyze(tiny_lens, AnalysisInput(text=TEXT), AnalysisOptions(), limits=Limits(max_tokens=5))
     with pytest.raises(OptionError, match="outside"):
-        analyze(tiny_lens, AnalysisInput(text="Hi there"), AnalysisOptions(), positions=[99])
+        analyze(tiny_lens, AnalysisInput(text="Hi there"), AnalysisOptions(), remaining=[99])

@@ -42,9 +42,9 @@ def _close(a, b):
 
 def test_result_does_not_depend_on_batch_size(nla):
     some = [1, 4, 7, 10]
-    whole = analyze(nla, AnalysisInput(text=TEXT), OPTS, rows_budget=512, positions=some)
-    one_by_one = analyze(nla, AnalysisInput(text=TEXT), OPTS, rows_budget=1, positions=some)
-    odd = analyze(nla, AnalysisInput(text=TEXT), OPTS, rows_budget=7, positions=some)
+    whole = analyze(nla, AnalysisInput(text=TEXT), OPTS, rows_budget=512, remaining=some)
+    one_by_one = analyze(nla, AnalysisInput(text=TEXT), OPTS, rows_budget=1, remaining=some)
+    odd = analyze(nla, AnalysisInput(text=TEXT), OPTS, rows_budget=7, remaining=some)
     _close(whole.rows, one_by_one.rows)
     _close(whole.rows, odd.rows)
 
@@ -57,34 +57,34 @@ def test_batches_grow_from_a_small_first_one_with_progress_between(nla):
         AnalysisInput(text=TEXT),
         OPTS,
         rows_budget=8 * OPTS.best_of_k,
-        positions=some,
+        remaining=some,
         on_batch=lambda u: sizes.append(len(u.rows)),
         on_progress=heard.append,
     )
     assert sizes == [2, 4, 1]
-    _close(grown.rows, analyze(nla, AnalysisInput(text=TEXT), OPTS, rows_budget=512, positions=some).rows)
+    _close(grown.rows, analyze(nla, AnalysisInput(text=TEXT), OPTS, rows_budget=512, remaining=some).rows)
     assert {p.phase for p in heard} >= {"decoding", "encoding"}
     assert [p.done for p in heard] == sorted(p.done for p in heard)
 
 
 def test_result_does_not_depend_on_which_positions_share_the_run(nla):
     whole = analyze(nla, AnalysisInput(text=TEXT), OPTS)
-    subset = analyze(nla, AnalysisInput(text=TEXT), OPTS, positions=[2, 5, 9])
+    subset = analyze(nla, AnalysisInput(text=TEXT), OPTS, remaining=[2, 5, 9])
     _close([r for r in whole.rows if r["position"] in (2, 5, 9)], subset.rows)
 
 
 def test_seed_changes_the_sample_and_repeats_reproduce(nla):
     opts = AnalysisOptions(best_of_k=2, temperature=1.0, seed=7, salience=False)
-    a = analyze(nla, AnalysisInput(text=TEXT), opts, positions=[0, 1, 2])
-    b = analyze(nla, AnalysisInput(text=TEXT), opts, positions=[0, 1, 2])
-    c = analyze(nla, AnalysisInput(text=TEXT), dataclasses.replace(opts, seed=8), positions=[0, 1, 2])
+    a = analyze(nla, AnalysisInput(text=TEXT), opts, remaining=[0, 1, 2])
+    b = analyze(nla, AnalysisInput(text=TEXT), opts, remaining=[0, 1, 2])
+    c = analyze(nla, AnalysisInput(text=TEXT), dataclasses.replace(opts, seed=8), remaining=[0, 1, 2])
     assert _key(a.rows) == _key(b.rows)
     assert _key(a.rows) != _key(c.rows)
 
 
 def test_best_of_k_keeps_the_candidate_the_ar_reconstructs_best(nla):
     opts = AnalysisOptions(best_of_k=4, temperature=1.0, keep_candidates=True, salience=False)
-    result = analyze(nla, AnalysisInput(text=TEXT), opts, positions=[1, 4])
+    result = analyze(nla, AnalysisInput(text=TEXT), opts, remaining=[1, 4])
     for row in result.rows:
         cands = row["candidates"]
         assert len(cands) == 4 and len({tuple(c["explanation_token_ids"]) for c in cands}) > 1
@@ -114,7 +114,7 @@ def test_metrics_agree_with_their_definitions(nla):
 def test_salience_is_the_relative_change_of_mse_nrm_without_each_word(nla):
     import torch
 
-    result = analyze(nla, AnalysisInput(text=TEXT), AnalysisOptions(temperature=1.0, seed=3), positions=[3])
+    result = analyze(nla, AnalysisInput(text=TEXT), AnalysisOptions(temperature=1.0, seed=3), remaining=[3])
     row = result.rows[0]
     words = row["explanation_tokens"]
     assert len(words) >= 2 and len(row["token_salience"]) == len(words)
@@ -200,7 +200,7 @@ def test_rows_arrive_per_batch_with_progress_and_can_be_stopped(nla):
     updates = []
     opts = AnalysisOptions(best_of_k=2, temperature=1.0, salience=False)
     result = analyze(
-        nla, AnalysisInput(text=TEXT), opts, rows_budget=6, on_batch=updates.append, positions=[4, 5, 6, 7, 8]
+        nla, AnalysisInput(text=TEXT), opts, rows_budget=6, on_batch=updates.append, remaining=[4, 5, 6, 7, 8]
     )
     assert [len(u.rows) for u in updates] == [2, 3]  # a small first batch, then the budget's 3
     total = updates[0].total  # every position of the text; five of them are run here
@@ -214,14 +214,14 @@ def test_a_chat_is_rendered_with_the_base_template():
     gold = golden("tiny")["texts"]["T3chat"]
     nla = cached_nla(tiny_spec(max_new_tokens=STEPS))
     chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}]
-    result = analyze(nla, AnalysisInput(messages=chat), AnalysisOptions(salience=False), positions=[14, 20])
+    result = analyze(nla, AnalysisInput(messages=chat), AnalysisOptions(salience=False), remaining=[14, 20])
     assert result.metadata["token_ids"] == gold["input_ids"]
     assert [r["token_id"] for r in result.rows] == [gold["input_ids"][14], gold["input_ids"][20]]
 
 
 def test_kl_and_logit_lens_columns(nla):
     opts = AnalysisOptions(temperature=1.0, salience=False, kl=True, logit_lens=True)
-    result = analyze(nla, AnalysisInput(text=TEXT), opts, positions=[1, 2, 3])
+    result = analyze(nla, AnalysisInput(text=TEXT), opts, remaining=[1, 2, 3])
     for row in result.rows:
         assert row["kl"] >= -1e-6 and len(row["logit_lens_top"]) == 10
     assert len({round(r["kl"], 6) for r in result.rows}) > 1

@@ -103,6 +103,12 @@ def test_submit_creates_a_job_and_returns_the_form(logged_in, alice):
     assert 'id="analysis-form"' in html and f"Analysis #{job.pk} queued" in html
 
 
+def test_the_form_takes_chosen_positions(logged_in):
+    logged_in.post(reverse("analyses:submit"), {**VALID, "positions": "2, -1"}, **HTMX)
+    job = Analysis.objects.get()
+    assert job.options["positions"] == [2, -1] and job.progress_total == 2
+
+
 @pytest.mark.parametrize(
     "changes, field, message",
     [
@@ -117,6 +123,8 @@ def test_submit_creates_a_job_and_returns_the_form(logged_in, alice):
             "use one of system, user, assistant",
         ),
         ({"last_n_messages": 2}, "last_n_messages", "chats only"),
+        ({"positions": "2, x"}, "positions", "whole numbers separated by commas"),
+        ({"positions": "2, 40"}, "positions", "positions 40 is outside the input"),
     ],
 )
 def test_invalid_values_show_next_to_the_field_and_submit_nothing(logged_in, changes, field, message):

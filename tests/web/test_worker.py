@@ -194,3 +194,18 @@ async def test_the_doorbell_wakes_an_idle_worker_long_before_its_poll(alice, set
     finally:
         worker.request_stop()
         await asyncio.wait_for(task, scaled(10))
+
+
+def test_the_worker_computes_only_chosen_positions_and_records_them(alice, run_jobs):
+    text = "The capital of France is Paris"
+    chosen = services.do_submit(alice, None, {"text": text}, {"positions": [-1, 0], "seed": 3})
+    whole = services.do_submit(alice, None, {"text": text}, {"seed": 3})
+    run_jobs()
+    chosen, whole = Analysis.objects.get(pk=chosen.pk), Analysis.objects.get(pk=whole.pk)
+    n = len(token_ids(text))
+    assert chosen.status == "done" and chosen.metadata["positions"] == [0, n - 1]
+    assert chosen.progress_done == chosen.progress_total == 2
+    assert whole.metadata["positions"] == list(range(n))
+    rows = dict(rows_of(whole.pk))
+    for position, row in rows_of(chosen.pk):
+        assert row["explanation_token_ids"] == rows[position]["explanation_token_ids"]

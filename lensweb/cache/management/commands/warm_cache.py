@@ -138,9 +138,7 @@ class Command(BaseCommand):
                 return True
 
             try:
-                result = engine.analyze(
-                    lens, inp, options, positions=prepared.positions, on_batch=on_batch, limits=limits
-                )
+                result = engine.analyze(lens, inp, options, on_batch=on_batch, limits=limits)
             except Exception as exc:  # one input's failure must not stop the rest
                 bar.fraction = 0.0
                 self._fail(bar, f"{item.where}: {type(exc).__name__}: {exc}")
