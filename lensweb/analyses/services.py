@@ -68,8 +68,15 @@ class NoResultStore:
         """Compute what key_for needs of a lens ahead of the first submission (web start-up)."""
         return None
 
+    @staticmethod
+    def detach(job) -> None:
+        """`job` no longer computes the result its key names (it grew): store nothing under that key."""
+        return None
+
 
 result_store = NoResultStore()
+# Set on a running analysis that positions were added to (analyses.growth): done, it is queued again.
+GREW_WHILE_RUNNING = "grew_while_running"
 
 
 def use_result_store(store) -> None:
@@ -452,14 +459,25 @@ def persisted_positions(job_id: int) -> set[int]:
 
 def do_record_metadata(job_id: int, worker_id: int, metadata: dict, total: int) -> None:
     """This attempt's lens metadata, plus the placement of every attempt whose rows the job holds."""
-    job = Analysis.objects.filter(pk=job_id, worker_id=worker_id, status=Status.RUNNING).first()
-    if job is None:
-        return
+    with transaction.atomic():  # locked: positions added meanwhile (analyses.growth) are not written over
+        job = (
+            Analysis.objects.select_for_update()
+            .filter(pk=job_id, worker_id=worker_id, status=Status.RUNNING)
+            .first()
+        )
+        if job is not None:
+            _record_metadata(job, worker_id, metadata, total)
+
+
+def _record_metadata(job: Analysis, worker_id: int, metadata: dict, total: int) -> None:
     placement = [metadata.get(key) for key in PLACEMENT_KEYS]
     earlier = list((job.metadata or {}).get("attempt_placements", [])) if job.attempt_base else []
     placements = earlier + ([placement] if placement not in earlier else [])
-    Analysis.objects.filter(pk=job_id, worker_id=worker_id, status=Status.RUNNING).update(
-        metadata={**metadata, "attempt_placements": placements}, progress_total=total
+    grew = {GREW_WHILE_RUNNING: True} if (job.metadata or {}).get(GREW_WHILE_RUNNING) else {}
+    Analysis.objects.filter(pk=job.pk, worker_id=worker_id, status=Status.RUNNING).update(
+        metadata={**metadata, "attempt_placements": placements, **grew},
+        # positions added since the attempt began count too (it is queued again for them when done)
+        progress_total=max(total, job.progress_total) if grew else total,
     )
 
 
@@ -606,9 +624,12 @@ def do_finish_job(
     for, its follow-up analysis, in the same transaction (so neither can be lost without the other)."""
     model = JOB_MODELS[kind]
     with transaction.atomic():
-        job = model.objects.filter(pk=job_id, worker_id=worker_id, status=Status.RUNNING).first()
+        mine = model.objects.filter(pk=job_id, worker_id=worker_id, status=Status.RUNNING)
+        job = mine.select_for_update().first()  # locked: positions added meanwhile are seen (growth)
         if job is None:
             return False
+        if model is Analysis and status == Status.DONE and job.metadata.get(GREW_WHILE_RUNNING):
+            return _queue_again_for_added_positions(job, worker_id)
         changes = {}
         if model is Analysis:
             changes["metadata"] = {**job.metadata, "summary": summarize(job_id)}
@@ -638,6 +659,27 @@ def do_finish_job(
         elif status == Status.DONE and job.analysis_options is not None and job.samples:
             _queue_follow_up(job)
         transaction.on_commit(lambda: (notify.job_state(job), notify.queue_moved()))
+    return True
+
+
+def _queue_again_for_added_positions(job: Analysis, worker_id: int) -> bool:
+    """Positions were added while this attempt ran (analyses.growth): the job is queued again, and its next
+    attempt computes only those (it resumes after the rows it holds). The attempt is given back."""
+    metadata = {k: v for k, v in job.metadata.items() if k != GREW_WHILE_RUNNING}
+    Analysis.objects.filter(pk=job.pk, worker_id=worker_id, status=Status.RUNNING).update(
+        status=Status.QUEUED,
+        worker=None,
+        heartbeat_at=None,
+        attempts=F("attempts") - 1,
+        metadata=metadata,
+        timings={},
+        **_restart(Analysis),
+    )
+    WorkerRecord.objects.filter(pk=worker_id).update(
+        state=WorkerRecord.State.IDLE, last_heartbeat=timezone.now()
+    )
+    job.refresh_from_db()
+    transaction.on_commit(lambda: (notify.job_state(job), ring_doorbell(), notify.queue_moved()))
     return True
 
 

@@ -286,6 +286,13 @@ def attach(job: Analysis, key: Key | None, hit: Hit | None) -> None:
         job.refresh_from_db()
 
 
+def detach(job: Analysis) -> None:
+    """`job` grew (analyses.growth): its key names positions it no longer stops at, so nothing is stored
+    under it, and jobs that waited for it compute for themselves."""
+    release_followers(job)
+    CacheLink.objects.filter(analysis=job).delete()
+
+
 def _complete_from(job: Analysis, hit: Hit, extra: dict) -> bool:
     """A finished copy for `job`'s owner (if still queued: not cancelled meanwhile): its own rows, and
     metadata marked cached with the original computation time.
