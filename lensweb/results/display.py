@@ -361,6 +361,28 @@ def row_views(
     return views
 
 
+@dataclass
+class PendingToken:
+    """A token of the full text without a row: `queued` (the analysis computes it now) or `unanalysed`
+    (its owner may click it to add it)."""
+
+    position: int
+    token: str
+    state: str
+
+
+def fulltext_cells(views: list[RowView], tokens: list[str] | None, computing: set[int]) -> list:
+    """Every token of the input in order: its row view where it has one, else a PendingToken. Without the
+    input's tokens (an imported analysis of a lens not served here) the rows alone."""
+    if tokens is None:
+        return list(views)
+    by_position = {v.position: v for v in views}
+    return [
+        by_position.get(p) or PendingToken(p, visible(t), "queued" if p in computing else "unanalysed")
+        for p, t in enumerate(tokens)
+    ]
+
+
 def sort_and_filter(views: list[RowView], display: Display) -> list[RowView]:
     chosen = views
     if display.q:

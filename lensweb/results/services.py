@@ -52,6 +52,19 @@ def rows_of(analysis: Analysis) -> list[dict]:
     )
 
 
+def input_tokens(analysis: Analysis) -> tuple[list[str], set[int]] | None:
+    """(every token of the analysis' input, the positions it analyses) with its lens' tokenizer (no model is
+    loaded), for the full-text view; None where the lens or input cannot be read (an imported analysis of a
+    lens not served here, a registry changed since)."""
+    try:
+        _, _, _, prepared = analyses_services.check_prepared_submission(
+            analysis.lens_id, analysis.input, analysis.options
+        )
+    except Exception:  # SubmissionError, LensUnavailable: the view shows the rows it has
+        return None
+    return prepared.tokens, set(prepared.positions)
+
+
 # --- sharing -------------------------------------------------------------------------------------------
 
 

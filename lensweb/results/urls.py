@@ -23,6 +23,7 @@ urlpatterns = [
     ),
     path("analyses/<id:analysis_id>/candidates/<id:position>/", views.candidates, name="candidates"),
     path("analyses/<id:analysis_id>/share/", views.share, name="share"),
+    path("analyses/<id:analysis_id>/positions/", views.add_positions, name="add_positions"),
     path("analyses/<id:analysis_id>/delete/", views.delete, name="delete"),
     path("results/preferences/", views.preferences, name="preferences"),
     path("results/colours.css", views.colours_css, name="colours_css"),

@@ -17,9 +17,10 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from lensweb.accounts.ratelimits import retry_after
-from lensweb.analyses import colours
+from lensweb.analyses import colours, growth
 from lensweb.analyses import services as analyses_services
-from lensweb.analyses.errors import QuotaExceeded
+from lensweb.analyses.errors import QueueFull, QuotaExceeded, SubmissionError
+from lensweb.analyses.limits import limits as analyses_limits
 from lensweb.analyses.models import Analysis, AnalysisRow, Generation
 
 from . import display, imports, services
@@ -89,11 +90,15 @@ def _results_context(request, analysis: Analysis, *, shared_token: str | None = 
     add_current = bool((analysis.metadata or {}).get("add_current_token"))
     views = display.row_views(rows, scheme, add_current, early)
     shown = display.sort_and_filter(views, state) if state.view == "table" else views
+    cells: list = []
     if state.view == "fulltext":
         for v in views:
             v.fulltext_cls = v.classes[state.metric]
             v.fulltext_value = v.text(state.metric) or "–"
             v.fulltext_label = colours.METRIC_LABELS[state.metric]
+        read = None if (analysis.metadata or {}).get("imported") else services.input_tokens(analysis)
+        tokens, asked = read if read else (None, set())
+        cells = display.fulltext_cells(views, tokens, asked if not analysis.is_final else set())
     has_kl = "kl" in metrics
     has_ll = any(v.logit_lens for v in views)
     metric_columns = _metric_columns(state.columns, metrics)
@@ -121,6 +126,12 @@ def _results_context(request, analysis: Analysis, *, shared_token: str | None = 
         export_csv = reverse("results:export_csv", args=[analysis.pk])
     is_owner = request.user.is_authenticated and analysis.owner_id == request.user.pk and not shared_token
     return {
+        "cells": cells,
+        # the owner clicks a token without a row to add it (analyses.growth); the page follows until done
+        "can_grow": is_owner and analysis.status != Analysis.Status.FAILED,
+        "grow_url": reverse("results:add_positions", args=[analysis.pk]),
+        "query": request.GET.urlencode(),
+        "unfinished": not analysis.is_final,
         "analysis": analysis,
         "family": family,
         "family_name": display.FAMILY_NAMES[family],
@@ -222,6 +233,41 @@ def share(request, analysis_id):
     if _is_htmx(request):
         return render(request, "results/partials/share-box.html", context)
     return redirect("results:detail", analysis.pk)
+
+
+@require_POST
+def add_positions(request, analysis_id):
+    """Tokens clicked in the full-text view join the analysis (analyses.growth); the answer is the results
+    body again, which follows the job until its new rows are in."""
+    analysis = _get_owned_analysis(request, analysis_id)
+    error = ""
+    try:
+        positions = parse_positions(request.POST.get("positions", ""))
+        growth.do_add_positions(request.user, analysis.pk, positions)
+    except (SubmissionError, QuotaExceeded, QueueFull) as exc:
+        error = str(exc.message if isinstance(exc, SubmissionError) else exc)
+    analysis.refresh_from_db()
+    context = {**_results_context(request, analysis), "grow_error": error}
+    if _is_htmx(request):
+        return render(request, "results/partials/results-body.html", context)
+    return redirect(f"{reverse('results:detail', args=[analysis.pk])}?view=fulltext")
+
+
+def parse_positions(raw: str) -> list[int]:
+    """ "3, 7, -1" as ints, bounded (the form's field: a few positions, each within the token limit)."""
+    most = analyses_limits().max_chosen_positions
+    parts = raw.replace(",", " ").split()
+    if not parts:
+        raise SubmissionError("choose at least one token", "positions")
+    if len(parts) > most:
+        raise SubmissionError(f"at most {most} positions at a time", "positions")
+    try:
+        numbers = [int(part) for part in parts if len(part) <= 8]  # more digits than any text has tokens
+    except ValueError:
+        numbers = []
+    if len(numbers) != len(parts):
+        raise SubmissionError("positions are whole numbers, each a token of the text", "positions")
+    return numbers
 
 
 @require_POST

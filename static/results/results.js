@@ -103,6 +103,69 @@
     window.htmx.ajax("GET", table.dataset.candidates + row.id.slice(4) + "/", { target: holder, swap: "outerHTML" });
   }, true);
 
+  // --- full text: click a token without a row to analyse it (shift-click chooses several) ---------------
+  var chosen = [];
+
+  function growForm() { return document.getElementById("grow-form"); }
+
+  function showChosen() {
+    var button = document.getElementById("grow-chosen");
+    if (!button) return;
+    button.hidden = chosen.length === 0;
+    button.textContent = "Analyse chosen (" + chosen.length + ")";
+  }
+
+  function toggleChosen(token) {
+    var p = token.dataset.position;
+    var at = chosen.indexOf(p);
+    if (at >= 0) chosen.splice(at, 1); else chosen.push(p);
+    token.classList.toggle("chosen", at < 0);
+    showChosen();
+  }
+
+  function analyse(extra) {
+    var form = growForm();
+    if (!form) return;
+    var positions = chosen.slice();
+    if (extra !== undefined && positions.indexOf(extra) < 0) positions.push(extra);
+    if (!positions.length) return;
+    form.querySelector("[name=positions]").value = positions.join(",");
+    chosen = [];
+    if (window.htmx) window.htmx.trigger(form, "submit"); else form.submit();
+  }
+
+  function growable(el) {
+    return el.closest && el.closest(".fulltext .tb.unanalysed[role=button]");
+  }
+
+  document.addEventListener("click", function (e) {
+    var token = growable(e.target);
+    if (!token) return;
+    if (e.shiftKey) toggleChosen(token); else analyse(token.dataset.position);
+  });
+  document.addEventListener("keydown", function (e) {
+    if (e.key !== "Enter" && e.key !== " ") return;
+    var token = growable(e.target);
+    if (!token) return;
+    e.preventDefault();
+    if (e.shiftKey || e.key === " ") toggleChosen(token); else analyse(token.dataset.position);
+  });
+  document.addEventListener("submit", function (e) {
+    // "Analyse chosen": the positions field is filled from the choice before htmx sends the form
+    if (e.target.id !== "grow-form") return;
+    var field = e.target.querySelector("[name=positions]");
+    if (!field.value && chosen.length) { field.value = chosen.join(","); chosen = []; }
+  }, true);
+  document.addEventListener("htmx:afterSettle", function () {
+    // the body came again: choices still on screen stay marked
+    chosen = chosen.filter(function (p) {
+      var token = document.getElementById("f-" + p);
+      if (token && token.classList.contains("unanalysed")) { token.classList.add("chosen"); return true; }
+      return false;
+    });
+    showChosen();
+  });
+
   // --- copy the share link ------------------------------------------------------------------------
   document.addEventListener("click", function (e) {
     var button = e.target.closest && e.target.closest("[data-copy]");

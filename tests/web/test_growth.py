@@ -100,3 +100,28 @@ def test_only_the_owner_may_add_positions(alice, bob, run_jobs):
     job = services.do_submit(alice, None, {"text": TEXT}, {**OPTIONS, "positions": [1]})
     with pytest.raises(Analysis.DoesNotExist):
         growth.do_add_positions(bob, job.pk, [2])
+
+
+def test_the_full_text_view_offers_unanalysed_tokens_and_takes_clicks(alice, bob, client, run_jobs):
+    from django.urls import reverse
+
+    job = services.do_submit(alice, None, {"text": TEXT}, {**OPTIONS, "positions": [1]})
+    run_jobs()
+    client.force_login(alice)
+    page = client.get(reverse("results:detail", args=[job.pk]), {"view": "fulltext"}).content.decode()
+    assert 'id="f-0" data-position="0" tabindex="0" role="button"' in page and 'id="grow-form"' in page
+    url = reverse("results:add_positions", args=[job.pk]) + "?view=fulltext"
+    htmx = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "results-body"}
+    body = client.post(url, {"positions": "0, 2"}, **htmx).content.decode()
+    assert 'class="tb queued" id="f-0"' in body and 'class="tb queued" id="f-2"' in body
+    assert 'id="fulltext-progress"' in body and 'hx-trigger="load delay:1s"' in body
+    assert fresh(job).status == "queued" and fresh(job).options["positions"] == [0, 1, 2]
+    refused = client.post(url, {"positions": "99999999999"}, **htmx).content.decode()
+    assert 'class="flash error"' in refused and "whole numbers" in refused
+    client.force_login(bob)
+    assert client.post(url, {"positions": "3"}, **htmx).status_code == 404
+    assert fresh(job).options["positions"] == [0, 1, 2]
+    run_jobs()
+    client.force_login(alice)
+    done = client.get(reverse("results:detail", args=[job.pk]), {"view": "fulltext"}).content.decode()
+    assert 'id="fulltext-progress"' not in done and 'class="tb queued"' not in done
