@@ -77,6 +77,9 @@ class NoResultStore:
 result_store = NoResultStore()
 # Set on a running analysis that positions were added to (analyses.growth): done, it is queued again.
 GREW_WHILE_RUNNING = "grew_while_running"
+# What a job's metadata keeps when an attempt records its lens' (the rest is that attempt's): positions
+# added while it ran, and the rows it took from an earlier analysis' prefix (analyses.prefixes).
+KEPT_METADATA = (GREW_WHILE_RUNNING, "reused_positions", "reused_from")
 
 
 def use_result_store(store) -> None:
@@ -473,9 +476,10 @@ def _record_metadata(job: Analysis, worker_id: int, metadata: dict, total: int) 
     placement = [metadata.get(key) for key in PLACEMENT_KEYS]
     earlier = list((job.metadata or {}).get("attempt_placements", [])) if job.attempt_base else []
     placements = earlier + ([placement] if placement not in earlier else [])
-    grew = {GREW_WHILE_RUNNING: True} if (job.metadata or {}).get(GREW_WHILE_RUNNING) else {}
+    kept = {k: v for k, v in (job.metadata or {}).items() if k in KEPT_METADATA}
+    grew = kept.get(GREW_WHILE_RUNNING)
     Analysis.objects.filter(pk=job.pk, worker_id=worker_id, status=Status.RUNNING).update(
-        metadata={**metadata, "attempt_placements": placements, **grew},
+        metadata={**metadata, "attempt_placements": placements, **kept},
         # positions added since the attempt began count too (it is queued again for them when done)
         progress_total=max(total, job.progress_total) if grew else total,
     )

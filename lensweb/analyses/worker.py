@@ -32,7 +32,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 from inference.errors import InputError, LensError, OptionError
 from inference.types import AnalysisInput, AnalysisOptions, GenerationOptions
 
-from . import services, status, warmup
+from . import prefixes, services, status, warmup
 from .engine import get_engine
 from .models import Analysis, Generation, JobStatus, Phase
 from .notify import WORKER_CHANNEL
@@ -280,8 +280,16 @@ class LensWorker:
             self._report_progress(job, Phase.LOADING, None)  # the card says so while the model loads
         lens = self._load(spec)
         loaded = time.monotonic()
-        metadata = {**self.engine.metadata(lens), "positions": list(prepared.positions)}
+        metadata = {
+            **self.engine.metadata(lens),
+            "positions": list(prepared.positions),
+            "token_ids": list(prepared.token_ids),  # what a later text's prefix is matched against
+        }
         services.do_record_metadata(job.pk, worker_id, metadata, total=len(prepared.positions))
+        if remaining and not persisted:  # a first attempt: an earlier analysis may hold a prefix's rows
+            reused = prefixes.do_reuse_prefix(job.pk, worker_id, prepared.token_ids, remaining, metadata)
+            persisted.update(reused)
+            remaining = [p for p in remaining if p not in reused]
 
         def on_batch(update) -> bool:
             fresh = [row for row in update.rows if row["position"] not in persisted]

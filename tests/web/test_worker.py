@@ -143,7 +143,7 @@ async def test_a_job_queued_before_any_worker_ran_is_picked_up_at_start(alice, f
         await stop(worker)
 
 
-async def test_tiny_lens_resumed_rows_equal_uninterrupted_rows(alice, fast_worker, tiny_engine, monkeypatch):
+async def test_tiny_lens_resumed_rows_equal_uninterrupted_rows(alice, bob, fast_worker, tiny_engine, monkeypatch):
     """The real engine: stop mid-job, resume on a fresh worker, compare with a run that never stopped."""
     monkeypatch.setenv("LENSWEB_ROWS_BUDGET", "1")
     text = "The capital of France is Paris"
@@ -152,7 +152,7 @@ async def test_tiny_lens_resumed_rows_equal_uninterrupted_rows(alice, fast_worke
     worker = LensWorker(tiny_engine)
     worker.start()
     await wait_for(lambda: job_state(whole.pk).status == "done", timeout=scaled(120))
-    resumed = await submit(alice, None, {"text": text}, options)
+    resumed = await submit(bob, None, {"text": text}, options)  # bob: not answered from alice's prefix
     await wait_for(lambda: job_state(resumed.pk).progress_done >= 2, timeout=scaled(120))
     await stop(worker)
     paused = await database_sync_to_async(job_state)(resumed.pk)
