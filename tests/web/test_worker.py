@@ -143,7 +143,9 @@ async def test_a_job_queued_before_any_worker_ran_is_picked_up_at_start(alice, f
         await stop(worker)
 
 
-async def test_tiny_lens_resumed_rows_equal_uninterrupted_rows(alice, bob, fast_worker, tiny_engine, monkeypatch):
+async def test_tiny_lens_resumed_rows_equal_uninterrupted_rows(
+    alice, bob, fast_worker, tiny_engine, monkeypatch
+):
     """The real engine: stop mid-job, resume on a fresh worker, compare with a run that never stopped."""
     monkeypatch.setenv("LENSWEB_ROWS_BUDGET", "1")
     text = "The capital of France is Paris"
