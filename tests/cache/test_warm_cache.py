@@ -142,3 +142,16 @@ async def test_warming_through_the_queue_with_a_worker(cache_on, fast_worker, tm
     assert await database_sync_to_async(owners)() == ({"cache-warmer"}, 4)
     warmer = await database_sync_to_async(get_user_model().objects.get)(username="cache-warmer")
     assert not warmer.has_usable_password()
+
+
+def test_warming_chosen_positions_answers_exactly_that_selection(alice, cache_on, tmp_path):
+    path = tmp_path / "inputs.jsonl"
+    path.write_text('{"text": "The capital of France is Paris", "options": {"positions": [1, -1]}}\n')
+    out, _, failure = warm(path, "--local")
+    assert failure is None and "1 computed" in out
+    (entry,) = CachedResult.objects.all()
+    assert [row["position"] for row in entry.rows] == [1, entry.n_tokens - 1]
+    hit = services.do_submit(alice, None, {"text": "The capital of France is Paris"}, {"positions": [1, -1]})
+    assert hit.status == "done" and hit.metadata["cached"] is True
+    other = services.do_submit(alice, None, {"text": "The capital of France is Paris"}, {"positions": [1]})
+    assert other.status == "queued"  # another selection, another key
