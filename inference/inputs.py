@@ -135,9 +135,14 @@ def _message_start(
     prefix = chat_turns(tokenizer, messages[:index], default_system_prompt=default_system_prompt)
     ids = _tokenize(tokenizer, _apply(tokenizer, prefix, add_generation_prompt=False))
     # The prefix render must be a prefix of the full render; otherwise fall back to the longest common prefix.
+    return common_prefix(ids, full_ids)
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many tokens `a` and `b` share from the start."""
     n = 0
-    for a, b in zip(ids, full_ids, strict=False):
-        if a != b:
+    for x, y in zip(a, b, strict=False):
+        if x != y:
             break
         n += 1
     return n

@@ -95,3 +95,13 @@ def chromium() -> Iterator:
             yield browser
         finally:
             browser.close()
+
+
+def sign_in(page, base: str, then: str = "#analysis-form") -> None:
+    """Sign in through the login form as the demo user (`manage.py ensure_demo_user` makes it), then wait
+    for `then` on the page it leads to."""
+    page.goto(f"{base}/accounts/login/")
+    page.fill("#id_username", "demo")
+    page.fill("#id_password", "lensweb-demo")
+    page.click("button[type=submit]")
+    page.wait_for_selector(then)

@@ -118,8 +118,13 @@ class InferenceEngine:
             _loaded = (key, lens)
             return lens
 
-    def metadata(self, lens) -> dict[str, Any]:
-        return dict(lens.metadata())
+    def metadata(self, lens, prepared=None) -> dict[str, Any]:
+        """The lens' metadata; with `prepared`, a job's too: the positions it analyses and its token ids
+        (what a later text's prefix is matched against: analyses.prefixes)."""
+        metadata = dict(lens.metadata())
+        if prepared is not None:
+            metadata.update(positions=list(prepared.positions), token_ids=list(prepared.token_ids))
+        return metadata
 
     def analyze(self, lens, inp, options, **kwargs):
         from inference.analysis import analyze

@@ -9,7 +9,7 @@ from django.db import transaction
 from inference.errors import OptionError
 from inference.inputs import chosen_positions
 
-from . import notify, quotas
+from . import notify, quotas, services
 from .errors import SubmissionError
 from .limits import limits
 from .models import Analysis, AnalysisRow
@@ -18,7 +18,6 @@ from .services import (
     check_capacity,
     check_prepared_submission,
     get_analysis_for,
-    result_store,
     ring_doorbell,
 )
 
@@ -80,7 +79,7 @@ def do_add_positions(user, analysis_id, asked: list[int]) -> tuple[Analysis, lis
                 error="",
             )
         Analysis.objects.filter(pk=job.pk).update(**changes)
-        result_store.detach(job)  # its key named the positions it had: the grown result is another
+        services.result_store.detach(job)  # its key named the positions it had: the grown result is another
         job.refresh_from_db()
         transaction.on_commit(lambda: (notify.job_state(job), ring_doorbell(), notify.queue_moved()))
     return job, new

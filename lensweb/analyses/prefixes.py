@@ -5,19 +5,22 @@ reuses its earlier turns). A row at position p depends only on the tokens up to 
 explanations, numbers within 3e-6 relative, on the CPU).
 
 The worker asks, once it holds the lens, so that only rows computed where it computes are taken: the same
-lens files, engine version, device type and dtype (a bf16 GPU row is not a float32 CPU row). Only the
-owner's own analyses are read: a result never tells one user what another analysed (the shared cache's
-scope rule, lensweb.cache)."""
+lens files, engine version, device type and dtype (a bf16 GPU row is not a float32 CPU row). What is read
+follows the result cache's scope rule (lensweb.cache): the owner's own analyses, and the cache entries the
+owner may be answered from; never another user's."""
 
 from __future__ import annotations
+
+import functools
 
 from django.db import transaction
 from django.db.models import F
 
+from inference.inputs import common_prefix
 from inference.options import options_of
 from inference.types import AnalysisOptions
 
-from . import notify
+from . import notify, services
 from .models import PLACEMENT_KEYS, Analysis, AnalysisRow
 
 Status = Analysis.Status
@@ -28,20 +31,25 @@ CANDIDATES = 50
 KEYED = tuple(o.name for o in options_of(AnalysisOptions) if o.keyed)
 
 
-def common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def find_prefix(job: Analysis, token_ids: list[int], wanted: set[int], lens_metadata: dict):
-    """(the analysis, its rows to reuse) that covers most of `wanted` with the longest common token
-    prefix, or (None, [])."""
+    """(where from, its rows to reuse) of the source that covers most of `wanted` through a common token
+    prefix: one of the owner's analyses (its id) or the result cache ("the result cache"); or (None, [])."""
     defaults = AnalysisOptions().to_dict()
     keyed = {name: job.options.get(name, defaults[name]) for name in KEYED}
+    best, best_positions, best_rows = None, set(), None
+    for label, ids, rows_of in _sources(job, keyed, lens_metadata, defaults):
+        reach = common_prefix(ids, token_ids)
+        covered = {p for p in wanted if p < reach}
+        if len(covered) > len(best_positions):
+            best, best_positions, best_rows = label, covered, rows_of
+    if best is None:
+        return None, []
+    return best, sorted(best_rows(best_positions), key=lambda row: row["position"])
+
+
+def _sources(job: Analysis, keyed: dict, lens_metadata: dict, defaults: dict):
+    """(label, token ids, rows loader) of every result a prefix may be taken from: the owner's latest
+    finished analyses of the lens computed where this worker computes, then the result cache's."""
     placed = {f"metadata__{key}": lens_metadata.get(key) for key in PLACEMENT_KEYS}
     candidates = (
         Analysis.objects.filter(owner_id=job.owner_id, lens_id=job.lens_id, status=Status.DONE, **placed)
@@ -50,25 +58,19 @@ def find_prefix(job: Analysis, token_ids: list[int], wanted: set[int], lens_meta
         .order_by("-id")
         .values_list("pk", "options", "metadata")[:CANDIDATES]
     )
-    best, best_positions = None, set()
     for pk, options, metadata in candidates:
         if any(options.get(name, defaults[name]) != value for name, value in keyed.items()):
             continue  # the database's JSON comparison is loose about types (1 and true): this one is not
         ids = metadata.get("token_ids")
-        if not isinstance(ids, list) or len(metadata.get("attempt_placements") or [None]) != 1:
-            continue  # rows of one computation only
-        reach = common_prefix(ids, token_ids)
-        covered = {p for p in wanted if p < reach}
-        if len(covered) > len(best_positions):
-            best, best_positions = pk, covered
-    if best is None:
-        return None, []
-    rows = list(
-        AnalysisRow.objects.filter(analysis_id=best, position__in=best_positions)
-        .order_by("position")
-        .values_list("data", flat=True)
+        if isinstance(ids, list) and len(metadata.get("attempt_placements") or [None]) == 1:
+            yield pk, ids, functools.partial(_analysis_rows, pk)  # rows of one computation only
+    yield from services.result_store.prefix_sources(job.owner, job.lens_id, lens_metadata, keyed, CANDIDATES)
+
+
+def _analysis_rows(pk: int, positions: set[int]) -> list[dict]:
+    return list(
+        AnalysisRow.objects.filter(analysis_id=pk, position__in=positions).values_list("data", flat=True)
     )
-    return best, rows
 
 
 def do_reuse_prefix(

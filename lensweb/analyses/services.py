@@ -69,6 +69,11 @@ class NoResultStore:
         return None
 
     @staticmethod
+    def prefix_sources(owner, lens_id: str, placement: dict, keyed: dict, limit: int) -> list:
+        """Cached results `owner` may reuse a prefix of: (label, token ids, rows loader) each."""
+        return []
+
+    @staticmethod
     def detach(job) -> None:
         """`job` no longer computes the result its key names (it grew): store nothing under that key."""
         return None

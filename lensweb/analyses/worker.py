@@ -280,11 +280,7 @@ class LensWorker:
             self._report_progress(job, Phase.LOADING, None)  # the card says so while the model loads
         lens = self._load(spec)
         loaded = time.monotonic()
-        metadata = {
-            **self.engine.metadata(lens),
-            "positions": list(prepared.positions),
-            "token_ids": list(prepared.token_ids),  # what a later text's prefix is matched against
-        }
+        metadata = self.engine.metadata(lens, prepared)
         services.do_record_metadata(job.pk, worker_id, metadata, total=len(prepared.positions))
         if remaining and not persisted:  # a first attempt: an earlier analysis may hold a prefix's rows
             reused = prefixes.do_reuse_prefix(job.pk, worker_id, prepared.token_ids, remaining, metadata)

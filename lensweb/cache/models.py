@@ -33,6 +33,9 @@ class CachedResult(models.Model):
     hits = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     last_hit_at = models.DateTimeField(null=True, blank=True)
+    # Whose requests it answers (services.scope_of): "" everyone's, "user:<id>" one user's; null for entries
+    # stored before scopes were recorded (they answer by key as before, but no prefix is read from them).
+    scope = models.CharField(max_length=40, null=True, blank=True, db_index=True)
     # Set on a shared-scope entry that exists because its owner shared this analysis by link: taking the
     # link back (or deleting the analysis) takes the entry with it.
     shared_from = models.ForeignKey(

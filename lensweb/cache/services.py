@@ -10,6 +10,7 @@ dtype its key names, under this engine version.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
@@ -51,6 +52,7 @@ class Key:
     # The key of the same result in the shared scope (what an operator warmed); equal to `key` when the
     # request is itself in the shared scope.
     shared: str = ""
+    scope: str | None = ""  # whose requests it answers (scope_of); None: not known (an old link)
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,38 @@ def make_key(identity: str, device: str, dtype: str, prepared, options, scope: s
         device,
         dtype,
         shared,
+        scope,
     )
+
+
+def prefix_sources(owner, lens_id: str, placement: dict, keyed: dict, limit: int) -> list[tuple]:
+    """Finished results `owner` may be answered from (the shared scope and their own) of `lens_id`,
+    computed where `placement` (a lens' metadata) says, with the `keyed` options, latest first, as
+    ("the result cache", token ids, rows loader) for analyses.prefixes."""
+    scope = scope_of(owner)
+    found = (
+        CachedResult.objects.filter(
+            lens_id=lens_id,
+            lens_identity=placement.get("identity") or "",
+            engine_version=placement.get("engine_version") or "",
+            device=cachekey.device_type(placement.get("device") or ""),
+            dtype=placement.get("dtype") or "",
+            scope__in=["", scope] if scope else [""],
+        )
+        .order_by("-created_at")
+        .values_list("pk", "options", "metadata")[:limit]
+    )
+    sources = []
+    for pk, options, metadata in found:
+        ids = (metadata or {}).get("token_ids")
+        if isinstance(ids, list) and all(options.get(name) == value for name, value in keyed.items()):
+            sources.append(("the result cache", ids, functools.partial(_entry_rows, pk)))
+    return sources
+
+
+def _entry_rows(pk: int, positions: set[int]) -> list[dict]:
+    entry = CachedResult.objects.filter(pk=pk).first()
+    return [row for row in entry.rows if row["position"] in positions] if entry else []
 
 
 def computed_by(metadata: dict) -> tuple:
@@ -366,12 +399,24 @@ def job_ended(job: Analysis) -> None:
             hit = _result_of(job)
             if _storable(job, link, hit):
                 key = Key(
-                    link.key, link.lens_identity, link.n_tokens, link.engine_version, link.device, link.dtype
+                    link.key,
+                    link.lens_identity,
+                    link.n_tokens,
+                    link.engine_version,
+                    link.device,
+                    link.dtype,
+                    scope=_scope_of_link(link, job),
                 )
                 store(key, job.lens_id, job.options, hit)
             complete_followers(job, hit)
         elif job.status in Analysis.FINAL:
             release_followers(job)
+
+
+def _scope_of_link(link: CacheLink, job: Analysis) -> str | None:
+    if not link.shared_key:
+        return None  # linked before scopes were recorded
+    return "" if link.key == link.shared_key else f"user:{job.owner_id}"
 
 
 def _result_of(job: Analysis) -> Hit:
@@ -455,6 +500,7 @@ def store(key: Key, lens_id: str, options: dict, hit: Hit) -> CachedResult:
             "timings": hit.timings,
             "computed_seconds": hit.computed_seconds,
             "size_bytes": len(blob),
+            "scope": key.scope,
         },
     )
     _front_set(entry)

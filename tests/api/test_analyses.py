@@ -26,7 +26,7 @@ def run_worker(worker, job_id: int, upto: int | None = None, finish: bool = True
     inp, options = AnalysisInput.from_dict(job.input), AnalysisOptions.from_dict(job.options)
     prepared = engine.prepare(spec, inp, options, services.limits())
     lens = engine.load(spec)
-    metadata = {**engine.metadata(lens), "positions": prepared.positions}  # as the worker records it
+    metadata = engine.metadata(lens, prepared)  # as the worker records it
     services.do_record_metadata(job.pk, worker.pk, metadata, prepared.total)
     positions = prepared.positions[:upto] if upto is not None else prepared.positions
     result = engine.analyze(lens, inp, options, remaining=positions, limits=services.limits())

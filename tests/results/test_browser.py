@@ -14,7 +14,7 @@ from lensweb.analyses import colours
 from lensweb.analyses.models import Analysis
 from lensweb.results.export import export_json
 from tests.conftest import scaled
-from tests.live import chromium, live_server
+from tests.live import chromium, live_server, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -59,11 +59,7 @@ def page(browser, site):
     context = browser.new_context(accept_downloads=True)
     page = context.new_page()
     page.set_default_timeout(scaled(30) * 1000)
-    page.goto(f"{site}/accounts/login/")
-    page.fill("#id_username", "demo")
-    page.fill("#id_password", "lensweb-demo")
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r"/$"))
+    sign_in(page, site)
     yield page
     context.close()
 

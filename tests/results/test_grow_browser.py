@@ -9,7 +9,7 @@ import re
 import pytest
 
 from tests.conftest import scaled, write_tiny_registry
-from tests.live import chromium, live_server
+from tests.live import chromium, live_server, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -37,11 +37,7 @@ def page(site):
         page.set_default_timeout(scaled(30) * 1000)
         errors: list[str] = []
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.goto(f"{site}/accounts/login/")
-        page.fill("#id_username", "demo")
-        page.fill("#id_password", "lensweb-demo")
-        page.click("button[type=submit]")
-        page.wait_for_url(re.compile(r"/$"))
+        sign_in(page, site)
         page.errors = errors
         yield page
 

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.live import chromium, live_server
+from tests.live import chromium, live_server, sign_in
 
 from .conftest import scaled, write_tiny_registry
 
@@ -50,11 +50,7 @@ def page(browser, server):
     context = browser.new_context()
     page = context.new_page()
     page.set_default_timeout(scaled(60) * 1000)
-    page.goto(f"{server}/accounts/login/")
-    page.fill("#id_username", "demo")
-    page.fill("#id_password", "lensweb-demo")
-    page.click("button[type=submit]")
-    page.wait_for_selector("#socket-state.live")
+    sign_in(page, server, then="#socket-state.live")
     yield page
     context.close()
 

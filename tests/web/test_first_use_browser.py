@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.live import chromium, live_server
+from tests.live import chromium, live_server, sign_in
 
 from .conftest import SLOW_TEXT, scaled, write_tiny_registry
 
@@ -41,11 +41,7 @@ def page(server):
         errors = []
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(f"{server}/")
-        page.fill("#id_username", "demo")
-        page.fill("#id_password", "lensweb-demo")
-        page.click("button[type=submit]")
-        page.wait_for_selector("#socket-state.live")
+        sign_in(page, server, then="#socket-state.live")
         page.console_errors = errors
         yield page
         context.close()

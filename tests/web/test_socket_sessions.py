@@ -16,7 +16,7 @@ from lensweb.analyses import services
 from lensweb.analyses.models import Analysis
 from lensweb.analyses.sessions import check_session
 from tests.conftest import scaled
-from tests.live import chromium, live_server
+from tests.live import chromium, live_server, sign_in
 
 from .conftest import job_state, write_tiny_registry
 from .test_consumers import receive_until, socket
@@ -197,11 +197,7 @@ def test_logging_out_in_another_tab_signs_the_live_page_out(tmp_path):
         live.set_default_timeout(scaled(60) * 1000)
         sockets = []
         live.on("websocket", lambda ws: sockets.append(ws.url))
-        live.goto(f"{base}/")
-        live.fill("#id_username", "demo")
-        live.fill("#id_password", "lensweb-demo")
-        live.click("button[type=submit]")
-        live.wait_for_selector("#socket-state.live")
+        sign_in(live, base, then="#socket-state.live")
         other = context.new_page()
         other.goto(f"{base}/")
         other.click("form.logout button")

@@ -152,7 +152,7 @@ class Command(BaseCommand):
                 spec.id,
                 options,
                 result.rows,
-                engine.metadata(lens),
+                engine.metadata(lens, prepared),
                 result.timings,
                 time.monotonic() - t0,
             )
