@@ -130,23 +130,18 @@ def _input(args) -> AnalysisInput:
 
 
 def _analyze(args) -> int:
-    from .analysis import analyze
+    from .driver import analyze
 
     options = _options(args, AnalysisOptions).validate(CLI_LIMITS)
-    lens = _load(args)
-    if getattr(lens, "kind", "lens") == "nla":
-        from .nla import analyze as analyze_nla
-
-        result = analyze_nla(
-            lens,
-            _input(args),
-            options,
-            rows_budget=args.rows_budget,
-            limits=CLI_LIMITS,
-            max_new_tokens=args.max_new_tokens,
-        )
-    else:
-        result = analyze(lens, _input(args), options, rows_budget=args.rows_budget, limits=CLI_LIMITS)
+    lens = _load(args)  # --max-new-tokens is refused there for all but an NLA
+    result = analyze(
+        lens,
+        _input(args),
+        options,
+        rows_budget=args.rows_budget,
+        limits=CLI_LIMITS,
+        max_new_tokens=args.max_new_tokens,
+    )
     if args.json:
         json.dump(
             {"metadata": {**result.metadata, "timings": result.timings}, "rows": result.rows}, sys.stdout

@@ -1,7 +1,7 @@
-"""Positions → batches → rows: activations, best-of-k explanations, metrics, salience, KL, logit lens.
+"""The Consistency Lens family (inference.driver runs it): a batch of positions → best-of-k explanations,
+metrics, salience, KL, logit lens. `analyze` here is the driver's, for callers that know this module.
 
 Deterministic: a row depends only on (lens, input, options, seed, position), never on the batch it ran in.
-Incremental: rows are handed out per finished batch. Cancellation is checked between decode steps.
 """
 
 from __future__ import annotations
@@ -13,22 +13,17 @@ from typing import Any
 import torch
 
 from . import ENGINE_VERSION
-from .batching import OnProgress, ticked_batches
 from .decoding import decode
+from .driver import Family, Work, analyze  # noqa: F401  (analyze: this module's entry, for every family)
 from .encoding import cosine_similarity, encode, mse, relative_rmse, salience
 from .errors import OptionError
 from .inputs import prepare_input
 from .lens import Lens
-from .limits import DEFAULT_LIMITS, Limits
-from .metrics import activation_norms, kl_divergences, logit_lens_top, norm_range, orig_forward
+from .metrics import activation_norms, kl_divergences, logit_lens_top, norm_range
 from .sampling import uniforms_for_rows
-from .types import AnalysisInput, AnalysisOptions, AnalysisResult, BatchUpdate, OnBatch, ShouldCancel
+from .types import AnalysisOptions
 
 DEFAULT_CPU_ROWS = 256
-
-
-class _Cancelled(Exception):
-    pass
 
 
 def default_rows_budget(lens: Lens) -> int:
@@ -45,85 +40,9 @@ def default_rows_budget(lens: Lens) -> int:
     return DEFAULT_CPU_ROWS
 
 
-def analyze(
-    lens: Lens,
-    inp: AnalysisInput,
-    options: AnalysisOptions,
-    *,
-    remaining: list[int] | None = None,
-    on_batch: OnBatch | None = None,
-    should_cancel: ShouldCancel | None = None,
-    rows_budget: int | None = None,
-    limits: Limits = DEFAULT_LIMITS,
-    on_progress: OnProgress | None = None,
-    first_batch: int | None = None,
-) -> AnalysisResult:
-    """Rows for every analysed position (or, resuming, the `remaining` ones), handed out per batch through `on_batch`; the
-    batches start at `first_batch` positions (inference.batching) and grow to the rows budget, and
-    `on_progress` hears every decode step and phase in between."""
-    if getattr(lens, "kind", "lens") == "nla":  # an inference.nla.NLALens: the NLA's own pipeline
-        from .nla_analysis import analyze_nla
-
-        return analyze_nla(
-            lens,
-            inp,
-            options,
-            remaining=remaining,
-            on_batch=on_batch,
-            should_cancel=should_cancel,
-            rows_budget=rows_budget,
-            limits=limits,
-            on_progress=on_progress,
-            first_batch=first_batch,
-        )
-    t_start = time.perf_counter()
-    options.validate(limits)
-    prepared = prepare_input(lens.tokenizer, inp, options, limits)
-    todo = _positions_to_run(prepared.positions, remaining)
-    already = len(prepared.positions) - len(todo)
-    budget = rows_budget or default_rows_budget(lens)
-    per_batch = max(1, budget // options.best_of_k)
-    timings = {"activations": 0.0, "decode": 0.0, "encode": 0.0, "salience": 0.0, "kl": 0.0}
-
-    def check_cancel():
-        if should_cancel is not None and should_cancel():
-            raise _Cancelled
-
-    rows: list[dict[str, Any]] = []
-    status = "done"
-    with torch.inference_mode():
-        ids = torch.tensor(prepared.token_ids, device=lens.device)
-        t0 = time.perf_counter()
-        orig = orig_forward(lens, ids, full=options.kl)
-        norm_range(lens)  # once per loaded lens: one forward of a short text, with the activations' time
-        timings["activations"] += time.perf_counter() - t0
-        try:
-            for batch_positions, ticker in ticked_batches(
-                todo,
-                per_batch,
-                first_batch,
-                check_cancel,
-                on_progress,
-                done_before=already,
-                total=len(prepared.positions),
-                steps=lens.t_text,
-            ):
-                new_rows = _analyze_batch(
-                    lens, prepared, orig, batch_positions, options, budget, timings, ticker
-                )
-                rows.extend(new_rows)
-                update = BatchUpdate(rows=new_rows, done=already + len(rows), total=len(prepared.positions))
-                if on_batch is not None and on_batch(update) is False:
-                    status = "stopped" if len(rows) < len(todo) else "done"
-                    break
-        except _Cancelled:
-            status = "cancelled"
-    timings["total"] = time.perf_counter() - t_start
-    metadata = analysis_metadata(lens, prepared, options)
-    return AnalysisResult(status=status, rows=rows, metadata=metadata, timings=timings)
-
-
-def analysis_metadata(lens: Lens, prepared, options: AnalysisOptions) -> dict[str, Any]:
+def analysis_metadata(
+    lens: Lens, prepared, options: AnalysisOptions, steps: int | None = None
+) -> dict[str, Any]:
     return {
         **lens.metadata(),
         "options": options.to_dict(),
@@ -138,17 +57,8 @@ def analysis_metadata(lens: Lens, prepared, options: AnalysisOptions) -> dict[st
     }
 
 
-def _positions_to_run(all_positions: list[int], requested: list[int] | None) -> list[int]:
-    if requested is None:
-        return list(all_positions)
-    allowed = set(all_positions)
-    bad = sorted(set(requested) - allowed)
-    if bad:
-        raise OptionError(f"positions {bad[:5]} are outside the analysed range of this input")
-    return sorted(set(requested))
-
-
-def _analyze_batch(lens, prepared, orig, positions, options, budget, timings, ticker) -> list[dict]:
+def _analyze_batch(lens, prepared, orig, positions, options, work: Work) -> list[dict]:
+    budget, ticker = work.budget, work.ticker
     k = options.best_of_k
     pos = torch.tensor(positions, device=lens.device)
     acts = orig.acts[pos]  # (B, d) float32
@@ -183,10 +93,7 @@ def _analyze_batch(lens, prepared, orig, positions, options, budget, timings, ti
         kl = kl_divergences(lens, orig, positions, best_recon)
     t4 = time.perf_counter()
     ll = logit_lens_top(lens, acts) if options.logit_lens else None
-    timings["decode"] += t1 - t0
-    timings["encode"] += t2 - t1
-    timings["salience"] += t3 - t2
-    timings["kl"] += t4 - t3
+    work.spent(t0, t1, t2, t3, t4)
     return _rows(
         lens, prepared, positions, tokens, all_mse, best, best_tokens, best_mse, scores, sal, kl, ll, options
     )
@@ -259,5 +166,19 @@ def _token_decoder(tokenizer):
 
     return decode_one
 
+
+def _steps(lens: Lens, max_new_tokens: int | None, limits) -> int:
+    if max_new_tokens is not None:
+        raise OptionError("max_new_tokens is an NLA's: a Consistency Lens' explanations have its T tokens")
+    return lens.t_text
+
+
+FAMILY = Family(
+    kind="lens",
+    steps=_steps,
+    rows_budget=lambda lens, steps: default_rows_budget(lens),
+    batch=_analyze_batch,
+    metadata=analysis_metadata,
+)
 
 __all__ = ["analyze", "prepare_input", "default_rows_budget"]

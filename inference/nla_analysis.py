@@ -1,4 +1,4 @@
-"""NLA analysis: positions → batches → rows (shared/spec/nla.md §2–§5), with inference.analysis' contract.
+"""The NLA family (inference.driver runs it): a batch of positions → rows (shared/spec/nla.md §2–§5).
 
 Per text: one base forward to block K (the activations). Per batch of positions: the AV's prompt suffix from
 the marker on, after the prompt's shared K/V, with the rescaled activation in the marker's row; its K/V
@@ -18,25 +18,18 @@ from typing import Any
 import torch
 
 from . import ENGINE_VERSION
-from .analysis import _Cancelled, _positions_to_run
-from .batching import OnProgress, ticked_batches
+from .driver import Family, Work, analyze
 from .encoding import relative_rmse
 from .errors import InputError
-from .inputs import prepare_input
-from .limits import DEFAULT_LIMITS, Limits
-from .metrics import activation_norms, kl_divergences, logit_lens_top, norm_range, orig_forward
+from .metrics import activation_norms, kl_divergences, logit_lens_top, norm_range
 from .models import embed_tokens, forward, lm_head, make_cache, text_config
 from .nla import NLALens
 from .nla_format import STOP_STRING, explanation_words, fill, parse_explanation, without_word
 from .options import check_int
 from .sampling import sample_tokens, uniforms_for_rows
 from .types import (
-    AnalysisInput,
     AnalysisOptions,
     AnalysisResult,
-    BatchUpdate,
-    OnBatch,
-    ShouldCancel,
 )
 
 DEFAULT_CPU_ROWS = 64  # AV rows (positions x k) per batch: each holds the prompt's and its own K/V
@@ -66,69 +59,16 @@ def default_rows_budget(nla: NLALens, steps: int) -> int:
     return DEFAULT_CPU_ROWS
 
 
-def analyze_nla(
-    nla: NLALens,
-    inp: AnalysisInput,
-    options: AnalysisOptions,
-    *,
-    remaining: list[int] | None = None,
-    on_batch: OnBatch | None = None,
-    should_cancel: ShouldCancel | None = None,
-    rows_budget: int | None = None,
-    limits: Limits = DEFAULT_LIMITS,
-    max_new_tokens: int | None = None,
-    on_progress: OnProgress | None = None,
-    first_batch: int | None = None,
-) -> AnalysisResult:
-    """Rows for every analysed position (or, resuming, the `remaining` ones), handed out per batch through `on_batch`; the same
-    arguments and result as inference.analysis.analyze. `max_new_tokens` defaults to the lens' setting and
-    is bounded by `limits.max_new_tokens`."""
-    t_start = time.perf_counter()
-    options.validate(limits)
+def analyze_nla(nla: NLALens, inp, options, **kwargs) -> AnalysisResult:
+    """inference.driver.analyze for an NLA (the same arguments and result; `max_new_tokens` defaults to the
+    lens' setting and is bounded by `limits.max_new_tokens`)."""
+    return analyze(nla, inp, options, **kwargs)
+
+
+def _steps(nla: NLALens, max_new_tokens: int | None, limits) -> int:
     steps = nla.max_new_tokens if max_new_tokens is None else max_new_tokens
     check_int("max_new_tokens", steps, 1, limits.max_new_tokens)
-    prepared = prepare_input(nla.tokenizer, inp, options, limits)
-    todo = _positions_to_run(prepared.positions, remaining)
-    already = len(prepared.positions) - len(todo)
-    budget = rows_budget or default_rows_budget(nla, steps)
-    per_batch = max(1, budget // options.best_of_k)
-    timings = {"activations": 0.0, "decode": 0.0, "encode": 0.0, "salience": 0.0, "kl": 0.0}
-
-    def check_cancel():
-        if should_cancel is not None and should_cancel():
-            raise _Cancelled
-
-    rows: list[dict[str, Any]] = []
-    status = "done"
-    with torch.inference_mode():
-        ids = torch.tensor(prepared.token_ids, device=nla.device)
-        t0 = time.perf_counter()
-        orig = orig_forward(nla, ids, full=options.kl)  # once per text
-        norm_range(nla)  # once per loaded NLA: one forward of a short text
-        timings["activations"] += time.perf_counter() - t0
-        try:
-            for batch, ticker in ticked_batches(
-                todo,
-                per_batch,
-                first_batch,
-                check_cancel,
-                on_progress,
-                done_before=already,
-                total=len(prepared.positions),
-                steps=steps,
-            ):
-                new_rows = _analyze_batch(nla, prepared, orig, batch, options, steps, timings, ticker)
-                rows.extend(new_rows)
-                update = BatchUpdate(rows=new_rows, done=already + len(rows), total=len(prepared.positions))
-                if on_batch is not None and on_batch(update) is False:
-                    status = "stopped" if len(rows) < len(todo) else "done"
-                    break
-        except _Cancelled:
-            status = "cancelled"
-    timings["total"] = time.perf_counter() - t_start
-    return AnalysisResult(
-        status=status, rows=rows, metadata=analysis_metadata(nla, prepared, options, steps), timings=timings
-    )
+    return steps
 
 
 def analysis_metadata(nla: NLALens, prepared, options: AnalysisOptions, steps: int) -> dict[str, Any]:
@@ -154,7 +94,8 @@ def analysis_metadata(nla: NLALens, prepared, options: AnalysisOptions, steps: i
     }
 
 
-def _analyze_batch(nla, prepared, orig, positions, options, steps, timings, ticker) -> list[dict]:
+def _analyze_batch(nla, prepared, orig, positions, options, work: Work) -> list[dict]:
+    steps, ticker = work.steps, work.ticker
     k, n = options.best_of_k, len(positions)
     acts = orig.acts[torch.tensor(positions, device=nla.device)]  # (B, d) float32
     if not torch.isfinite(acts).all():
@@ -189,10 +130,7 @@ def _analyze_batch(nla, prepared, orig, positions, options, steps, timings, tick
         kl = kl_divergences(nla, orig, positions, best_recon * norms).tolist()
     t4 = time.perf_counter()
     ll = logit_lens_top(nla, acts) if options.logit_lens else None
-    timings["decode"] += t1 - t0
-    timings["encode"] += t2 - t1
-    timings["salience"] += t3 - t2
-    timings["kl"] += t4 - t3
+    work.spent(t0, t1, t2, t3, t4)
 
     metrics = {"mse_nrm": mse_nrm.tolist(), "cos": cos.tolist(), "mse": raw.tolist()}
     rel_l = rel.tolist()
@@ -394,3 +332,12 @@ def word_salience(
     for b, m in zip(owner, ablated_l, strict=True):
         out[b].append((m - base_l[b]) / base_l[b] if base_l[b] > 0 else 0.0)
     return out
+
+
+FAMILY = Family(
+    kind="nla",
+    steps=_steps,
+    rows_budget=default_rows_budget,
+    batch=_analyze_batch,
+    metadata=analysis_metadata,
+)

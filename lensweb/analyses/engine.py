@@ -127,7 +127,7 @@ class InferenceEngine:
         return metadata
 
     def analyze(self, lens, inp, options, **kwargs):
-        from inference.analysis import analyze
+        from inference.driver import analyze
 
         return analyze(lens, inp, options, **kwargs)
 
