@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,14 @@ import torch
 from . import ENGINE_VERSION
 from .checkpoints import LensCheckpoint, read_checkpoint, resolve_checkpoint_path
 from .errors import CheckpointError, ModelLoadError
+from .loading import (  # noqa: F401  (pick_device, pick_dtype: this module's API too)
+    load_model,
+    load_tokenizer_from,
+    model_fingerprint,
+    pick_device,
+    pick_dtype,
+)
+from .metrics import norm_range
 from .models import (
     KV,
     embed_tokens,
@@ -85,21 +92,6 @@ class Lens:
         }
 
 
-def pick_device(requested: str | None = None) -> torch.device:
-    name = requested or os.environ.get("LENSWEB_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def pick_dtype(device: torch.device, requested: str | None = None) -> torch.dtype:
-    """float32 on CPU (exact agreement with the research code); bf16 where CUDA supports it."""
-    name = requested or os.environ.get("LENSWEB_DTYPE")
-    if name:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
-
-
 def load_tokenizer(spec: LensSpec):
     """The tokenizer alone: cheap, for bounds checks where the model is not loaded."""
     if spec.is_nla:  # the NLA's base model's tokenizer
@@ -109,8 +101,8 @@ def load_tokenizer(spec: LensSpec):
     if spec.is_demo:
         from .demo_base import ensure_demo_base
 
-        return _load_tokenizer_from(str(ensure_demo_base()))
-    return _load_tokenizer_from(checkpoint_facts(spec).base)
+        return load_tokenizer_from(str(ensure_demo_base()))
+    return load_tokenizer_from(checkpoint_facts(spec).base)
 
 
 @dataclass(frozen=True)
@@ -166,18 +158,18 @@ def load_lens(spec: LensSpec, device: str | None = None, dtype: str | None = Non
         from .demo_base import ensure_demo_base
 
         base = str(ensure_demo_base())
-        model = _load_model(base, dev, dt)
-        tokenizer = _load_tokenizer_from(base)
+        model = load_model(base, dev, dt)
+        tokenizer = load_tokenizer_from(base)
         ckpt = demo_checkpoint(model, tokenizer)
         untrained = True
     else:
         ckpt = read_checkpoint(spec.checkpoint)
         base = _base_location(spec, ckpt)
-        model = _load_model(base, dev, dt)
-        tokenizer = _load_tokenizer_from(base)
+        model = load_model(base, dev, dt)
+        tokenizer = load_tokenizer_from(base)
         untrained = False
     t_model = time.perf_counter()
-    orig = _load_model(spec.donor_model, dev, dt) if spec.donor_model else model
+    orig = load_model(spec.donor_model, dev, dt) if spec.donor_model else model
     if orig is not model:
         _check_same_architecture(model, orig, spec.donor_model)
     ckpt.check_against(hidden_size(model), num_layers(model))
@@ -226,35 +218,6 @@ def _base_location(spec: LensSpec, ckpt: LensCheckpoint) -> str:
         if cand.is_dir():
             return str(cand)
     return name  # a hub name, resolved from the local cache only
-
-
-def _load_model(location: str, device: torch.device, dtype: torch.dtype):
-    from transformers import AutoModelForCausalLM
-
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            location,
-            dtype=dtype,
-            local_files_only=True,  # default attention: SDPA where the family has it
-        )
-    except Exception as exc:  # transformers raises OSError, ValueError, … for a missing or broken model
-        raise ModelLoadError(f"cannot load model {location!r}: {exc}") from exc
-    model.to(device).eval()
-    model.requires_grad_(False)
-    return model
-
-
-def _load_tokenizer_from(location: str):
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    try:
-        if (Path(location) / "tokenizer.json").is_file():
-            # tokenizer.json is the exact pipeline; AutoTokenizer may rebuild a slow class from vocab + merges
-            # and lose pre-tokenizer steps (transformers 5 drops SmolLM2's digit splitting that way).
-            return PreTrainedTokenizerFast.from_pretrained(location, local_files_only=True)
-        return AutoTokenizer.from_pretrained(location, local_files_only=True)
-    except Exception as exc:
-        raise ModelLoadError(f"cannot load the tokenizer of {location!r}: {exc}") from exc
 
 
 def _check_same_architecture(base, donor, name: str) -> None:
@@ -308,42 +271,6 @@ def spec_identity(spec: LensSpec) -> str:
     return _identity(facts.sha256, facts.base, spec.donor_model)
 
 
-_FINGERPRINTS: dict[tuple, str] = {}
-_FINGERPRINT_LOCK = threading.Lock()  # concurrent first submissions hash a model directory once
-
-
-def model_fingerprint(location: str) -> str:
-    """sha256 over a model directory's config and weight files, remembered per (path, mtimes) in-process."""
-    path = Path(location)
-    if not path.is_dir():
-        return f"name:{location}"
-    key = (str(path.resolve()), tuple(sorted((f.name, f.stat().st_mtime_ns) for f in path.iterdir())))
-    with _FINGERPRINT_LOCK:
-        if key not in _FINGERPRINTS:
-            _FINGERPRINTS[key] = _hash_model_dir(path)
-        return _FINGERPRINTS[key]
-
-
-def _hash_model_dir(path: Path) -> str:
-    """Sampled beyond 2 GiB per file, so that 27B models still load quickly."""
-    h = hashlib.sha256()
-    for f in sorted(path.iterdir()):
-        if f.suffix not in (".json", ".safetensors", ".bin", ".model", ".txt", ".jinja") or not f.is_file():
-            continue
-        h.update(f.name.encode())
-        size = f.stat().st_size
-        h.update(str(size).encode())
-        with f.open("rb") as fh:
-            if size <= 2 << 30:
-                for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            else:
-                for offset in range(0, size, size // 64):
-                    fh.seek(offset)
-                    h.update(fh.read(1 << 16))
-    return h.hexdigest()
-
-
 def embed(lens: Lens, ids: torch.Tensor) -> torch.Tensor:
     return embed_tokens(lens.model, ids)
 
@@ -351,8 +278,6 @@ def embed(lens: Lens, ids: torch.Tensor) -> torch.Tensor:
 def _norm_range(lens) -> dict:
     """The lens' usual ‖A‖ and the range outside which a row is flagged (inference.metrics.norm_range): in
     the metadata a worker stores, so that every page and export can state the rule."""
-    from .metrics import norm_range  # metrics imports this module
-
     return norm_range(lens).to_dict()
 
 

@@ -4,11 +4,14 @@ logit-lens columns (spec §1, §3)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import DynamicCache
 
-from .lens import Lens
+if TYPE_CHECKING:  # a type only: lens.py reads metrics for its metadata
+    from .lens import Lens
+
 from .models import KV, blocks, cache_kv, embed_tokens, forward, lm_head, make_cache
 
 KL_CACHE_BYTES = 512 << 20  # memory for the K/V copies of one KL chunk

@@ -24,6 +24,8 @@ import torch
 
 from . import ENGINE_VERSION
 from .errors import CheckpointError
+from .loading import load_model, load_tokenizer_from, model_fingerprint, pick_device, pick_dtype
+from .metrics import norm_range
 from .models import KV, hidden_size, num_layers, run_prefix
 from .nla_format import (
     SIDECAR,
@@ -184,16 +186,12 @@ def base_location(spec: LensSpec, av_meta: dict[str, Any], av_dir: Path) -> str:
 
 def nla_tokenizer(spec: LensSpec):
     """The base model's tokenizer, which analysed texts are tokenised with."""
-    from .lens import _load_tokenizer_from
-
     av_dir, _ = nla_paths(spec)
-    return _load_tokenizer_from(base_location(spec, read_sidecar(av_dir, "av"), av_dir))
+    return load_tokenizer_from(base_location(spec, read_sidecar(av_dir, "av"), av_dir))
 
 
 def nla_spec_identity(spec: LensSpec) -> str:
     """A content hash of the three models, the sidecars and the settings that change a row."""
-    from .lens import model_fingerprint
-
     av_dir, ar_dir = nla_paths(spec)
     base = base_location(spec, read_sidecar(av_dir, "av"), av_dir)
     h = hashlib.sha256(b"nla|")
@@ -223,16 +221,14 @@ def _max_new_tokens(spec: LensSpec) -> int:
 def load_nla(spec: LensSpec, device: str | None = None, dtype: str | None = None) -> NLALens:
     """Check the pair (sidecars, configs, tokenizers, value head) before any weight loads, then load the base,
     the AV and the AR and compute the AV prompt's shared prefix. Slow (seconds): call it in the worker."""
-    from .lens import _load_model, _load_tokenizer_from, pick_device, pick_dtype
-
     t0 = time.perf_counter()
     av_dir, ar_dir = nla_paths(spec)
     av_meta, ar_meta = read_sidecar(av_dir, "av"), read_sidecar(ar_dir, "ar")
     cfg = parse_config(av_meta, ar_meta, av_dir, ar_dir, spec.nla_baseline_rawvar)
     av_type = check_shapes(cfg, av_dir, ar_dir)
     check_value_head(ar_dir / VALUE_HEAD, cfg.d_model)
-    av_tok = _load_tokenizer_from(str(av_dir))
-    ar_tok = _load_tokenizer_from(str(ar_dir))
+    av_tok = load_tokenizer_from(str(av_dir))
+    ar_tok = load_tokenizer_from(str(ar_dir))
     check_marker(cfg, av_tok, av_dir)
     prompt = av_prompt_ids(cfg, av_tok)
     position = check_prompt(cfg, prompt, av_tok, av_dir)
@@ -240,15 +236,15 @@ def load_nla(spec: LensSpec, device: str | None = None, dtype: str | None = None
     base_path = base_location(spec, av_meta, av_dir)
     if Path(base_path).is_dir():  # a local base is checked before loading; a hub name after
         check_base(cfg, *model_shape(Path(base_path), "base")[:2], base_path)
-    base_tok = _load_tokenizer_from(base_path)
+    base_tok = load_tokenizer_from(base_path)
     t_checks = time.perf_counter()
 
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
-    base = _load_model(base_path, dev, dt)
+    base = load_model(base_path, dev, dt)
     check_base(cfg, hidden_size(base), num_layers(base), base_path)
-    av = _load_model(str(av_dir), dev, dt)
-    ar = _load_model(str(ar_dir), dev, dt)
+    av = load_model(str(av_dir), dev, dt)
+    ar = load_model(str(ar_dir), dev, dt)
     _drop_unused_head(ar)
     from safetensors.torch import load_file
 
@@ -331,8 +327,6 @@ def analyze(nla: NLALens, inp, options, **kwargs):
 def _norm_range(lens) -> dict:
     """The lens' usual ‖A‖ and the range outside which a row is flagged (inference.metrics.norm_range): in
     the metadata a worker stores, so that every page and export can state the rule."""
-    from .metrics import norm_range  # metrics imports this module
-
     return norm_range(lens).to_dict()
 
 

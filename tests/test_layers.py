@@ -1,6 +1,8 @@
-"""Apps import downwards only (accounts → analyses → cache, results → api, monitoring), and never in a
-cycle; the engine imports no Django. Read from the source (every import statement, function-local ones
-included), so a lazy import cannot hide a cycle."""
+"""Who may import whom. Apps import downwards only (api, monitoring → cache, results → analyses → accounts:
+an arrow points at what is imported), never the project's top, and never in a cycle; no module of the
+engine, the project or the client is in an import cycle with another; the engine imports no Django. Read
+from the source (every import statement, function-level ones included, those under `if TYPE_CHECKING:`
+left out), so a lazy import cannot hide a cycle."""
 
 from __future__ import annotations
 
@@ -19,11 +21,28 @@ def app_names() -> set[str]:
     return {p.parent.name for p in APPS.glob("*/apps.py")}
 
 
-def imported_modules(path: Path) -> list[tuple[str, int]]:
-    """Absolute names of every module `path` imports, with the line."""
-    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+def _type_checking(node) -> bool:
+    """`if TYPE_CHECKING:` (or typing.TYPE_CHECKING): imports for annotations only, never run."""
+    test = node.test
+    return isinstance(node, ast.If) and (
+        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
+        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    )
+
+
+def imported_modules(path: Path, package: str | None = None) -> list[tuple[str, int]]:
+    """Absolute names of every module `path` imports, with the line: function-level imports included,
+    those under `if TYPE_CHECKING:` left out. `package`: the one `path` is in (from its place under ROOT)."""
+    if package is None:
+        package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
     found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    stack = [ast.parse(path.read_text(), str(path))]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.If) and _type_checking(node):
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
         if isinstance(node, ast.Import):
             found += [(alias.name, node.lineno) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -35,7 +54,7 @@ def imported_modules(path: Path) -> list[tuple[str, int]]:
             found.append((name, node.lineno))
             # `from lensweb import cache` imports an app too
             found += [(f"{name}.{alias.name}", node.lineno) for alias in node.names]
-    return found
+    return sorted(found, key=lambda item: item[1])
 
 
 def app_edges() -> dict[tuple[str, str], list[str]]:
@@ -75,6 +94,88 @@ def find_cycle(edges) -> list[str] | None:
         if node not in state and (cycle := visit(node)):
             return cycle
     return None
+
+
+# Every package whose modules import one another: the engine, the project and its apps, the client.
+PACKAGES = {
+    "inference": ROOT / "inference",
+    "lensweb": ROOT / "lensweb",
+    "lensweb_client": ROOT / "clients" / "python" / "src" / "lensweb_client",
+}
+# The project's top, which only Django and servers import (never an app): settings name it by string.
+PROJECT_TOP = ("lensweb.asgi", "lensweb.urls")
+
+
+def modules_of(packages: dict[str, Path]) -> dict[str, Path]:
+    """Dotted name → file of every module of `packages` (migrations left out: they name other apps'
+    migrations, not their code)."""
+    found = {}
+    for prefix, folder in packages.items():
+        for path in folder.rglob("*.py"):
+            if "migrations" in path.parts:
+                continue
+            parts = [prefix, *path.relative_to(folder).with_suffix("").parts]
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def module_edges(packages: dict[str, Path]) -> dict[tuple[str, str], list[str]]:
+    """(importer, imported) → where, between the modules of `packages`; an import of a name inside a
+    module (`from .x import y`) is an edge to that module."""
+    modules = modules_of(packages)
+    edges: dict[tuple[str, str], list[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for imported, line in imported_modules(path, package):
+            while imported and imported not in modules:
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name:
+                edges.setdefault((name, imported), []).append(f"{path}:{line}")
+    return edges
+
+
+def cycle_message(edges, cycle) -> str:
+    steps = "; ".join(f"{a} → {b} at {edges[(a, b)][0]}" for a, b in zip(cycle, cycle[1:], strict=False))
+    return "import cycle " + " → ".join(cycle) + ": " + steps
+
+
+def test_no_import_cycle_between_modules():
+    """Among every module of the engine, the project and the client, imports inside functions counted: a
+    lazy import does not make a cycle go away, it only hides it until the first call."""
+    edges = module_edges(PACKAGES)
+    cycle = find_cycle(edges)
+    assert cycle is None, cycle_message(edges, cycle)
+
+
+def test_no_app_imports_the_projects_top():
+    """The top (asgi, urls) imports the apps; an app that imported it back (a management command getting
+    the ASGI application) would be an upward arrow: channels' get_default_application() reads the setting."""
+    offenders = [
+        f"{where} imports {imported}"
+        for (importer, imported), places in module_edges(PACKAGES).items()
+        for where in places
+        if imported in PROJECT_TOP and importer.split(".")[1:2] and importer.split(".")[1] in LAYERS
+    ]
+    assert offenders == []
+
+
+def test_the_module_cycle_finder_sees_lazy_imports_and_not_type_only_ones(tmp_path):
+    """The test of the test: a cycle through a function-level import is found; one closed only by an
+    import under `if TYPE_CHECKING:` is not a cycle."""
+    pkg = tmp_path / "planted"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from .b import helper\n")
+    (pkg / "b.py").write_text("def helper():\n    from . import a  # lazy: still an edge\n    return a\n")
+    (pkg / "c.py").write_text(
+        "from typing import TYPE_CHECKING\nfrom .a import helper\nif TYPE_CHECKING:\n    from .d import D\n"
+    )
+    (pkg / "d.py").write_text("from .c import helper\n")
+    edges = module_edges({"planted": pkg})
+    assert find_cycle(edges) == ["planted.a", "planted.b", "planted.a"]
+    assert ("planted.c", "planted.d") not in edges
+    (pkg / "b.py").write_text("def helper():\n    return 1\n")
+    assert find_cycle(module_edges({"planted": pkg})) is None
 
 
 def test_every_app_has_a_layer():

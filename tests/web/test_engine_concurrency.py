@@ -96,7 +96,7 @@ def test_concurrent_first_submissions_all_succeed_and_read_the_lens_once(
     register_worker(channel_name="", device="cpu")
     api_keys = [keys.create_key(user, "laptop")[1] for user in (alice, bob, carol)]
     reads = counting(monkeypatch, inference.lens, "read_checkpoint")
-    tokenizer_loads = counting(monkeypatch, inference.lens, "_load_tokenizer_from")
+    tokenizer_loads = counting(monkeypatch, inference.lens, "load_tokenizer_from")
     answers: list[tuple[int, str]] = []
 
     def submit(barrier, key, text):

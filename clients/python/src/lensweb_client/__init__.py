@@ -6,10 +6,9 @@ analysis = client.analyze("The capital of France is Paris.").wait(progress=True)
 analysis.to_pandas()
 """
 
-__version__ = "0.1.0"
-
-from .client import Client, Lens, LensStatus, Status  # noqa: E402  (after __version__, which client.py reads)
-from .errors import (  # noqa: E402
+from ._version import __version__
+from .client import Client, Lens, LensStatus, Status
+from .errors import (
     ApiError,
     AuthenticationError,
     ConnectionFailed,
@@ -23,8 +22,8 @@ from .errors import (  # noqa: E402
     RateLimited,
     Unavailable,
 )
-from .jobs import Analysis, Generation, Job  # noqa: E402
-from .sse import Event  # noqa: E402
+from .jobs import Analysis, Generation, Job
+from .sse import Event
 
 __all__ = [
     "Analysis",

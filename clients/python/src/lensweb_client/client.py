@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal
 
-from . import __version__
+from ._version import __version__
 from .errors import (
     ApiError,
     ConnectionFailed,

@@ -24,7 +24,9 @@ class Command(runserver.Command):
     def inner_run(self, *args, **options):
         worker = None
         if options.get("use_asgi", True) and settings.LENSWEB_EMBEDDED_WORKER:
-            from lensweb.asgi import application
+            from channels.routing import get_default_application
+
+            application = get_default_application()  # settings.ASGI_APPLICATION: no project import
 
             worker = embed_worker(application)
             self.stdout.write("The lens worker runs in this process (LENSWEB_EMBEDDED_WORKER).\n")

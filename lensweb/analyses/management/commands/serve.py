@@ -125,7 +125,9 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8000))
 
     def handle(self, *args, **options):
-        from lensweb.asgi import application
+        from channels.routing import get_default_application
+
+        application = get_default_application()  # settings.ASGI_APPLICATION: the app imports no project
 
         embedded = settings.LENSWEB_EMBEDDED_WORKER
         worker = embed_worker(application) if embedded else None
