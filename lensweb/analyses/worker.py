@@ -300,6 +300,7 @@ class LensWorker:
                 inp,
                 options,
                 remaining=remaining,
+                prepared=prepared,  # tokenised once per attempt: here, not again in the engine
                 on_batch=on_batch,
                 on_progress=self._progress_reporter(job),
                 should_cancel=lambda: self._is_cancelled(job),
