@@ -13,6 +13,7 @@ from django.template.loader import render_to_string
 from lensweb.analyses.colours import build_scale
 
 from . import rates
+from .families import NLA, family_of
 from .models import Analysis, AnalysisRow, Generation
 from .queue import queue_position, queue_positions
 
@@ -76,8 +77,7 @@ NLA_UNTRAINED_POSITIONS = 50
 
 
 def row_family(data: dict) -> str:
-    """An NLA's rows carry mse_nrm (and fve_nrm); a Consistency Lens' do not (both have cosine_similarity)."""
-    return "nla" if "mse_nrm" in data or "fve_nrm" in data else "lens"
+    return family_of(None, [data])
 
 
 def job_family(job: Analysis) -> str:
@@ -91,7 +91,7 @@ def job_family(job: Analysis) -> str:
             kind = getattr(get_engine().get_spec(job.lens_id), "kind", "lens")
         except Exception:  # a lens gone from the registry, or an engine without kinds: the classic columns
             kind = "lens"
-    return "nla" if kind == "nla" else "lens"
+    return family_of({"kind": kind})
 
 
 def asked_columns(job: Analysis, family: str | None = None) -> tuple[tuple, bool]:
@@ -106,14 +106,14 @@ def row_view(data: dict, columns: tuple | None = None) -> dict:
     """A card's row; `columns`: its card's metric columns (by default every column of the row's family)."""
     words = data.get("explanation_tokens") or [data.get("explanation", "")]
     family = row_family(data)
-    early = NLA_UNTRAINED_POSITIONS if family == "nla" else UNTRAINED_POSITIONS
+    early = NLA_UNTRAINED_POSITIONS if family == NLA else UNTRAINED_POSITIONS
     return {
         "position": data["position"],
         "token": _visible(data.get("token", "")),
         "early": data["position"] < early,
         "early_note": (
             "the autoencoder was trained on positions 50 and later only"
-            if family == "nla"
+            if family == NLA
             else "the lenses were never trained on positions 0–5"
         ),
         "words": [

@@ -26,6 +26,7 @@ from inference.types import AnalysisInput, AnalysisOptions, GenerationOptions
 from . import notify, quotas, rates, signals
 from .engine import get_engine
 from .errors import LensUnavailable, NoWorker, QueueFull, SubmissionError
+from .families import is_nla
 from .limits import limits  # noqa: F401  (service API)
 from .models import PLACEMENT_KEYS, Analysis, AnalysisRow, Generation, WorkerRecord
 from .queue import JOB_MODELS, fair_queue, queue_position, queue_positions  # noqa: F401  (service API)
@@ -575,7 +576,7 @@ def summarize_rows(rows, nla: bool | None = None) -> dict:
     if not rows:
         return {"rows": 0}
     if nla is None:
-        nla = any("mse_nrm" in data for data in rows)
+        nla = is_nla(None, rows)
     used, left = summary_rows(rows, nla)
     mses = [data["mse"] for data in used]
     positions = sorted(data["position"] for data in used)

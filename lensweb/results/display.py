@@ -12,9 +12,9 @@ from django.utils.safestring import SafeString, mark_safe
 
 from lensweb.analyses import colours
 from lensweb.analyses.colours import UNTRAINED_POSITIONS, ColourScheme, fmt
+from lensweb.analyses.families import LENS, NLA, family_of  # noqa: F401  (family_of: this module's API)
 from lensweb.analyses.services import summarize_rows, summary_rows
 
-from .export import is_nla
 from .models import ResultsPreference
 
 VIEWS = ("table", "transposed", "fulltext")
@@ -24,7 +24,6 @@ VIEW_LABELS = {"table": "Table", "transposed": "Transposed", "fulltext": "Full t
 # row also has the raw mse and relative RMSE (exports keep them), but it is judged by direction: fve, cos,
 # mse_nrm. Every row of either family has cos(A, Â) and ‖A‖ (rows stored before they existed have neither:
 # empty cells).
-LENS, NLA = "lens", "nla"
 FAMILY_METRICS = {
     LENS: ("mse", "relative_rmse", "cosine_similarity", "kl", "activation_norm"),
     NLA: ("fve_nrm", "cosine_similarity", "mse_nrm", "kl", "activation_norm"),
@@ -88,12 +87,6 @@ SALIENCE_NOTES = {
     "the reconstructor's input: positive (orange in the safe palette) carries information.",
 }
 FAMILY_NAMES = {LENS: "Consistency Lens", NLA: "Natural Language Autoencoder"}
-
-
-def family_of(metadata: dict | None, rows: list[dict] = ()) -> str:
-    """The family: "nla" when the analysis' metadata says so (engine metadata, kept by exports and imports)
-    or its rows carry the NLA metrics (a file from elsewhere), else "lens"."""
-    return NLA if is_nla(metadata, rows[:1]) else LENS
 
 
 def metrics_of(family: str, rows: list[dict]) -> tuple[str, ...]:

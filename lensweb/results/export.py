@@ -26,6 +26,8 @@ import io
 import json
 from typing import Any
 
+from lensweb.analyses.families import NLA_ONLY_FIELDS, is_nla  # noqa: F401  (is_nla: this module's API)
+
 FORMAT = "lensweb-analysis"
 FORMAT_VERSION = 1
 KL_NOT_COMPUTED = -1.0
@@ -56,7 +58,6 @@ EXPORT_FIELDS = RESEARCH_FIELDS + OUR_FIELDS + FIDELITY_FIELDS
 # An NLA's rows: its metrics always, then the verbaliser's raw output when the row has it.
 NLA_METRIC_FIELDS = ("mse_nrm", "cosine_similarity", "fve_nrm")
 # Fields only an NLA's rows have: what tells a file's rows apart by family (cos is on every row now).
-NLA_ONLY_FIELDS = ("mse_nrm", "fve_nrm")
 NLA_EXTRA_FIELDS = ("av_text", "av_stop", "explanation_parsed")
 NLA_FIELDS = NLA_METRIC_FIELDS + NLA_EXTRA_FIELDS
 CSV_FIELDS = (
@@ -86,14 +87,6 @@ ENVELOPE_KEYS = ("format", "format_version", "analysis_id", "status", "input", "
 
 def current_token_suffix(row: dict, add_current_token: bool) -> str | None:
     return f"[{row.get('token', '')}]" if add_current_token else None
-
-
-def is_nla(metadata: dict | None, rows: list[dict] = ()) -> bool:
-    """An NLA's analysis: its metadata says so (the engine's, kept by export and import), or its rows carry
-    the NLA-only metrics (a file from elsewhere; cosine_similarity is on a Consistency Lens' rows too)."""
-    if (metadata or {}).get("kind") == "nla":
-        return True
-    return any(isinstance(r, dict) and any(k in r for k in NLA_ONLY_FIELDS) for r in rows)
 
 
 def research_row(row: dict, add_current_token: bool, nla: bool = False) -> dict[str, Any]:
