@@ -3,7 +3,6 @@ render the same partials, so a reload and a live update can never disagree."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -16,6 +15,7 @@ from . import rates
 from .families import NLA, family_of
 from .models import Analysis, AnalysisRow, Generation
 from .queue import queue_position, queue_positions
+from .rowtext import logit_lens_text, number, visible
 
 UNFINISHED = (Analysis.Status.QUEUED, Analysis.Status.RUNNING)
 
@@ -23,17 +23,7 @@ UNFINISHED = (Analysis.Status.QUEUED, Analysis.Status.RUNNING)
 UNTRAINED_POSITIONS = 6
 
 
-def _visible(token: str) -> str:
-    return token.replace("\n", "↵").replace("\t", "⇥") if token else token
-
-
 CARD_SALIENCE_SCALE = build_scale("salience", [], fitted=False)
-
-
-def _number(value, digits=4):
-    if isinstance(value, int | float) and math.isfinite(value):
-        return f"{value:.{digits}f}"
-    return ""
 
 
 def _salience_classes(saliences, n):
@@ -42,19 +32,6 @@ def _salience_classes(saliences, n):
     if not saliences or len(saliences) != n:
         return [""] * n
     return [CARD_SALIENCE_SCALE.css_class(s) for s in saliences]
-
-
-def _logit_lens(top) -> str:
-    if not top:
-        return ""
-    items = []
-    for item in top[:5]:
-        if isinstance(item, dict):
-            item = item.get("token", "")
-        elif isinstance(item, list | tuple):
-            item = item[0] if item else ""
-        items.append(_visible(str(item)))
-    return " · ".join(items)
 
 
 # A card's metric columns per lens family: a Consistency Lens' mse, relative RMSE and KL; a Natural Language
@@ -109,7 +86,7 @@ def row_view(data: dict, columns: tuple | None = None) -> dict:
     early = NLA_UNTRAINED_POSITIONS if family == NLA else UNTRAINED_POSITIONS
     return {
         "position": data["position"],
-        "token": _visible(data.get("token", "")),
+        "token": visible(data.get("token", "")),
         "early": data["position"] < early,
         "early_note": (
             "the autoencoder was trained on positions 50 and later only"
@@ -117,7 +94,7 @@ def row_view(data: dict, columns: tuple | None = None) -> dict:
             else "the lenses were never trained on positions 0–5"
         ),
         "words": [
-            {"text": _visible(w), "cls": c, "salience": _number(s, 3)}
+            {"text": visible(w), "cls": c, "salience": number(s, 3)}
             for w, c, s in zip(
                 words,
                 _salience_classes(data.get("token_salience"), len(words)),
@@ -126,11 +103,11 @@ def row_view(data: dict, columns: tuple | None = None) -> dict:
             )
         ],
         "explanation": data.get("explanation", ""),
-        "mse": _number(data.get("mse")),
-        "relative_rmse": _number(data.get("relative_rmse")),
-        "kl": _number(data.get("kl")),
-        "metrics": [_number(data.get(key)) for key, _, _ in (columns or CARD_COLUMNS[family])],
-        "logit_lens": _logit_lens(data.get("logit_lens_top")),
+        "mse": number(data.get("mse")),
+        "relative_rmse": number(data.get("relative_rmse")),
+        "kl": number(data.get("kl")),
+        "metrics": [number(data.get(key)) for key, _, _ in (columns or CARD_COLUMNS[family])],
+        "logit_lens": logit_lens_text(data.get("logit_lens_top")),
     }
 
 

@@ -13,6 +13,7 @@ from django.utils.safestring import SafeString, mark_safe
 from lensweb.analyses import colours
 from lensweb.analyses.colours import UNTRAINED_POSITIONS, ColourScheme, fmt
 from lensweb.analyses.families import LENS, NLA, family_of  # noqa: F401  (family_of: this module's API)
+from lensweb.analyses.rowtext import logit_lens_text, number, visible  # noqa: F401  (this module's API too)
 from lensweb.analyses.services import summarize_rows, summary_rows
 
 from .models import ResultsPreference
@@ -195,21 +196,6 @@ def _choice(value, allowed, default):
     return value if value in allowed else default
 
 
-def visible(token: str | None) -> str:
-    """Whitespace a reader can see: newlines and tabs as arrows (spaces stay, shown with white-space: pre)."""
-    if not token:
-        return token or ""
-    if not token.strip(" "):
-        return token.replace(" ", "␣")  # a token of spaces only would otherwise show as nothing
-    return token.replace("\n", "↵").replace("\t", "⇥").replace("\r", "␍")
-
-
-def number(value, digits: int = 4) -> str:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return f"{value:.{digits}f}"
-    return ""
-
-
 def _words_html(data: dict, scheme: ColourScheme, add_current: bool) -> SafeString:
     """The explanation, one span per explanation token, coloured by its salience. Built here, not in a
     template loop: a 1,000-row page has 8,000+ of these and template loops are the page's slow part."""
@@ -316,12 +302,6 @@ def norm_text(value) -> str:
     return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
-def _logit_lens(top) -> str:
-    if not isinstance(top, list) or not top:
-        return ""
-    return " · ".join(visible(str(t)) for t in top[:6] if t is not None)
-
-
 def _num(value):
     return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
@@ -341,7 +321,7 @@ def row_views(
             mse=_num(data.get("mse")),
             relative_rmse=_num(data.get("relative_rmse")),
             kl=_num(data.get("kl")),
-            logit_lens=_logit_lens(data.get("logit_lens_top")),
+            logit_lens=logit_lens_text(data.get("logit_lens_top")),
             candidates=len(data["candidates"]) if isinstance(data.get("candidates"), list) else 0,
             fve_nrm=_num(data.get("fve_nrm")),
             cosine_similarity=_num(data.get("cosine_similarity")),
