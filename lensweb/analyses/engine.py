@@ -97,6 +97,12 @@ class InferenceEngine:
                 cached = self._tokenizers[spec] = (stamp, load_tokenizer(spec))
         return cached[1]
 
+    def identity(self, spec) -> str:
+        """What `load(spec).identity` will be, without loading weights: a hash of its files (cache keys)."""
+        from inference.lens import spec_identity
+
+        return spec_identity(spec)
+
     def prepare(self, spec, inp, options, limits):
         from inference.inputs import prepare_input  # no torch: a web process tokenizes only
 

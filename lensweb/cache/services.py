@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from inference import cachekey
 from lensweb.analyses import notify
-from lensweb.analyses.engine import files_stamp
+from lensweb.analyses.engine import files_stamp, get_engine
 from lensweb.analyses.models import PLACEMENT_KEYS, Analysis, AnalysisRow
 from lensweb.analyses.quotas import check_daily_cap, day_bounds
 from lensweb.analyses.services import ring_doorbell, summarize_rows
@@ -71,7 +71,7 @@ _identity_lock = threading.Lock()
 
 
 def lens_identity(spec) -> str | None:
-    """`inference.lens.spec_identity(spec)`, computed once per lens (and per change of its files) in this
+    """The engine's `identity(spec)`, computed once per lens (and per change of its files) in this
     process: it hashes the checkpoint and model files. None when the lens cannot be hashed (the fake
     engine's, a missing file): such requests bypass the cache and the worker reports the real error."""
     memo = (spec, files_stamp(spec))  # the engine's change detection: a replaced checkpoint hashes anew
@@ -79,9 +79,7 @@ def lens_identity(spec) -> str | None:
         if memo in _identities:
             return _identities[memo]
     try:
-        from inference.lens import spec_identity
-
-        identity = spec_identity(spec)
+        identity = get_engine().identity(spec)
     except Exception:
         log.warning("lens %s: no identity, so its results are not cached", spec.id, exc_info=True)
         identity = None
