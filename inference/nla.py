@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from . import ENGINE_VERSION
+from .driver import analyze as drive
 from .errors import CheckpointError
 from .loading import load_model, load_tokenizer_from, model_fingerprint, pick_device, pick_dtype
 from .metrics import norm_range
@@ -318,9 +319,8 @@ def _eos_ids(av_dir: Path, tokenizer) -> frozenset[int]:
 
 
 def analyze(nla: NLALens, inp, options, **kwargs):
-    """inference.driver.analyze, which runs every lens family (this one's batch step: nla_analysis)."""
-    from .driver import analyze as drive  # the driver's metrics import this module
-
+    """inference.driver.analyze, which runs every lens family (this one's batch step: nla_analysis);
+    `max_new_tokens` defaults to the lens' setting and is bounded by `limits.max_new_tokens`."""
     return drive(nla, inp, options, **kwargs)
 
 

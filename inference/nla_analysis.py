@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from . import ENGINE_VERSION
-from .driver import Family, Work, analyze
+from .driver import Family, Work
 from .encoding import relative_rmse
 from .errors import InputError
 from .metrics import activation_norms, kl_divergences, logit_lens_top, norm_range
@@ -29,7 +29,6 @@ from .options import check_int
 from .sampling import sample_tokens, uniforms_for_rows
 from .types import (
     AnalysisOptions,
-    AnalysisResult,
 )
 
 DEFAULT_CPU_ROWS = 64  # AV rows (positions x k) per batch: each holds the prompt's and its own K/V
@@ -57,12 +56,6 @@ def default_rows_budget(nla: NLALens, steps: int) -> int:
         per_row += cfg.vocab_size * 4 * 3  # logits and the sampler's softmax and CDF
         return int(max(8, min(2048, 0.4 * free // per_row)))
     return DEFAULT_CPU_ROWS
-
-
-def analyze_nla(nla: NLALens, inp, options, **kwargs) -> AnalysisResult:
-    """inference.driver.analyze for an NLA (the same arguments and result; `max_new_tokens` defaults to the
-    lens' setting and is bounded by `limits.max_new_tokens`)."""
-    return analyze(nla, inp, options, **kwargs)
 
 
 def _steps(nla: NLALens, max_new_tokens: int | None, limits) -> int:

@@ -108,11 +108,6 @@ class Option:
         return value
 
 
-def options_of(cls) -> tuple[Option, ...]:
-    """The declared options of an options dataclass, in declaration order."""
-    return _options_of(cls)
-
-
 def option_names(cls) -> frozenset[str]:
     return frozenset(o.name for o in options_of(cls))
 
@@ -150,7 +145,8 @@ _KINDS = {bool: "bool", int: "int", float: "float"}
 _CACHE: dict[type, tuple[Option, ...]] = {}
 
 
-def _options_of(cls) -> tuple[Option, ...]:
+def options_of(cls) -> tuple[Option, ...]:
+    """The declared options of an options dataclass, in declaration order."""
     if cls not in _CACHE:
         hints = typing.get_type_hints(cls)
         found = []

@@ -235,6 +235,10 @@ class GenerationOptions:
     def to_dict(self) -> dict[str, Any]:
         return options.as_dict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationOptions:
+        return options.from_dict(cls, data)
+
 
 ShouldCancel = Callable[[], bool]
 OnBatch = Callable[[BatchUpdate], None]

@@ -14,6 +14,7 @@ from .errors import SubmissionError
 from .limits import limits
 from .models import Analysis, AnalysisRow
 from .services import (
+    COPY_MARKS,
     GREW_WHILE_RUNNING,
     check_capacity,
     check_prepared_submission,
@@ -22,8 +23,6 @@ from .services import (
 )
 
 Status = Analysis.Status
-# What a result copied from the cache, or waiting for another job's, says of itself: not so once it grows.
-COPY_MARKS = ("cached", "computed_seconds", "followed")
 
 
 def do_add_positions(user, analysis_id, asked: list[int]) -> tuple[Analysis, list[int]]:

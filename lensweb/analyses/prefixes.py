@@ -16,8 +16,8 @@ import functools
 from django.db import transaction
 from django.db.models import F
 
+from inference.cachekey import KEYED  # the options a row depends on ('positions' only chooses them)
 from inference.inputs import common_prefix
-from inference.options import options_of
 from inference.types import AnalysisOptions
 
 from . import notify, services
@@ -26,9 +26,6 @@ from .models import PLACEMENT_KEYS, Analysis, AnalysisRow
 Status = Analysis.Status
 # The owner's latest finished analyses of the lens that are read for a prefix (bounded work per job).
 CANDIDATES = 50
-# The options a row depends on (declared keyed: inference.options); `positions` and `last_n_messages` only
-# choose positions.
-KEYED = tuple(o.name for o in options_of(AnalysisOptions) if o.keyed)
 
 
 def find_prefix(job: Analysis, token_ids: list[int], wanted: set[int], lens_metadata: dict):

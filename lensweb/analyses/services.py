@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from inference.errors import InputError, LensError, OptionError, UnknownLensError
 from inference.limits import Limits
+from inference.options import option_names
 from inference.types import AnalysisInput, AnalysisOptions, GenerationOptions
 
 from . import notify, quotas, rates, signals
@@ -35,8 +36,8 @@ log = logging.getLogger(__name__)
 
 Status = Analysis.Status
 UNFINISHED = (Status.QUEUED, Status.RUNNING)
-OPTION_FIELDS = set(AnalysisOptions.__dataclass_fields__)
-GENERATION_OPTION_FIELDS = set(GenerationOptions.__dataclass_fields__)
+OPTION_FIELDS = option_names(AnalysisOptions)
+GENERATION_OPTION_FIELDS = option_names(GenerationOptions)
 # A running generation persists (and streams) its tokens at most this often.
 TOKENS_EVERY_SECONDS = 0.3
 
@@ -86,6 +87,9 @@ GREW_WHILE_RUNNING = "grew_while_running"
 # What a job's metadata keeps when an attempt records its lens' (the rest is that attempt's): positions
 # added while it ran, and the rows it took from an earlier analysis' prefix (analyses.prefixes).
 KEPT_METADATA = (GREW_WHILE_RUNNING, "reused_positions", "reused_from")
+# What a result copied from the cache, or waiting for another job's, says of itself (lensweb.cache writes
+# them): not so once it grows (analyses.growth), never stored with a cached result.
+COPY_MARKS = ("cached", "computed_seconds", "followed")
 
 
 def use_result_store(store) -> None:
@@ -166,12 +170,7 @@ def check_generation_submission(lens_id: str | None, input_data: dict, options_d
     spec = _spec(engine, lens_id)
     inp = _input(input_data, bounds)
     try:
-        unknown = set(options_data) - GENERATION_OPTION_FIELDS
-        if unknown:
-            raise OptionError(f"unknown option(s): {', '.join(sorted(unknown))}")
-        options = GenerationOptions(**options_data).validate(bounds)
-        if not isinstance(options.chat_reply, bool):  # GenerationOptions.validate does not check it
-            raise OptionError(f"chat_reply must be true or false, got {options.chat_reply!r}")
+        options = GenerationOptions.from_dict(options_data).validate(bounds)
         if options.temperature == 0 and options.n > 1:  # transformers refuses greedy with several samples
             raise OptionError(
                 "n must be 1 with temperature 0 (greedy decoding gives one answer); raise temperature"

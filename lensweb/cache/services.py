@@ -29,7 +29,7 @@ from lensweb.analyses import notify
 from lensweb.analyses.engine import files_stamp, get_engine
 from lensweb.analyses.models import PLACEMENT_KEYS, Analysis, AnalysisRow
 from lensweb.analyses.quotas import check_daily_cap, day_bounds
-from lensweb.analyses.services import ring_doorbell, summarize_rows
+from lensweb.analyses.services import COPY_MARKS, ring_doorbell, summarize_rows
 
 from .models import CachedResult, CacheLink
 
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 Status = Analysis.Status
 UNFINISHED = (Status.QUEUED, Status.RUNNING)
 # Result metadata that describes one job (its copy, its attempts), not the computation: never stored.
-COPY_KEYS = ("cached", "computed_seconds", "followed", "attempt_placements")
+COPY_KEYS = (*COPY_MARKS, "attempt_placements")
 
 
 @dataclass(frozen=True)
