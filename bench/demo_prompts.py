@@ -49,7 +49,8 @@ sys.path.insert(0, str(ROOT))
 from inference import demo  # noqa: E402
 from inference.analysis import analyze  # noqa: E402
 from inference.encoding import encode, mse, relative_rmse  # noqa: E402
-from inference.lens import Lens, _build_prefixes, load_lens  # noqa: E402
+from inference.engine import load  # noqa: E402
+from inference.lens import Lens, _build_prefixes  # noqa: E402
 from inference.metrics import orig_forward  # noqa: E402
 from inference.registry import DEMO_SPEC  # noqa: E402
 from inference.types import AnalysisInput, AnalysisOptions  # noqa: E402
@@ -273,7 +274,7 @@ def main() -> None:
     options = AnalysisOptions(best_of_k=1, temperature=args.temperature, seed=args.seed, salience=False)
 
     t0 = time.perf_counter()
-    base = load_lens(DEMO_SPEC, device="cpu")
+    base = load(DEMO_SPEC, device="cpu")
     print(f"loaded the demo lens in {time.perf_counter() - t0:.1f} s; {len(texts)} texts", flush=True)
     lenses = {c["name"]: variant(base, c["decoder"], c["encoder"]) for c in CANDIDATES}
     pairs, records = [], {}

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from inference.analysis import analyze, default_rows_budget  # noqa: E402
-from inference.lens import load_lens  # noqa: E402
+from inference.engine import load  # noqa: E402
 from inference.models import blocks, hidden_size, num_layers  # noqa: E402
 from inference.nla_analysis import default_rows_budget as default_nla_rows_budget  # noqa: E402
 from inference.registry import DEMO_SPEC, LensSpec  # noqa: E402
@@ -216,7 +216,7 @@ def main():
             checkpoint=str(golden / "checkpoints" / "smol_L8_patch4.pt"),
             base_model=str(ensure_demo_base()),
         )
-        lens = load_lens(spec, device="cpu")
+        lens = load(spec, device="cpu")
         r = run_case(lens, P64, 8, repeats, "golden smol_L8_patch4, P64")
         r["reference_s"] = 120.37
         results.append(r)
@@ -227,7 +227,7 @@ def main():
 
     nla_spec = nla_pair_spec(golden)
     if nla_spec is not None:
-        nla = load_lens(nla_spec, device="cpu")
+        nla = load(nla_spec, device="cpu")
         cases = [(16, 1)] if args.quick else [(16, 1), (64, 1)]
         for n, k in cases:
             text = P64 if n == 64 else text_of_tokens(nla.tokenizer, n)
@@ -239,7 +239,7 @@ def main():
     else:
         print(f"(golden-nla folder not found beside {golden}: skipping the NLA rows)")
 
-    demo = load_lens(DEMO_SPEC, device="cpu")
+    demo = load(DEMO_SPEC, device="cpu")
     sizes = () if args.nla_only else (16, 64) if args.quick else (16, 64, 256)
     for n in sizes:
         text = text_of_tokens(demo.tokenizer, n)

@@ -41,11 +41,11 @@ PARAGRAPH = (
 
 def compute(n_tokens: int):
     from inference.analysis import analyze
-    from inference.lens import load_lens
+    from inference.engine import load
     from inference.registry import LensSpec
     from inference.types import AnalysisInput, AnalysisOptions
 
-    lens = load_lens(
+    lens = load(
         LensSpec(
             id="tiny",
             name="Tiny golden lens",

@@ -27,11 +27,11 @@ def compute():
     """(rows, metadata, timings, options) for each analysis, by the real engine and the demo lens."""
     os.environ.pop("LENSWEB_LENS_REGISTRY", None)
     from inference.analysis import analyze
-    from inference.lens import load_lens
+    from inference.engine import load
     from inference.registry import load_registry
     from inference.types import AnalysisInput, AnalysisOptions
 
-    lens = load_lens(load_registry().default)
+    lens = load(load_registry().default)
     runs = []
     for text, options in (
         (TEXT, AnalysisOptions(best_of_k=4, salience=True, kl=True, logit_lens=True, keep_candidates=True)),

@@ -94,11 +94,11 @@ def tiny_registry(directory: Path) -> Path:
 def engine_alone(texts, repeats) -> dict[str, list[tuple[float, float, int]]]:
     """(first row s, last row s, rows) per run, lens loaded and warmed up once, as in a worker."""
     from inference.analysis import analyze
-    from inference.lens import load_lens
+    from inference.engine import load
     from inference.registry import load_registry
     from inference.types import AnalysisInput, AnalysisOptions
 
-    lens = load_lens(load_registry().default)
+    lens = load(load_registry().default)
     analyze(lens, AnalysisInput(text=texts[0]), AnalysisOptions())  # warm-up
     results = {}
     for text in texts:
@@ -199,14 +199,14 @@ def engine_first_row(repeats: int) -> dict:
     """The engine alone on a 64-token text at k = 8, default rows budget: one position's time, and the first
     row with growing batches against one whole-budget first batch."""
     from inference.analysis import analyze, default_rows_budget
-    from inference.lens import load_lens
+    from inference.engine import load
     from inference.registry import load_registry
     from inference.types import AnalysisInput, AnalysisOptions
 
     os.environ.pop("LENSWEB_ROWS_BUDGET", None)  # the lens' own budget, as a worker without the setting
     from bench.engine import text_of_tokens
 
-    lens = load_lens(load_registry().default)
+    lens = load(load_registry().default)
     opts = AnalysisOptions(best_of_k=FIRST_ROW_K)
     text = text_of_tokens(lens.tokenizer, FIRST_ROW_TOKENS)
     inp = AnalysisInput(text=text)

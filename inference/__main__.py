@@ -89,7 +89,7 @@ def _input_args(ap):
 
 
 def _load(args):
-    from .lens import load_lens
+    from .engine import load
     from .nla import is_nla_folder
 
     nla_only = {"max_new_tokens": "--max-new-tokens", "nla_baseline_rawvar": "--nla-baseline-rawvar"}
@@ -117,7 +117,7 @@ def _load(args):
             base_model=args.base_model,
             donor_model=args.donor_model,
         )
-    return load_lens(spec, device=args.device)
+    return load(spec, device=args.device)
 
 
 def _input(args) -> AnalysisInput:

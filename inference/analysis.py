@@ -14,11 +14,12 @@ import torch
 
 from . import ENGINE_VERSION
 from .decoding import decode
-from .driver import Family, Work, analyze  # noqa: F401  (analyze: this module's entry, for every family)
+from .driver import Work, analyze  # noqa: F401  (analyze: this module's entry, for every family)
 from .encoding import cosine_similarity, encode, mse, relative_rmse, salience
 from .errors import OptionError
+from .families import Family
 from .inputs import prepare_input
-from .lens import Lens
+from .lens import Lens, lens_files, load_lens, load_tokenizer, spec_identity
 from .metrics import activation_norms, kl_divergences, logit_lens_top, norm_range
 from .sampling import uniforms_for_rows
 from .types import AnalysisOptions
@@ -175,6 +176,10 @@ def _steps(lens: Lens, max_new_tokens: int | None, limits) -> int:
 
 FAMILY = Family(
     kind="lens",
+    load=load_lens,
+    tokenizer=load_tokenizer,
+    files=lens_files,
+    identity=spec_identity,
     steps=_steps,
     rows_budget=lambda lens, steps: default_rows_budget(lens),
     batch=_analyze_batch,

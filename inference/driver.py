@@ -1,8 +1,6 @@
 """One driver for every lens family: positions → batches → rows, with the rows budget, cancellation, resuming
 and progress done once. A family (a Consistency Lens, an NLA) brings only what differs: its explanation
-length, its rows budget, its batch step and its metadata, registered under its `kind` in FAMILIES (by module
-name, as transformers' Auto classes map a config to a class: the driver imports no family, so no family
-imports another through it).
+length, its rows budget, its batch step and its metadata, registered under its `kind` (inference.families).
 
 Deterministic: a row depends only on (lens, input, options, seed, position), never on the batch it ran in.
 Incremental: rows are handed out per finished batch. Cancellation is checked between decode steps.
@@ -10,9 +8,7 @@ Incremental: rows are handed out per finished batch. Cancellation is checked bet
 
 from __future__ import annotations
 
-import importlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,13 +16,11 @@ import torch
 
 from .batching import BatchTicker, OnProgress, ticked_batches
 from .errors import OptionError
+from .families import family_of
 from .inputs import prepare_input
 from .limits import DEFAULT_LIMITS, Limits
 from .metrics import norm_range, orig_forward
 from .types import AnalysisInput, AnalysisOptions, AnalysisResult, BatchUpdate, OnBatch, ShouldCancel
-
-# kind → the module whose FAMILY describes it
-FAMILIES = {"lens": "inference.analysis", "nla": "inference.nla_analysis"}
 
 
 @dataclass(frozen=True)
@@ -49,25 +43,8 @@ class Work:
             self.timings[phase] += end - start
 
 
-@dataclass(frozen=True)
-class Family:
-    kind: str
-    # (lens, the caller's max_new_tokens or None, limits) → explanation tokens per row
-    steps: Callable[[Any, int | None, Limits], int]
-    rows_budget: Callable[[Any, int], int]  # (lens, steps) → rows per batch when the caller names none
-    batch: Callable[..., list[dict]]  # (lens, prepared, orig, positions, options, Work) → rows
-    metadata: Callable[..., dict]  # (lens, prepared, options, steps) → the result's metadata
-
-
 class Cancelled(Exception):
     """should_cancel() said so: the driver ends with the rows so far."""
-
-
-def family_of(lens) -> Family:
-    kind = getattr(lens, "kind", "lens")
-    if kind not in FAMILIES:
-        raise OptionError(f"no lens family {kind!r}; known: {', '.join(FAMILIES)}")
-    return importlib.import_module(FAMILIES[kind]).FAMILY
 
 
 def analyze(

@@ -55,6 +55,7 @@ class Lens:
     encoder_prefix: KV = field(repr=False, default_factory=list)
     encoder_prefix_len: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    kind = "lens"  # its family (inference.families)
 
     @property
     def layer(self) -> int:
@@ -87,22 +88,25 @@ class Lens:
             "untrained": self.untrained,
             "device": str(self.device),
             "dtype": str(self.dtype).replace("torch.", ""),
-            "activation_norm_range": _norm_range(self),
+            "activation_norm_range": norm_range(
+                self
+            ).to_dict(),  # the ‖A‖ flag's rule, for every page and export
             "engine_version": ENGINE_VERSION,
         }
 
 
 def load_tokenizer(spec: LensSpec):
     """The tokenizer alone: cheap, for bounds checks where the model is not loaded."""
-    if spec.is_nla:  # the NLA's base model's tokenizer
-        from .nla import nla_tokenizer
-
-        return nla_tokenizer(spec)
     if spec.is_demo:
         from .demo_base import ensure_demo_base
 
         return load_tokenizer_from(str(ensure_demo_base()))
     return load_tokenizer_from(checkpoint_facts(spec).base)
+
+
+def lens_files(spec: LensSpec) -> tuple:
+    """Where the lens' files are (checkpoint, base, donor), unchecked: what a changed file is noticed by."""
+    return (spec.checkpoint, spec.base_model, spec.donor_model)
 
 
 @dataclass(frozen=True)
@@ -142,12 +146,8 @@ def checkpoint_facts(spec: LensSpec) -> CheckpointFacts:
 
 
 def load_lens(spec: LensSpec, device: str | None = None, dtype: str | None = None) -> Lens:
-    """Load base model(s), tensors and shared prefixes. Slow (seconds): call it in the worker only.
-    An NLA spec (kind "nla") gives an inference.nla.NLALens."""
-    if spec.is_nla:
-        from .nla import load_nla
-
-        return load_nla(spec, device=device, dtype=dtype)
+    """Load base model(s), tensors and shared prefixes. Slow (seconds): call it in the worker only (through
+    inference.engine.load, which picks the spec's family)."""
     import time
 
     t0 = time.perf_counter()
@@ -258,10 +258,6 @@ def _identity(ckpt_sha: str, base: str, donor: str | None) -> str:
 
 def spec_identity(spec: LensSpec) -> str:
     """The identity `load_lens(spec).identity` will have, without loading any weights (for cache keys)."""
-    if spec.is_nla:
-        from .nla import nla_spec_identity
-
-        return nla_spec_identity(spec)
     if spec.is_demo:
         from .demo import demo_sha256
         from .demo_base import ensure_demo_base
@@ -273,12 +269,6 @@ def spec_identity(spec: LensSpec) -> str:
 
 def embed(lens: Lens, ids: torch.Tensor) -> torch.Tensor:
     return embed_tokens(lens.model, ids)
-
-
-def _norm_range(lens) -> dict:
-    """The lens' usual ‖A‖ and the range outside which a row is flagged (inference.metrics.norm_range): in
-    the metadata a worker stores, so that every page and export can state the rule."""
-    return norm_range(lens).to_dict()
 
 
 __all__ = ["Lens", "load_lens", "load_tokenizer", "pick_device", "pick_dtype", "embed", "final_layers"]

@@ -137,7 +137,9 @@ class NLALens:
             "untrained": self.untrained,
             "device": str(self.device),
             "dtype": str(self.dtype).replace("torch.", ""),
-            "activation_norm_range": _norm_range(self),
+            "activation_norm_range": norm_range(
+                self
+            ).to_dict(),  # the ‖A‖ flag's rule, for every page and export
             "engine_version": ENGINE_VERSION,
         }
 
@@ -146,6 +148,16 @@ def is_nla_folder(path: str | Path) -> bool:
     """A folder holding av/ and ar/ with their sidecars (the CLI's test for --checkpoint)."""
     p = Path(path).expanduser()
     return (p / "av" / SIDECAR).is_file() and (p / "ar" / SIDECAR).is_file()
+
+
+def nla_files(spec: LensSpec) -> tuple:
+    """Where the pair's files are (AV, AR, base), unchecked: what a changed file is noticed by."""
+    folder = spec.checkpoint and Path(spec.checkpoint)
+    return (
+        spec.av or (folder and str(folder / "av")),
+        spec.ar or (folder and str(folder / "ar")),
+        spec.base_model,
+    )
 
 
 def nla_paths(spec: LensSpec) -> tuple[Path, Path]:
@@ -322,12 +334,6 @@ def analyze(nla: NLALens, inp, options, **kwargs):
     """inference.driver.analyze, which runs every lens family (this one's batch step: nla_analysis);
     `max_new_tokens` defaults to the lens' setting and is bounded by `limits.max_new_tokens`."""
     return drive(nla, inp, options, **kwargs)
-
-
-def _norm_range(lens) -> dict:
-    """The lens' usual ‖A‖ and the range outside which a row is flagged (inference.metrics.norm_range): in
-    the metadata a worker stores, so that every page and export can state the rule."""
-    return norm_range(lens).to_dict()
 
 
 __all__ = [

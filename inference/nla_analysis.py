@@ -18,12 +18,13 @@ from typing import Any
 import torch
 
 from . import ENGINE_VERSION
-from .driver import Family, Work
+from .driver import Work
 from .encoding import relative_rmse
 from .errors import InputError
+from .families import Family
 from .metrics import activation_norms, kl_divergences, logit_lens_top, norm_range
 from .models import embed_tokens, forward, lm_head, make_cache, text_config
-from .nla import NLALens
+from .nla import NLALens, load_nla, nla_files, nla_spec_identity, nla_tokenizer
 from .nla_format import STOP_STRING, explanation_words, fill, parse_explanation, without_word
 from .options import check_int
 from .sampling import sample_tokens, uniforms_for_rows
@@ -329,6 +330,10 @@ def word_salience(
 
 FAMILY = Family(
     kind="nla",
+    load=load_nla,
+    tokenizer=nla_tokenizer,
+    files=nla_files,
+    identity=nla_spec_identity,
     steps=_steps,
     rows_budget=default_rows_budget,
     batch=_analyze_batch,

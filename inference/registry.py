@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import RegistryError, UnknownLensError
+from .families import KINDS
 
 DEMO_CHECKPOINT = "demo"
-LENS_KINDS = ("lens", "nla")  # a Consistency Lens checkpoint; a Natural Language Autoencoder pair
+LENS_KINDS = KINDS  # a Consistency Lens checkpoint ("lens"); a Natural Language Autoencoder pair ("nla")
 NLA_ONLY_KEYS = ("av", "ar", "nla_baseline_rawvar", "max_new_tokens")
 
 

@@ -2,11 +2,14 @@
 an arrow points at what is imported), never the project's top, and never in a cycle; no module of the
 engine, the project or the client is in an import cycle with another; the engine imports no Django. Read
 from the source (every import statement, function-level ones included, those under `if TYPE_CHECKING:`
-left out), so a lazy import cannot hide a cycle."""
+left out), so a lazy import cannot hide a cycle. From outside the engine, only its door (inference.engine)
+and its torch-free vocabulary are imported."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -157,6 +160,60 @@ def test_no_app_imports_the_projects_top():
         if imported in PROJECT_TOP and importer.split(".")[1:2] and importer.split(".")[1] in LAYERS
     ]
     assert offenders == []
+
+
+# What code outside inference/ may import of it: the door, and the vocabulary a form or a schema names.
+ENGINE_DOOR = (
+    "inference.engine",
+    "inference.types",
+    "inference.errors",
+    "inference.limits",
+    "inference.options",
+)
+# Everything outside the engine that runs in the product: the project and its apps, the client, the top files.
+# (tests/ and bench/ reach inside on purpose: they test and time the internals themselves.)
+OUTSIDE_ENGINE = (ROOT / "lensweb", ROOT / "clients", *ROOT.glob("*.py"))
+
+
+def engine_imports_from_outside(roots=OUTSIDE_ENGINE) -> list[str]:
+    """Imports of inference internals (neither the door nor its vocabulary) from `roots`, one per import
+    statement, with where."""
+    paths = [p for root in roots for p in ([root] if root.is_file() else root.rglob("*.py"))]
+    found: dict[tuple[Path, int], str] = {}
+    for path in paths:
+        for module, line in imported_modules(path, package=""):
+            allowed = module == "inference" or any(
+                module == d or module.startswith(f"{d}.") for d in ENGINE_DOOR
+            )
+            if module.split(".")[0] == "inference" and not allowed:
+                found.setdefault((path, line), module)  # `from inference.x import y` names x, then x.y
+    return [
+        f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}:{line} imports {module}"
+        for (path, line), module in found.items()
+    ]
+
+
+def test_outside_the_engine_only_its_door_is_imported():
+    assert engine_imports_from_outside() == []
+
+
+def test_the_door_check_sees_a_planted_internal_import(tmp_path):
+    """The test of the test: an import of an internal (lazy, or `from inference import lens`) is caught;
+    the door and the vocabulary are not."""
+    planted = tmp_path / "planted.py"
+    planted.write_text(
+        "from inference import engine\nfrom inference.types import AnalysisOptions\n"
+        "def f():\n    from inference.lens import load_lens\n    from inference import driver\n"
+    )
+    found = engine_imports_from_outside((planted,))
+    assert [entry.split(" imports ")[1] for entry in found] == ["inference.lens", "inference.driver"]
+
+
+def test_the_door_and_its_vocabulary_import_no_torch():
+    """A web process imports them to check options and build keys: torch loads only where a lens does."""
+    code = f"import sys; import {', '.join(ENGINE_DOOR)}; print(sorted({{'torch', 'transformers'}} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_the_module_cycle_finder_sees_lazy_imports_and_not_type_only_ones(tmp_path):

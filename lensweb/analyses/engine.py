@@ -1,5 +1,5 @@
-"""The one door from the web app into the engine. Imports `inference` lazily so that web processes
-never import torch for nothing, and so the model loads only where a worker asks for it."""
+"""The web app's side of the engine's one door (inference.engine, torch-free at import): tokenizers and the
+loaded lens cached per process, and a lens loads only where a worker asks for it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ from typing import Any
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from inference import engine as core
+from inference.limits import DEFAULT_LIMITS
+
 ENGINE_ALIASES = {"inference": "lensweb.analyses.engine.InferenceEngine"}
 
 # The one lens this process holds, ((spec, its files' stamp), lens): workers of one process share it, and
@@ -19,20 +22,10 @@ _loaded: tuple[tuple, Any] | None = None
 _loaded_lock = threading.Lock()
 
 
-def _locations(spec) -> tuple:
-    """Where a lens' files are: a Consistency Lens' checkpoint, base and donor; an NLA's AV and AR
-    directories (each its own sidecar, weights and value head) and base."""
-    if getattr(spec, "is_nla", False):
-        av = getattr(spec, "av", None) or (spec.checkpoint and os.path.join(spec.checkpoint, "av"))
-        ar = getattr(spec, "ar", None) or (spec.checkpoint and os.path.join(spec.checkpoint, "ar"))
-        return (av, ar, spec.base_model)
-    return (spec.checkpoint, spec.base_model, spec.donor_model)
-
-
 def files_stamp(spec) -> tuple:
     """Names, sizes and mtimes of the lens' files: a checkpoint replaced at the same path loads anew."""
     stamp = []
-    for location in _locations(spec):
+    for location in core.files(spec):
         path = location and os.path.expanduser(location)
         try:
             if path and os.path.isdir(path):
@@ -63,9 +56,7 @@ class InferenceEngine:
         path = os.environ.get("LENSWEB_LENS_REGISTRY") or None
         with self._lock:
             if self._registry is None or self._registry[0] != path:
-                from inference.registry import load_registry
-
-                self._registry = (path, load_registry(path))
+                self._registry = (path, core.load_registry(path))
             return self._registry[1]
 
     def lenses(self) -> list:
@@ -92,21 +83,15 @@ class InferenceEngine:
         with lock:
             cached = self._tokenizers.get(spec)
             if cached is None or cached[0] != stamp:
-                from inference.lens import load_tokenizer
-
-                cached = self._tokenizers[spec] = (stamp, load_tokenizer(spec))
+                cached = self._tokenizers[spec] = (stamp, core.tokenizer(spec))
         return cached[1]
 
     def identity(self, spec) -> str:
         """What `load(spec).identity` will be, without loading weights: a hash of its files (cache keys)."""
-        from inference.lens import spec_identity
-
-        return spec_identity(spec)
+        return core.identity(spec)
 
     def prepare(self, spec, inp, options, limits):
-        from inference.inputs import prepare_input  # no torch: a web process tokenizes only
-
-        return prepare_input(self.tokenizer(spec), inp, options, limits)
+        return core.prepare_input(self.tokenizer(spec), inp, options, limits)
 
     def load(self, spec):
         """The loaded lens of `spec`: this process' cached one if its files are unchanged, else loaded now
@@ -118,9 +103,7 @@ class InferenceEngine:
                 return _loaded[1]
             _loaded = None
             gc.collect()
-            from inference.lens import load_lens
-
-            lens = load_lens(spec)
+            lens = core.load(spec)
             _loaded = (key, lens)
             return lens
 
@@ -133,34 +116,28 @@ class InferenceEngine:
         return metadata
 
     def analyze(self, lens, inp, options, **kwargs):
-        from inference.driver import analyze
-
-        return analyze(lens, inp, options, **kwargs)
+        return core.analyze(lens, inp, options, **kwargs)
 
     def generate(
         self, lens, inp, options, should_cancel=None, *, limits=None, on_tokens=None, stream_every=None
     ) -> dict[str, Any]:
         """Continuations or a chat reply: `inference.generation.generate`'s result dict. `on_tokens` gets
         each sample's new token ids so far as they are produced (every `stream_every` tokens)."""
-        from inference.generation import STREAM_EVERY, generate
-        from inference.limits import DEFAULT_LIMITS
-
-        return generate(
+        every = {"stream_every": stream_every} if stream_every else {}
+        return core.generate(
             lens,
             inp,
             options,
             should_cancel=should_cancel,
             limits=limits or DEFAULT_LIMITS,
             on_tokens=on_tokens,
-            stream_every=stream_every or STREAM_EVERY,
+            **every,
         )
 
     def chat_info(self, spec) -> dict[str, Any]:
         """What the lens' chat template does with system turns (inference.chat.ChatTemplateInfo as a dict):
         cheap, from the cached tokenizer, so a page may ask on every render."""
-        from inference.chat import chat_template_info
-
-        return chat_template_info(self.tokenizer(spec)).to_dict()
+        return core.chat_template_info(self.tokenizer(spec)).to_dict()
 
 
 _engines: dict[str, Any] = {}

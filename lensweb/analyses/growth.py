@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from django.db import transaction
 
+from inference.engine import chosen_positions
 from inference.errors import OptionError
-from inference.inputs import chosen_positions
 
 from . import notify, quotas, services
 from .errors import SubmissionError

@@ -16,8 +16,10 @@ import functools
 from django.db import transaction
 from django.db.models import F
 
-from inference.cachekey import KEYED  # the options a row depends on ('positions' only chooses them)
-from inference.inputs import common_prefix
+from inference.engine import (
+    KEYED,
+    common_prefix,
+)  # KEYED: the options a row depends on ('positions' only chooses)
 from inference.types import AnalysisOptions
 
 from . import notify, services

@@ -24,7 +24,7 @@ from django.db.models import Count, F, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from inference import cachekey
+from inference import engine as lens_engine
 from lensweb.analyses import notify
 from lensweb.analyses.engine import files_stamp, get_engine
 from lensweb.analyses.models import PLACEMENT_KEYS, Analysis, AnalysisRow
@@ -47,7 +47,7 @@ class Key:
     lens_identity: str
     n_tokens: int
     engine_version: str
-    device: str  # a device type (cpu, cuda) and a dtype: inference.cachekey.placement
+    device: str  # a device type (cpu, cuda) and a dtype: inference.engine.placement
     dtype: str
     # The key of the same result in the shared scope (what an operator warmed); equal to `key` when the
     # request is itself in the shared scope.
@@ -113,18 +113,18 @@ def key_for(spec, prepared, options, owner=None) -> Key | None:
     identity = lens_identity(spec)
     if identity is None:
         return None
-    device, dtype = cachekey.placement(settings.LENSWEB_DEVICE, settings.LENSWEB_DTYPE)
+    device, dtype = lens_engine.placement(settings.LENSWEB_DEVICE, settings.LENSWEB_DTYPE)
     return make_key(identity, device, dtype, prepared, options, scope=scope_of(owner))
 
 
 def make_key(identity: str, device: str, dtype: str, prepared, options, scope: str = "") -> Key:
-    computation = cachekey.computation_identity(identity, device, dtype)
-    shared = cachekey.result_key(computation, prepared.token_ids, prepared.positions, options)
+    computation = lens_engine.computation_identity(identity, device, dtype)
+    shared = lens_engine.result_key(computation, prepared.token_ids, prepared.positions, options)
     return Key(
         hashlib.sha256(f"{shared}/{scope}".encode()).hexdigest() if scope else shared,
         identity,
         len(prepared.token_ids),
-        cachekey.ENGINE_VERSION,
+        lens_engine.ENGINE_VERSION,
         device,
         dtype,
         shared,
@@ -142,7 +142,7 @@ def prefix_sources(owner, lens_id: str, placement: dict, keyed: dict, limit: int
             lens_id=lens_id,
             lens_identity=placement.get("identity") or "",
             engine_version=placement.get("engine_version") or "",
-            device=cachekey.device_type(placement.get("device") or ""),
+            device=lens_engine.device_type(placement.get("device") or ""),
             dtype=placement.get("dtype") or "",
             scope__in=["", scope] if scope else [""],
         )
@@ -167,7 +167,7 @@ def computed_by(metadata: dict) -> tuple:
     return (
         metadata.get("identity"),
         metadata.get("engine_version"),
-        cachekey.device_type(metadata.get("device") or ""),
+        lens_engine.device_type(metadata.get("device") or ""),
         metadata.get("dtype"),
     )
 

@@ -75,7 +75,11 @@ def test_another_text_misses(alice, run_queue):
 def test_another_engine_version_misses(alice, run_queue, monkeypatch):
     submit(alice)
     run_queue()
-    monkeypatch.setattr("inference.cachekey.ENGINE_VERSION", "999")
+    for where in (
+        "inference.cachekey",
+        "inference.engine",
+    ):  # the web side's copies: keys and what they record
+        monkeypatch.setattr(f"{where}.ENGINE_VERSION", "999")
     upgraded = submit(alice)
     assert upgraded.status == "queued"
     # the worker still runs engine 1 (a rolling upgrade): its result is not stored under a key for 999
@@ -153,11 +157,11 @@ def test_the_cache_switched_off_neither_stores_nor_serves(alice, run_queue, sett
 
 
 def test_identity_is_computed_once_per_lens(alice, cache_on, monkeypatch):
-    import inference.lens
+    import inference.engine
 
     calls = []
-    real = inference.lens.spec_identity
-    monkeypatch.setattr(inference.lens, "spec_identity", lambda spec: calls.append(spec.id) or real(spec))
+    real = inference.engine.identity
+    monkeypatch.setattr(inference.engine, "identity", lambda spec: calls.append(spec.id) or real(spec))
     result_cache._identities.clear()
     submit(alice)
     submit(alice, text="another text")

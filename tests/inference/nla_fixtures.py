@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from inference.lens import load_lens
+from inference.engine import load
 from inference.registry import LensSpec
 from tests.conftest import SHARED, golden_dir, require
 
@@ -99,7 +99,7 @@ _LOADED: dict = {}
 
 def cached_nla(spec: LensSpec):
     if spec not in _LOADED:
-        _LOADED[spec] = load_lens(spec, device="cpu")
+        _LOADED[spec] = load(spec, device="cpu")
     return _LOADED[spec]
 
 

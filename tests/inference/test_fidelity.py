@@ -12,7 +12,7 @@ import torch
 from inference import metrics
 from inference.analysis import analyze
 from inference.encoding import encode, mse
-from inference.lens import load_lens
+from inference.engine import load
 from inference.metrics import NORM_OUTLIER_FACTOR, NORM_REFERENCE_TEXT, NormRange, norm_range, orig_forward
 from inference.registry import LensSpec
 from inference.types import AnalysisInput, AnalysisOptions
@@ -29,7 +29,7 @@ def lens():
 
     built = tiny_lens()
     spec = LensSpec(id="tiny", name="tiny", checkpoint=str(built.checkpoint), base_model=str(built.base))
-    return load_lens(spec, device="cpu")
+    return load(spec, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def nla():
         base_model=str(built.base),
         max_new_tokens=MAX_NEW_TOKENS,
     )
-    return load_lens(spec, device="cpu")
+    return load(spec, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import pytest
 import torch
 import yaml
 
+from inference import engine
 from inference.errors import CheckpointError, RegistryError
-from inference.lens import load_lens, load_tokenizer, spec_identity
 from inference.nla import NLALens, load_nla
 from inference.nla_format import SIDECAR
 from inference.registry import LensSpec, load_registry
@@ -205,18 +205,18 @@ def test_checks_run_before_any_weight_loads(pair):
 # --- loading through the engine's doors, and the registry -------------------------------------------------------
 
 
-def test_load_lens_tokenizer_and_identity_dispatch_on_kind(pair):
+def test_the_engines_load_tokenizer_and_identity_pick_the_family_by_kind(pair):
     spec = _spec(pair)
-    nla = load_lens(spec, device="cpu")
+    nla = engine.load(spec, device="cpu")
     assert isinstance(nla, NLALens) and nla.kind == "nla"
     assert nla.metadata()["kind"] == "nla" and nla.metadata()["layer"] == 2
-    assert nla.identity == spec_identity(spec)
-    assert load_tokenizer(spec).encode("The Eiffel Tower") == nla.tokenizer.encode("The Eiffel Tower")
+    assert nla.identity == engine.identity(spec)
+    assert engine.tokenizer(spec).encode("The Eiffel Tower") == nla.tokenizer.encode("The Eiffel Tower")
     # the variance constant and the explanation bound change rows, so they are part of the identity
-    assert spec_identity(_spec(pair, nla_baseline_rawvar=1.5)) != nla.identity
-    assert spec_identity(_spec(pair, max_new_tokens=8)) != nla.identity
+    assert engine.identity(_spec(pair, nla_baseline_rawvar=1.5)) != nla.identity
+    assert engine.identity(_spec(pair, max_new_tokens=8)) != nla.identity
     _edit_sidecar(pair, "av", _set("extraction.injection_scale", 60.0))
-    assert spec_identity(spec) != nla.identity
+    assert engine.identity(spec) != nla.identity
 
 
 def test_variance_constant_comes_from_the_sidecar_or_the_registry(pair):

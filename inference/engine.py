@@ -1,0 +1,78 @@
+"""The one door into the engine from outside inference/: what a web process calls cheaply (the registry, a
+lens' tokenizer and identity, preparing an input, cache keys) and what a worker calls (load, analyze,
+generate). The lens family is looked up here (inference.families), never tested for by callers.
+
+Torch-free at import: the modules that need torch are imported by the function that uses them, so a web
+process that only checks options and builds keys never loads it. Outside inference/ only this module and the
+torch-free vocabulary (inference.types, .errors, .limits, .options) may be imported: tests/test_layers.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import ENGINE_VERSION
+from .cachekey import KEYED, computation_identity, device_type, placement, result_key
+from .chat import chat_template_info
+from .families import KINDS, family
+from .inputs import chosen_positions, common_prefix, prepare_input
+from .registry import LensRegistry, LensSpec, load_registry
+
+
+def load(spec: LensSpec, device: str | None = None, dtype: str | None = None):
+    """The loaded lens of `spec`, of its family (slow: seconds; workers only)."""
+    return family(spec.kind).load(spec, device=device, dtype=dtype)
+
+
+def tokenizer(spec: LensSpec):
+    """The lens' tokenizer alone, without its weights (cheap)."""
+    return family(spec.kind).tokenizer(spec)
+
+
+def files(spec: LensSpec) -> tuple:
+    """Where the lens' files are (paths, or names such as "demo"), unchecked: a cache of a loaded lens or
+    tokenizer compares their stamps to notice a file replaced at the same path."""
+    return family(spec.kind).files(spec)
+
+
+def identity(spec: LensSpec) -> str:
+    """What `load(spec).identity` will be, without loading weights: a hash of its files (cache keys)."""
+    return family(spec.kind).identity(spec)
+
+
+def analyze(lens, inp, options, **kwargs):
+    """inference.driver.analyze: rows per batch for every lens family."""
+    from .driver import analyze as drive
+
+    return drive(lens, inp, options, **kwargs)
+
+
+def generate(lens, inp, options, **kwargs) -> dict[str, Any]:
+    """inference.generation.generate: continuations or a chat reply."""
+    from .generation import generate as run
+
+    return run(lens, inp, options, **kwargs)
+
+
+__all__ = [
+    "ENGINE_VERSION",
+    "KEYED",
+    "KINDS",
+    "LensRegistry",
+    "LensSpec",
+    "analyze",
+    "chat_template_info",
+    "chosen_positions",
+    "common_prefix",
+    "computation_identity",
+    "device_type",
+    "files",
+    "generate",
+    "identity",
+    "load",
+    "load_registry",
+    "placement",
+    "prepare_input",
+    "result_key",
+    "tokenizer",
+]
