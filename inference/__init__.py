@@ -7,7 +7,7 @@ Public surface: inference.engine, the one door (torch-free at import; README "Ar
     engine.prepare_input(tokenizer, input, options)  token ids and positions to analyse
     engine.analyze(lens, input, options, ...)    rows per batch through on_batch; cancellable; deterministic
     engine.generate(lens, input, options)        continuations and chat replies
-with the torch-free vocabulary beside it: types, errors, limits, options.
+with the torch-free vocabulary beside it: types, rows, errors, limits, options.
 """
 
 # Bumped whenever a change can alter any number or token a result holds; part of every cache key.

@@ -144,7 +144,8 @@ def _analyze(args) -> int:
     )
     if args.json:
         json.dump(
-            {"metadata": {**result.metadata, "timings": result.timings}, "rows": result.rows}, sys.stdout
+            {"metadata": {**result.metadata, "timings": result.timings}, "rows": result.to_dict()["rows"]},
+            sys.stdout,
         )
         sys.stdout.write("\n")
     else:

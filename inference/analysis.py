@@ -21,6 +21,7 @@ from .families import Family
 from .inputs import prepare_input
 from .lens import Lens, lens_files, load_lens, load_tokenizer, spec_identity
 from .metrics import activation_norms, kl_divergences, logit_lens_top, norm_range
+from .rows import Row
 from .sampling import uniforms_for_rows
 from .types import AnalysisOptions
 
@@ -118,23 +119,22 @@ def _rows(
     for i, p in enumerate(positions):
         expl_ids = best_tokens_l[i]
         expl_tokens = [decode_one(t) for t in expl_ids]
-        row = {
-            "position": p,
-            "token": prepared.tokens[p],
-            "token_id": prepared.token_ids[p],
-            "explanation": lens.tokenizer.decode(expl_ids),  # whole decode: multi-byte characters stay intact
-            "explanation_tokens": expl_tokens,
-            "explanation_token_ids": expl_ids,
-            "token_salience": sal_l[i] if sal_l is not None else None,
-            "mse": best_mse_l[i],
-            "relative_rmse": rel_l[i],
+        row = Row(
+            position=p,
+            token=prepared.tokens[p],
+            token_id=prepared.token_ids[p],
+            explanation=lens.tokenizer.decode(expl_ids),  # whole decode: multi-byte characters stay intact
+            explanation_tokens=expl_tokens,
+            explanation_token_ids=expl_ids,
+            token_salience=sal_l[i] if sal_l is not None else None,
+            mse=best_mse_l[i],
+            relative_rmse=rel_l[i],
             **fidelity_fields(cos_l[i], norm_l[i], usual),
-            "kl": kl_l[i] if kl_l is not None else None,
-            "logit_lens_top": ll[i] if ll is not None else None,
-            "candidates": None,
-        }
+            kl=kl_l[i] if kl_l is not None else None,
+            logit_lens_top=ll[i] if ll is not None else None,
+        )
         if tokens_l is not None:
-            row["candidates"] = [
+            row.candidates = [
                 {
                     "explanation_token_ids": tokens_l[i * k + j],
                     "explanation": lens.tokenizer.decode(tokens_l[i * k + j]),

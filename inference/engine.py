@@ -4,7 +4,7 @@ generate). The lens family is looked up here (inference.families), never tested 
 
 Torch-free at import: the modules that need torch are imported by the function that uses them, so a web
 process that only checks options and builds keys never loads it. Outside inference/ only this module and the
-torch-free vocabulary (inference.types, .errors, .limits, .options) may be imported: tests/test_layers.py.
+torch-free vocabulary (inference.types, .rows, .errors, .limits, .options) may be imported: tests/test_layers.py.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from .models import embed_tokens, forward, lm_head, make_cache, text_config
 from .nla import NLALens, load_nla, nla_files, nla_spec_identity, nla_tokenizer
 from .nla_format import STOP_STRING, explanation_words, fill, parse_explanation, without_word
 from .options import check_int
+from .rows import Row
 from .sampling import sample_tokens, uniforms_for_rows
 from .types import (
     AnalysisOptions,
@@ -133,29 +134,28 @@ def _analyze_batch(nla, prepared, orig, positions, options, work: Work) -> list[
     for i, p in enumerate(positions):
         c = chosen[i]
         explanation, matched = parsed[c]
-        row = {
-            "position": p,
-            "token": prepared.tokens[p],
-            "token_id": prepared.token_ids[p],
-            "explanation": explanation,
-            "explanation_tokens": explanation_words(explanation),
-            "explanation_token_ids": generated[c].ids,
-            "token_salience": sal[i] if sal is not None else None,
-            "mse": metrics["mse"][c],
-            "relative_rmse": rel_l[i],
-            "kl": kl[i] if kl is not None else None,
-            "logit_lens_top": ll[i] if ll is not None else None,
-            "candidates": None,
+        row = Row(
+            position=p,
+            token=prepared.tokens[p],
+            token_id=prepared.token_ids[p],
+            explanation=explanation,
+            explanation_tokens=explanation_words(explanation),
+            explanation_token_ids=generated[c].ids,
+            token_salience=sal[i] if sal is not None else None,
+            mse=metrics["mse"][c],
+            relative_rmse=rel_l[i],
+            kl=kl[i] if kl is not None else None,
+            logit_lens_top=ll[i] if ll is not None else None,
             **_nla_fields(nla, metrics, c),
             # cosine_similarity is the NLA's own (of the rescaled vectors, the same cosine): kept
-            "activation_norm": norm_l[i],
-            "activation_norm_outlier": usual.is_outlier(norm_l[i]),
-            "av_text": texts[c],
-            "av_stop": generated[c].stop,
-            "explanation_parsed": matched,
-        }
+            activation_norm=norm_l[i],
+            activation_norm_outlier=usual.is_outlier(norm_l[i]),
+            av_text=texts[c],
+            av_stop=generated[c].stop,
+            explanation_parsed=matched,
+        )
         if options.keep_candidates:
-            row["candidates"] = [
+            row.candidates = [
                 {
                     "explanation_token_ids": generated[i * k + j].ids,
                     "explanation": parsed[i * k + j][0],

@@ -10,6 +10,7 @@ from . import options
 from .errors import InputError, OptionError
 from .limits import DEFAULT_LIMITS, Limits
 from .options import option, short
+from .rows import Row
 
 MAX_SEED = 2**31 - 1
 ROLES = ("system", "user", "assistant")
@@ -186,7 +187,7 @@ class PreparedInput:
 class BatchUpdate:
     """Handed to `on_batch` after every finished batch: the new rows and progress so far."""
 
-    rows: list[dict[str, Any]]
+    rows: list[Row]
     done: int
     total: int
 
@@ -194,12 +195,13 @@ class BatchUpdate:
 @dataclass
 class AnalysisResult:
     status: str  # "done" or "cancelled"
-    rows: list[dict[str, Any]]
+    rows: list[Row]
     metadata: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "metadata": self.metadata, "rows": self.rows, "timings": self.timings}
+        rows = [row.to_dict() for row in self.rows]
+        return {"status": self.status, "metadata": self.metadata, "rows": rows, "timings": self.timings}
 
 
 @dataclass(frozen=True)

@@ -165,10 +165,7 @@ def test_no_app_imports_the_projects_top():
 # What code outside inference/ may import of it: the door, and the vocabulary a form or a schema names.
 ENGINE_DOOR = (
     "inference.engine",
-    "inference.types",
-    "inference.errors",
-    "inference.limits",
-    "inference.options",
+    *(f"inference.{name}" for name in ("types", "rows", "errors", "limits", "options")),
 )
 # Everything outside the engine that runs in the product: the project and its apps, the client, the top files.
 # (tests/ and bench/ reach inside on purpose: they test and time the internals themselves.)

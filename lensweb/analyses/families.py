@@ -4,8 +4,10 @@ metrics a Consistency Lens' never have; both carry cosine_similarity)."""
 
 from __future__ import annotations
 
+from inference import rows
+
 LENS, NLA = "lens", "nla"
-NLA_ONLY_FIELDS = ("mse_nrm", "fve_nrm")
+NLA_ONLY_FIELDS = rows.fields_in(rows.NLA_METRIC)  # mse_nrm, fve_nrm
 
 
 def family_of(metadata: dict | None, rows=()) -> str:

@@ -22,6 +22,7 @@ from django.utils import timezone
 from inference.errors import InputError, LensError, OptionError, UnknownLensError
 from inference.limits import Limits
 from inference.options import option_names
+from inference.rows import Row
 from inference.types import AnalysisInput, AnalysisOptions, GenerationOptions
 
 from . import notify, quotas, rates, signals
@@ -490,9 +491,11 @@ def _record_metadata(job: Analysis, worker_id: int, metadata: dict, total: int) 
     )
 
 
-def do_record_batch(job_id: int, worker_id: int, rows: list[dict]) -> bool:
+def do_record_batch(job_id: int, worker_id: int, rows: list[Row | dict]) -> bool:
     """Persist a batch (idempotently), update progress, THEN notify. Returns whether the worker should go
-    on: False once the job is no longer its own (re-queued as stale) or a cancel was requested."""
+    on: False once the job is no longer its own (re-queued as stale) or a cancel was requested. `rows`: the
+    engine's, stored as their JSON shape (Row.to_dict)."""
+    rows = [row.to_dict() if isinstance(row, Row) else row for row in rows]
     now = timezone.now()
     with transaction.atomic():
         if not Analysis.objects.filter(pk=job_id, worker_id=worker_id, status=Status.RUNNING).update(

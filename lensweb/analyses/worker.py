@@ -288,7 +288,7 @@ class LensWorker:
             remaining = [p for p in remaining if p not in reused]
 
         def on_batch(update) -> bool:
-            fresh = [row for row in update.rows if row["position"] not in persisted]
+            fresh = [row for row in update.rows if row.position not in persisted]
             go_on = services.do_record_batch(job.pk, worker_id, fresh)
             persisted.update(row["position"] for row in fresh)
             return go_on and not self._stopping and not self._is_cancelled(job)
@@ -306,7 +306,7 @@ class LensWorker:
                 should_cancel=lambda: self._is_cancelled(job),
                 limits=limits,
             )
-            leftover = [row for row in result.rows if row["position"] not in persisted]
+            leftover = [row for row in result.rows if row.position not in persisted]
             if leftover:  # an engine may hand the last rows only in its result
                 services.do_record_batch(job.pk, worker_id, leftover)
             status, timings = result.status, dict(result.timings or {})

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from inference import rows
 from inference import types as engine_types
 from inference.limits import DEFAULT_LIMITS as L
 from inference.options import options_of
@@ -211,34 +212,24 @@ class Candidate(Answer):
     chosen: bool | None = None
 
 
-class AnalysisRow(Answer):
-    """One analysed position, as the engine computes it. A Natural Language Autoencoder's rows (its lens'
-    kind is `nla`) add `mse_nrm` (mse of both vectors rescaled to norm sqrt(d)), `fve_nrm`, `av_text`,
-    `av_stop` and `explanation_parsed`; their `mse` is the raw mse, and `explanation_tokens` are the
-    explanation's words (the units of `token_salience`). `cosine_similarity`, `activation_norm` and
-    `activation_norm_outlier` are absent from the rows of an analysis stored before the engine computed them."""
+def row_model() -> type[Answer]:
+    """The row schema, from the engine's declaration of a row (inference.rows.Row): names, types and
+    descriptions; position, token, explanation and mse always, the rest where the row has them."""
+    fields: dict[str, Any] = {}
+    for spec in rows.ROW_FIELDS:
+        annotation = list[Candidate] | None if spec.name == "candidates" else rows.ROW_TYPES[spec.name]
+        bounds = {"ge": 0} if spec.name == "position" else {}
+        default = ... if rows.required(spec.name) else None
+        fields[spec.name] = (annotation, Field(default, description=rows.description(spec.name), **bounds))
+    return create_model("AnalysisRow", __base__=Answer, __doc__=ROW_DOC, **fields)
 
-    position: int = Field(ge=0)
-    token: str
-    token_id: int | None = None
-    explanation: str
-    explanation_tokens: list[str] | None = None
-    explanation_token_ids: list[int] | None = None
-    token_salience: list[float] | None = None
-    mse: float
-    relative_rmse: float | None = None
-    cosine_similarity: float | None = Field(
-        None, description="cos(A, Â): the activation and its reconstruction from the kept explanation"
-    )
-    activation_norm: float | None = Field(None, description="‖A‖₂, the activation's L2 norm")
-    activation_norm_outlier: bool | None = Field(
-        None,
-        description="‖A‖ far outside the lens' usual range (position 0, attention sinks; the rule and range are "
-        "in metadata.activation_norm_range): the mse there is large because A is",
-    )
-    kl: float | None = None
-    logit_lens_top: list[str] | None = None
-    candidates: list[Candidate] | None = None
+
+ROW_DOC = """One analysed position, as the engine computes it. A Natural Language Autoencoder's rows (its lens'
+kind is `nla`) add `mse_nrm`, `fve_nrm`, `av_text`, `av_stop` and `explanation_parsed`; their `mse` is the raw
+mse, and `explanation_tokens` are the explanation's words (the units of `token_salience`). The fidelity fields
+(`cosine_similarity`, `activation_norm`, `activation_norm_outlier`) are null in the rows of an analysis stored
+before the engine computed them."""
+AnalysisRow = row_model()
 
 
 class AnalysisSubmitted(BaseModel):

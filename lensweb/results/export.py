@@ -26,6 +26,7 @@ import io
 import json
 from typing import Any
 
+from inference import rows
 from lensweb.analyses.families import NLA_ONLY_FIELDS, is_nla  # noqa: F401  (is_nla: this module's API)
 
 FORMAT = "lensweb-analysis"
@@ -51,14 +52,14 @@ OUR_FIELDS = (
     "logit_lens_tokens",  # ours: the list of top tokens, null when not computed
     "candidates",
 )
-NORM_FIELDS = ("activation_norm", "activation_norm_outlier")
-FIDELITY_FIELDS = ("cosine_similarity", *NORM_FIELDS)
+FIDELITY_FIELDS = rows.fields_in(rows.FIDELITY)  # cos(A, Â), then the norm fields
+NORM_FIELDS = FIDELITY_FIELDS[1:]
 # An import keeps a field of these that its row shape cannot rebuild (imported_fields), to write it back.
 EXPORT_FIELDS = RESEARCH_FIELDS + OUR_FIELDS + FIDELITY_FIELDS
 # An NLA's rows: its metrics always, then the verbaliser's raw output when the row has it.
-NLA_METRIC_FIELDS = ("mse_nrm", "cosine_similarity", "fve_nrm")
+NLA_METRIC_FIELDS = ("mse_nrm", "cosine_similarity", "fve_nrm")  # the research export's order
 # Fields only an NLA's rows have: what tells a file's rows apart by family (cos is on every row now).
-NLA_EXTRA_FIELDS = ("av_text", "av_stop", "explanation_parsed")
+NLA_EXTRA_FIELDS = rows.fields_in(rows.NLA_EXTRA)
 NLA_FIELDS = NLA_METRIC_FIELDS + NLA_EXTRA_FIELDS
 CSV_FIELDS = (
     "position",

@@ -23,7 +23,7 @@ def run_tiny(text: str = TEXT, **options):
     lens = engine.load(engine.get_spec("tiny"))
     opts = AnalysisOptions(**options)
     result = engine.analyze(lens, AnalysisInput(text=text), opts)
-    return result.rows, result.metadata, result.timings, opts.to_dict()
+    return result.to_dict()["rows"], result.metadata, result.timings, opts.to_dict()  # as stored
 
 
 @pytest.fixture(scope="session")

@@ -39,7 +39,7 @@ def run_nla(text: str = TEXT, **options):
     lens = engine.load(load_registry(nla_registry_path()).get(NLA_ID))
     opts = AnalysisOptions(**options)
     result = engine.analyze(lens, AnalysisInput(text=text), opts)
-    return result.rows, result.metadata, result.timings, opts.to_dict()
+    return result.to_dict()["rows"], result.metadata, result.timings, opts.to_dict()  # as stored
 
 
 @pytest.fixture(scope="session")

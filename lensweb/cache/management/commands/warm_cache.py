@@ -151,7 +151,7 @@ class Command(BaseCommand):
                 key,
                 spec.id,
                 options,
-                result.rows,
+                result.to_dict()["rows"],  # stored as JSON
                 engine.metadata(lens, prepared),
                 result.timings,
                 time.monotonic() - t0,
