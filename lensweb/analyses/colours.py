@@ -13,9 +13,11 @@ import math
 from dataclasses import dataclass
 from functools import cache
 
-# The lenses were never trained on positions 0–5; fitted scales ignore them (position 0 alone is an
-# outlier by an order of magnitude and would wash every other colour out).
-UNTRAINED_POSITIONS = 6
+from .families import FIRST_TRAINED, LENS
+
+# Fitted scales leave out the positions a lens was never trained on (position 0 alone is an outlier by an
+# order of magnitude and would wash every other colour out).
+UNTRAINED_POSITIONS = FIRST_TRAINED[LENS]
 
 DIVERGING_STEPS = 11
 SEQUENTIAL_STEPS = 9

@@ -8,6 +8,10 @@ from inference import rows
 
 LENS, NLA = "lens", "nla"
 NLA_ONLY_FIELDS = rows.fields_in(rows.NLA_METRIC)  # mse_nrm, fve_nrm
+# The first position each family was trained on: the Consistency Lenses never on 0–5
+# (shared/spec/lens-inference.md §3), the reference NLAs on 50 and later only (shared/spec/nla.md §5). Earlier
+# rows are shown de-emphasised, left out of fitted colour scales and of summaries' means.
+FIRST_TRAINED = {LENS: 6, NLA: 50}
 
 
 def family_of(metadata: dict | None, rows=()) -> str:

@@ -12,15 +12,12 @@ from django.template.loader import render_to_string
 from lensweb.analyses.colours import build_scale
 
 from . import rates
-from .families import NLA, family_of
+from .families import FIRST_TRAINED, NLA, family_of
 from .models import Analysis, AnalysisRow, Generation
 from .queue import queue_position, queue_positions
 from .rowtext import logit_lens_text, number, visible
 
 UNFINISHED = (Analysis.Status.QUEUED, Analysis.Status.RUNNING)
-
-# The lenses were never trained on positions 0–5: their rows are shown, but de-emphasised.
-UNTRAINED_POSITIONS = 6
 
 
 CARD_SALIENCE_SCALE = build_scale("salience", [], fitted=False)
@@ -49,8 +46,6 @@ CARD_COLUMNS = {
         ("kl", "KL", "KL divergence of the next-token distribution with the reconstruction patched in"),
     ),
 }
-# The reference NLAs were trained on positions 50 and later only (shared/spec/nla.md §5).
-NLA_UNTRAINED_POSITIONS = 50
 
 
 def row_family(data: dict) -> str:
@@ -83,7 +78,7 @@ def row_view(data: dict, columns: tuple | None = None) -> dict:
     """A card's row; `columns`: its card's metric columns (by default every column of the row's family)."""
     words = data.get("explanation_tokens") or [data.get("explanation", "")]
     family = row_family(data)
-    early = NLA_UNTRAINED_POSITIONS if family == NLA else UNTRAINED_POSITIONS
+    early = FIRST_TRAINED[family]
     return {
         "position": data["position"],
         "token": visible(data.get("token", "")),

@@ -9,18 +9,15 @@ from django.db import transaction
 from inference.engine import chosen_positions
 from inference.errors import OptionError
 
-from . import notify, quotas, services
+from . import notify, quotas, store
+from .access import get_analysis_for
 from .errors import SubmissionError
+from .lifecycle import GREW_WHILE_RUNNING
 from .limits import limits
 from .models import Analysis, AnalysisRow
-from .services import (
-    COPY_MARKS,
-    GREW_WHILE_RUNNING,
-    check_capacity,
-    check_prepared_submission,
-    get_analysis_for,
-    ring_doorbell,
-)
+from .store import COPY_MARKS
+from .submit import check_capacity, check_prepared_submission
+from .workers import ring_doorbell
 
 Status = Analysis.Status
 
@@ -78,7 +75,7 @@ def do_add_positions(user, analysis_id, asked: list[int]) -> tuple[Analysis, lis
                 error="",
             )
         Analysis.objects.filter(pk=job.pk).update(**changes)
-        services.result_store.detach(job)  # its key named the positions it had: the grown result is another
+        store.result_store.detach(job)  # its key named the positions it had: the grown result is another
         job.refresh_from_db()
         transaction.on_commit(lambda: (notify.job_state(job), ring_doorbell(), notify.queue_moved()))
     return job, new

@@ -22,7 +22,7 @@ from inference.engine import (
 )  # KEYED: the options a row depends on ('positions' only chooses)
 from inference.types import AnalysisOptions
 
-from . import notify, services
+from . import notify, store
 from .models import PLACEMENT_KEYS, Analysis, AnalysisRow
 
 Status = Analysis.Status
@@ -63,7 +63,7 @@ def _sources(job: Analysis, keyed: dict, lens_metadata: dict, defaults: dict):
         ids = metadata.get("token_ids")
         if isinstance(ids, list) and len(metadata.get("attempt_placements") or [None]) == 1:
             yield pk, ids, functools.partial(_analysis_rows, pk)  # rows of one computation only
-    yield from services.result_store.prefix_sources(job.owner, job.lens_id, lens_metadata, keyed, CANDIDATES)
+    yield from store.result_store.prefix_sources(job.owner, job.lens_id, lens_metadata, keyed, CANDIDATES)
 
 
 def _analysis_rows(pk: int, positions: set[int]) -> list[dict]:

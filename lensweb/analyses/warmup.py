@@ -19,15 +19,16 @@ def warm_tokenizers() -> None:
     """Every lens' tokenizer and identity, read now; a broken lens is logged and says so on submit."""
     from inference.types import AnalysisInput, AnalysisOptions
 
-    from . import services
+    from . import store
     from .engine import get_engine
+    from .limits import limits
 
     started = time.monotonic()
     engine = get_engine()
     for spec in engine.lenses():
         try:
-            engine.prepare(spec, AnalysisInput(text="warm up"), AnalysisOptions(), services.limits())
-            services.result_store.warm(spec)
+            engine.prepare(spec, AnalysisInput(text="warm up"), AnalysisOptions(), limits())
+            store.result_store.warm(spec)
         except Exception as exc:
             log.warning("could not read the tokenizer of lens %s: %s", spec.id, exc)
     log.info("tokenizers read in %.1f s", time.monotonic() - started)

@@ -12,9 +12,9 @@ from django.utils.safestring import SafeString, mark_safe
 
 from lensweb.analyses import colours
 from lensweb.analyses.colours import UNTRAINED_POSITIONS, ColourScheme, fmt
-from lensweb.analyses.families import LENS, NLA, family_of  # noqa: F401  (family_of: this module's API)
+from lensweb.analyses.families import FIRST_TRAINED, LENS, NLA, family_of  # noqa: F401  (family_of: API)
 from lensweb.analyses.rowtext import logit_lens_text, number, visible  # noqa: F401  (this module's API too)
-from lensweb.analyses.services import summarize_rows, summary_rows
+from lensweb.analyses.summaries import summarize_rows, summary_rows
 
 from .models import ResultsPreference
 
@@ -73,9 +73,7 @@ NLA_COLUMNS_SAVED = "nla"
 # Columns added after preferences were first saved, each with the marker a preference gets once a page has
 # offered them: a preference without it says nothing about them, so they are on.
 LATER_COLUMNS = {NLA_COLUMNS_SAVED: NLA_METRICS, "norm": PLAIN_COLUMNS}
-# Consistency Lenses were never trained on positions 0–5; the reference NLAs only on positions 50 and later
-# (shared/spec/nla.md §5). Rows before that are shown, de-emphasised.
-EARLY_POSITIONS = {LENS: UNTRAINED_POSITIONS, NLA: 50}
+EARLY_POSITIONS = FIRST_TRAINED  # rows before these are shown, de-emphasised
 UNTRAINED_NOTE = "The lenses were never trained on positions 0–5: read these rows with care."
 UNTRAINED_NOTES = {
     LENS: UNTRAINED_NOTE,

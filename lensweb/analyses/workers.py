@@ -1,0 +1,81 @@
+"""Worker records (one per `runworker` process, or the worker inside `serve`) and the doorbell that wakes them.
+The worker's run loop itself is worker.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from . import notify
+from .engine import get_engine
+from .models import Analysis, WorkerRecord
+
+log = logging.getLogger(__name__)
+Status = Analysis.Status
+
+
+def served_lens_ids() -> list[str]:
+    try:
+        return [spec.id for spec in get_engine().lenses()]
+    except Exception:  # a broken registry: the worker serves nothing until it can be read
+        log.exception("the lens registry cannot be read")
+        return []
+
+
+def register_worker(
+    channel_name: str = "", device: str = "", lenses: list[str] | None = None
+) -> WorkerRecord:
+    """A new worker's record; `lenses`: the ids it serves, by default every lens of the registry (a worker
+    loads whichever a job needs)."""
+    if lenses is None:
+        lenses = served_lens_ids()
+    host, pid = socket.gethostname(), os.getpid()
+    record = WorkerRecord.objects.create(
+        name=f"{host}:{pid}:{uuid.uuid4().hex[:8]}",
+        host=host,
+        pid=pid,
+        channel_name=channel_name,
+        device=device,
+        lenses=list(lenses or []),
+        state=WorkerRecord.State.IDLE,
+    )
+    notify.status_changed()
+    return record
+
+
+def worker_listens_on(worker_id: int, channel_name: str) -> None:
+    """The worker's own channel changed (its consumer restarted after the channel layer failed): doorbells
+    and cancels go to the new one."""
+    WorkerRecord.objects.filter(pk=worker_id).update(channel_name=channel_name)
+
+
+def worker_stopped(worker_id: int) -> None:
+    WorkerRecord.objects.filter(pk=worker_id).update(
+        state=WorkerRecord.State.STOPPED, last_heartbeat=timezone.now(), loading_lens="", loading_since=None
+    )
+    notify.status_changed()
+
+
+def live_workers():
+    cutoff = timezone.now() - timedelta(seconds=settings.LENSWEB_STALE_AFTER)
+    return WorkerRecord.objects.filter(
+        last_heartbeat__gte=cutoff, state__in=[WorkerRecord.State.IDLE, WorkerRecord.State.BUSY]
+    )
+
+
+def ring_doorbell() -> None:
+    """Wake idle workers on their own channels (the shared channel reaches only one, maybe a busy one);
+    with none known, ring the shared channel. A lost ring costs latency only: workers also poll."""
+    channels = [
+        c
+        for c in live_workers().filter(state=WorkerRecord.State.IDLE).values_list("channel_name", flat=True)
+        if c
+    ]
+    notify.doorbell(channels)
