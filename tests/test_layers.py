@@ -271,3 +271,14 @@ def test_the_engine_knows_nothing_of_django():
 )
 def test_the_cycle_finder_finds_cycles(edges, cycle):
     assert find_cycle(edges) == cycle
+
+
+def test_fragments_read_no_database_and_summaries_import_no_presentation():
+    """fragments.py renders what cards.py reads (so rendering runs on any thread); summaries.py is plain data
+    that pages and exports format."""
+    path = APPS / "analyses" / "fragments.py"
+    assert not [m for m, _ in imported_modules(path) if m.startswith("django.db")]
+    assert ".objects" not in path.read_text()
+    presentation = ("colours", "fragments", "rowtext", "templatetags", "django.template")
+    imported = [module for module, _ in imported_modules(APPS / "analyses" / "summaries.py")]
+    assert not [m for m in imported if any(p in m for p in presentation)]

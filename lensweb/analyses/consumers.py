@@ -17,7 +17,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from . import fragments, services
+from . import cards, fragments, services
 from .models import Analysis, Generation
 from .notify import user_group
 from .sessions import check_session, fingerprint
@@ -153,7 +153,7 @@ class AnalysisConsumer(SessionBound, AsyncWebsocketConsumer):
         if not await self._join_or_refuse(self.group):
             return
         await self.accept()
-        jobs, positions = await database_sync_to_async(fragments.load_replay)(user)
+        jobs, positions = await database_sync_to_async(cards.load_replay)(user)
         messages, shown = await render(fragments.render_replay)(jobs, positions)
         self.shown = {s.job_id: s for s in shown if s.kind == Analysis.kind}
         self.gen_shown = {s.job_id: s for s in shown if s.kind == Generation.kind}
@@ -252,12 +252,12 @@ class AnalysisConsumer(SessionBound, AsyncWebsocketConsumer):
     # --- from the owner's group: forwarded while the session is valid --------------------------------------
 
     async def _add_card(self, job_id: int):
-        job, position = await database_sync_to_async(fragments.load_card)(self.user, job_id)
+        job, position = await database_sync_to_async(cards.load_card)(self.user, job_id)
         if job is None:
             return
         # A generation's follow-up takes the place of the generation's card: one card, generating, then
         # analysing, then done.
-        source = fragments.source_generation_id(job)
+        source = cards.source_generation_id(job)
         replace = source if source in self.gen_shown and not self.gen_shown[source].replaced else None
         messages, self.shown[job_id] = await render(fragments.render_new_card)(job, position, replace)
         if source is not None:
@@ -293,7 +293,7 @@ class AnalysisConsumer(SessionBound, AsyncWebsocketConsumer):
         fresh = []
         for position, html in event["rows"]:
             # Past the card's cap a row is only counted (progress, "more rows"): the results page has it.
-            if position not in shown.positions and len(shown.positions) < fragments.live_card_rows():
+            if position not in shown.positions and len(shown.positions) < cards.live_card_rows():
                 shown.positions.add(position)
                 fresh.append(html)
         parts = fragments.wrap_rows_chunks(job_id, fresh) if fresh else []
@@ -323,7 +323,7 @@ class AnalysisConsumer(SessionBound, AsyncWebsocketConsumer):
     # generations: the card (state), and its samples so far (tokens); both whole, swapped by id
 
     async def _add_generation_card(self, generation_id: int):
-        gen, position = await database_sync_to_async(fragments.load_generation_card)(self.user, generation_id)
+        gen, position = await database_sync_to_async(cards.load_generation_card)(self.user, generation_id)
         if gen is None:  # not this user's, or followed by its analysis (whose card stands for it)
             return
         messages, self.gen_shown[generation_id] = await render(fragments.render_new_generation_card)(

@@ -5,30 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from django.conf import settings
-from django.db.models import F, Prefetch
 from django.template.loader import render_to_string
 
 from lensweb.analyses.colours import build_scale
 
-from . import rates
-from .families import FIRST_TRAINED, NLA, family_of
-from .models import Analysis, AnalysisRow, Generation
-from .queue import queue_position, queue_positions
-from .rowtext import logit_lens_text, number, visible
-
-UNFINISHED = (Analysis.Status.QUEUED, Analysis.Status.RUNNING)
-
+from . import rowview
+from .families import FIRST_TRAINED, LENS, NLA, family_of
+from .models import Analysis, Generation
+from .rowview import RowView
 
 CARD_SALIENCE_SCALE = build_scale("salience", [], fitted=False)
-
-
-def _salience_classes(saliences, n):
-    """The results pages' own colour classes on their fixed salience scale: a card grows batch by batch, so
-    only a fixed scale keeps a word's colour from changing as rows arrive, and it agrees with every view."""
-    if not saliences or len(saliences) != n:
-        return [""] * n
-    return [CARD_SALIENCE_SCALE.css_class(s) for s in saliences]
 
 
 # A card's metric columns per lens family: a Consistency Lens' mse, relative RMSE and KL; a Natural Language
@@ -74,43 +60,32 @@ def asked_columns(job: Analysis, family: str | None = None) -> tuple[tuple, bool
     return columns, bool(options.get("logit_lens"))
 
 
-def row_view(data: dict, columns: tuple | None = None) -> dict:
-    """A card's row; `columns`: its card's metric columns (by default every column of the row's family)."""
-    words = data.get("explanation_tokens") or [data.get("explanation", "")]
+EARLY_NOTES = {
+    LENS: "the lenses were never trained on positions 0–5",
+    NLA: "the autoencoder was trained on positions 50 and later only",
+}
+
+
+def row_view(data: dict, columns: tuple | None = None) -> RowView:
+    """A card's row (rowview.RowView, as the results pages have it) with its words on the fixed salience
+    scale and its card's metric cells; `columns`: those cells (by default every column of the row's family)."""
     family = row_family(data)
-    early = FIRST_TRAINED[family]
-    return {
-        "position": data["position"],
-        "token": visible(data.get("token", "")),
-        "early": data["position"] < early,
-        "early_note": (
-            "the autoencoder was trained on positions 50 and later only"
-            if family == NLA
-            else "the lenses were never trained on positions 0–5"
-        ),
-        "words": [
-            {"text": visible(w), "cls": c, "salience": number(s, 3)}
-            for w, c, s in zip(
-                words,
-                _salience_classes(data.get("token_salience"), len(words)),
-                data.get("token_salience") or [None] * len(words),
-                strict=True,
-            )
-        ],
-        "explanation": data.get("explanation", ""),
-        "mse": number(data.get("mse")),
-        "relative_rmse": number(data.get("relative_rmse")),
-        "kl": number(data.get("kl")),
-        "metrics": [number(data.get(key)) for key, _, _ in (columns or CARD_COLUMNS[family])],
-        "logit_lens": logit_lens_text(data.get("logit_lens_top")),
-    }
+    view = rowview.row_view(data, FIRST_TRAINED[family]).coloured(CARD_SALIENCE_SCALE)
+    view.cells = [view.text(key) for key, _, _ in (columns or CARD_COLUMNS[family])]
+    return view
 
 
 def render_row(job: Analysis, data: dict) -> str:
-    columns, logit_lens = asked_columns(job, row_family(data))
+    family = row_family(data)
+    columns, logit_lens = asked_columns(job, family)
     return render_to_string(
         "analyses/partials/row.html",
-        {"job": job, "row": row_view(data, columns), "logit_lens": logit_lens},
+        {
+            "job": job,
+            "row": row_view(data, columns),
+            "logit_lens": logit_lens,
+            "early_note": EARLY_NOTES[family],
+        },
     )
 
 
@@ -179,21 +154,10 @@ def render_state(job: Analysis, position: int | None) -> str:
     )
 
 
-def live_card_rows() -> int:
-    return max(0, settings.LENSWEB_LIVE_CARD_ROWS)
-
-
-def _card_rows(job: Analysis) -> list:
-    """The first LENSWEB_LIVE_CARD_ROWS rows by position (prefetched by recent_jobs, else one query)."""
-    if hasattr(job, "card_rows"):
-        return job.card_rows
-    return list(job.rows.order_by("position")[: live_card_rows()])
-
-
 def card_context(job: Analysis, position: int | None, rows: list | None = None) -> dict:
     """A card's context: its first rows as HTML, and how many more the results page has (every row of an
     analysis is counted in progress_done)."""
-    rows = _card_rows(job) if rows is None else rows
+    rows = job.card_rows if rows is None else rows  # loaded with the job (cards.py)
     columns, logit_lens = asked_columns(job)
     row_html = [render_row(job, r.data) for r in rows]
     return {
@@ -250,54 +214,6 @@ def _shown(context: dict, rows: list) -> Shown:
     return Shown(job.pk, {r.position for r in rows}, job.progress_done, job.is_final, context["more"])
 
 
-def _newest_first(jobs: list) -> list:
-    return sorted(jobs, key=lambda j: (j.created_at, j.kind, j.pk), reverse=True)
-
-
-def recent_count() -> int:
-    """How many finished cards the analysis page shows (the rest are in History); the page's script keeps
-    to it as jobs finish while it is open."""
-    return max(0, settings.LENSWEB_RECENT_JOBS)
-
-
-def _last_finished(queryset, n: int) -> list:
-    return list(queryset.order_by(F("finished_at").desc(nulls_last=True), "-created_at", "-id")[:n])
-
-
-def _finished_order(job) -> tuple:
-    return (job.finished_at or job.created_at, job.created_at, job.pk)
-
-
-def recent_jobs(user) -> list[Analysis | Generation]:
-    """Every unfinished job of the user (of either kind), and the last few to finish (recent_count());
-    newest first. An analysis with its first rows only (a card never loads an import's 20,000). A generation
-    that was followed by its analysis is that analysis' card, so it is left out."""
-    analyses = (
-        Analysis.objects.filter(owner=user)
-        .select_related("source_generation")
-        .prefetch_related(
-            Prefetch(
-                "rows",
-                queryset=AnalysisRow.objects.order_by("position")[: live_card_rows()],
-                to_attr="card_rows",
-            )
-        )
-    )
-    generations = Generation.objects.filter(owner=user, follow_up__isnull=True)
-    recent = recent_count()
-    unfinished = [*analyses.filter(status__in=UNFINISHED), *generations.filter(status__in=UNFINISHED)]
-    finished = sorted(
-        [
-            *_last_finished(analyses.exclude(status__in=UNFINISHED), recent),
-            *_last_finished(generations.exclude(status__in=UNFINISHED), recent),
-        ],
-        key=_finished_order,
-        reverse=True,
-    )[:recent]
-    rates.attach(unfinished)  # the running ones' ETA
-    return _newest_first([*unfinished, *finished])
-
-
 def _position(positions: dict, job) -> int | None:
     return positions.get((job.kind, job.pk))
 
@@ -308,16 +224,9 @@ def _context(job, position: int | None) -> dict:
     return card_context(job, position)
 
 
-def jobs_context(user) -> tuple[dict, list]:
-    jobs = recent_jobs(user)
-    positions = queue_positions()
-    return {"cards": [_context(job, _position(positions, job)) for job in jobs]}, jobs
-
-
-def load_replay(user) -> tuple[list, dict]:
-    """What a replay shows, read on the database thread: the recent jobs with their first rows, and the
-    queue. Rendering them (render_replay) reads nothing more, so it can run on any thread."""
-    return recent_jobs(user), queue_positions()
+def jobs_context(jobs: list, positions: dict) -> dict:
+    """The #jobs list's context: `jobs` and their queue `positions` as cards.load_replay reads them."""
+    return {"cards": [_context(job, _position(positions, job)) for job in jobs]}
 
 
 def render_replay(jobs: list, positions: dict) -> tuple[list[str], list[Shown]]:
@@ -334,7 +243,7 @@ def render_replay(jobs: list, positions: dict) -> tuple[list[str], list[Shown]]:
             card, more_rows = _render_generation_card(fitted), []
             shown.append(Shown(job.pk, final=job.is_final, kind=Generation.kind))
         else:
-            rows = _card_rows(job)
+            rows = job.card_rows
             context = card_context(job, _position(positions, job), rows)
             shown.append(_shown(context, rows))
             fitted, more_rows = fit_card(context, card_budget)
@@ -349,30 +258,12 @@ def render_replay(jobs: list, positions: dict) -> tuple[list[str], list[Shown]]:
     return [first, *pack(rest)], shown
 
 
-def load_card(user, job_id: int) -> tuple[Analysis | None, int | None]:
-    """A job of `user` with its first rows, and its queue position, for render_new_card."""
-    job = Analysis.objects.filter(pk=job_id, owner=user).select_related("source_generation").first()
-    if job is None:
-        return None, None
-    job.card_rows = _card_rows(job)
-    rates.attach([job])
-    return job, queue_position(job)
-
-
-def source_generation_id(job: Analysis) -> int | None:
-    """The generation this analysis follows up (`source_generation` loaded with the job), else None."""
-    try:
-        return job.source_generation.pk
-    except Generation.DoesNotExist:
-        return None
-
-
 def render_new_card(
     job: Analysis, position: int | None, replace: int | None = None
 ) -> tuple[list[str], Shown]:
     """A card for the top of #jobs (a job submitted after the socket connected), with its first rows, as
     messages that fit. `replace`: the generation whose card this one takes the place of (its follow-up)."""
-    rows = _card_rows(job)
+    rows = job.card_rows
     context = card_context(job, position, rows)
     fitted, more_rows = fit_card(context)
     if replace is not None:
@@ -462,15 +353,6 @@ def render_generation_samples(gen: Generation) -> str:
     return render_to_string("analyses/partials/gen-samples.html", context) + render_to_string(
         "analyses/partials/gen-progress.html", context
     )
-
-
-def load_generation_card(user, generation_id: int) -> tuple[Generation | None, int | None]:
-    """A generation of `user` and its queue position, for render_new_generation_card; None for one that is
-    not theirs, or that was followed by its analysis (that analysis' card stands for it)."""
-    gen = Generation.objects.filter(pk=generation_id, owner=user, follow_up__isnull=True).first()
-    if gen is None:
-        return None, None
-    return gen, queue_position(gen)
 
 
 def render_new_generation_card(gen: Generation, position: int | None) -> tuple[list[str], Shown]:

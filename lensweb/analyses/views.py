@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from lensweb.accounts.ratelimits import retry_after
 
-from . import fragments, services
+from . import cards, fragments, services
 from .engine import get_engine
 from .forms import NO_CHAT, Action, AnalysisForm, GenerationForm, analysis_options_from, rerun_initial
 from .models import Analysis, Generation
@@ -69,8 +69,8 @@ def _page_context(request, form=None, gen_form=None, tab="analyse") -> dict:
     context = _form_context(form or _new_form())
     context["gen_form"] = gen_form or _new_generation_form()
     context["tab"] = tab
-    context.update(fragments.jobs_context(request.user)[0])
-    context["keep_finished"] = fragments.recent_count()
+    context.update(fragments.jobs_context(*cards.load_replay(request.user)))
+    context["keep_finished"] = cards.recent_count()
     return context
 
 
@@ -145,7 +145,9 @@ def _get_job_for_user(request, job_id) -> Analysis:
 def job_card(request, job_id):
     job = _get_job_for_user(request, job_id)
     return render(
-        request, "analyses/partials/job-card.html", fragments.card_context(job, services.queue_position(job))
+        request,
+        "analyses/partials/job-card.html",
+        fragments.card_context(job, services.queue_position(job), cards.card_rows(job)),
     )
 
 

@@ -5,15 +5,13 @@ from `colours.py`; this module just asks its scales."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
-
-from django.utils.html import escape
-from django.utils.safestring import SafeString, mark_safe
+from dataclasses import dataclass, replace
 
 from lensweb.analyses import colours
-from lensweb.analyses.colours import UNTRAINED_POSITIONS, ColourScheme, fmt
+from lensweb.analyses.colours import UNTRAINED_POSITIONS, ColourScheme
 from lensweb.analyses.families import FIRST_TRAINED, LENS, NLA, family_of  # noqa: F401  (family_of: API)
 from lensweb.analyses.rowtext import logit_lens_text, number, visible  # noqa: F401  (this module's API too)
+from lensweb.analyses.rowview import NORM_OUTLIER_NOTE, RowView, norm_text, num, row_view, words_html  # noqa: F401
 from lensweb.analyses.summaries import summarize_rows, summary_rows
 
 from .models import ResultsPreference
@@ -95,7 +93,7 @@ def metrics_of(family: str, rows: list[dict]) -> tuple[str, ...]:
         m
         for m in FAMILY_METRICS[family]
         if m not in PLAIN_COLUMNS
-        and (m not in SPARSE_METRICS or any(_num(r.get(m)) is not None for r in rows))
+        and (m not in SPARSE_METRICS or any(num(r.get(m)) is not None for r in rows))
     )
 
 
@@ -194,30 +192,6 @@ def _choice(value, allowed, default):
     return value if value in allowed else default
 
 
-def _words_html(data: dict, scheme: ColourScheme, add_current: bool) -> SafeString:
-    """The explanation, one span per explanation token, coloured by its salience. Built here, not in a
-    template loop: a 1,000-row page has 8,000+ of these and template loops are the page's slow part."""
-    words = data.get("explanation_tokens")
-    if not isinstance(words, list):
-        words = [data.get("explanation") or ""]
-    salience = data.get("token_salience")
-    ids = data.get("explanation_token_ids")
-    if not isinstance(salience, list) or len(salience) != len(words):
-        salience = [None] * len(words)
-    if not isinstance(ids, list) or len(ids) != len(words):
-        ids = [None] * len(words)
-    scale = scheme["salience"]
-    parts = []
-    for word, s, tid in zip(words, salience, ids, strict=True):
-        attrs = f' data-s="{fmt(s, True)}"' if s is not None else ""
-        if tid is not None:
-            attrs += f' data-i="{int(tid)}"'
-        parts.append(f'<span class="w {scale.css_class(s)}"{attrs}>{escape(visible(word))}</span>')
-    if add_current:
-        parts.append(f'<span class="w cur" data-c="1">[{escape(visible(data.get("token", "")))}]</span>')
-    return mark_safe("".join(parts))
-
-
 def candidates(data: dict, family: str = LENS) -> list[dict] | None:
     """A row's best-of-k candidates, best first (loaded on demand: they weigh as much as the rest), by the
     metric the engine chose by (mse for a Consistency Lens, mse_nrm for an NLA)."""
@@ -227,7 +201,7 @@ def candidates(data: dict, family: str = LENS) -> list[dict] | None:
     key = CANDIDATE_METRIC[family]
     ordered = sorted(
         (c for c in found if isinstance(c, dict)),
-        key=lambda c: c.get(key) if _num(c.get(key)) is not None else math.inf,
+        key=lambda c: c.get(key) if num(c.get(key)) is not None else math.inf,
     )
     return [
         {
@@ -239,94 +213,15 @@ def candidates(data: dict, family: str = LENS) -> list[dict] | None:
     ]
 
 
-@dataclass
-class RowView:
-    position: int
-    token: str
-    token_id: int | None
-    early: bool
-    words: SafeString
-    explanation: str
-    mse: float | None
-    relative_rmse: float | None
-    kl: float | None
-    logit_lens: str
-    candidates: int  # how many were kept (0: none); the list itself is fetched when a row unfolds
-    fve_nrm: float | None = None
-    cosine_similarity: float | None = None
-    mse_nrm: float | None = None
-    activation_norm: float | None = None
-    norm_outlier: bool = False  # ‖A‖ far outside the lens' usual range (the engine's flag)
-    classes: dict[str, str] = field(default_factory=dict)
-    cells: list[str] = field(default_factory=list)  # the table's metric cells, in its column order
-
-    def text(self, name: str) -> str:
-        if name == "activation_norm":
-            return norm_text(self.activation_norm)
-        return number(getattr(self, name))
-
-    @property
-    def activation_norm_text(self) -> str:
-        return norm_text(self.activation_norm)
-
-    @property
-    def norm_note(self) -> str:
-        """The flag's explanation (a tooltip), or "" for a row within the usual range."""
-        return NORM_OUTLIER_NOTE if self.norm_outlier else ""
-
-    @property
-    def mse_text(self) -> str:
-        return number(self.mse)
-
-    @property
-    def relative_rmse_text(self) -> str:
-        return number(self.relative_rmse)
-
-    @property
-    def kl_text(self) -> str:
-        return number(self.kl)
-
-
-NORM_OUTLIER_NOTE = (
-    "‖A‖ is far outside this lens' usual range (position 0 or an attention sink): its mse is large because "
-    "A is, not because the explanation is worse"
-)
-
-
-def norm_text(value) -> str:
-    """‖A‖ to about four significant digits: norms run from under 1 to tens of thousands across models."""
-    if _num(value) is None or not math.isfinite(value):
-        return ""
-    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
-
-
-def _num(value):
-    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
 def row_views(
     rows: list[dict], scheme: ColourScheme, add_current: bool, early: int = UNTRAINED_POSITIONS
 ) -> list[RowView]:
+    """The rows as the results pages show them: each with its words coloured by salience and its colour
+    class per metric on the page's scheme."""
     views = []
     for data in rows:
-        view = RowView(
-            position=data["position"],
-            token=visible(data.get("token", "")),
-            token_id=data.get("token_id"),
-            early=data["position"] < early,
-            words=_words_html(data, scheme, add_current),
-            explanation=visible(data.get("explanation", "")),
-            mse=_num(data.get("mse")),
-            relative_rmse=_num(data.get("relative_rmse")),
-            kl=_num(data.get("kl")),
-            logit_lens=logit_lens_text(data.get("logit_lens_top")),
-            candidates=len(data["candidates"]) if isinstance(data.get("candidates"), list) else 0,
-            fve_nrm=_num(data.get("fve_nrm")),
-            cosine_similarity=_num(data.get("cosine_similarity")),
-            mse_nrm=_num(data.get("mse_nrm")),
-            activation_norm=_num(data.get("activation_norm")),
-            norm_outlier=data.get("activation_norm_outlier") is True,
-        )
+        view = row_view(data, early)
+        view.words_html = words_html(view, scheme["salience"], add_current)
         view.classes = {m: scheme[m].css_class(getattr(view, m)) for m in FULLTEXT_METRICS}
         views.append(view)
     return views
@@ -371,13 +266,13 @@ def summary_items(family: str, rows: list[dict]) -> list[tuple[str, str]]:
     """Means in the family's own metrics (compare's headline numbers) over the rows the history's and the
     cards' summary is over (analyses.services.summary_rows: trained positions, ‖A‖ outliers left out); last,
     with an empty label, the note that says which positions those are."""
-    rows = [r for r in rows if isinstance(r.get("position"), int) and _num(r.get("mse")) is not None]
+    rows = [r for r in rows if isinstance(r.get("position"), int) and num(r.get("mse")) is not None]
     if not rows:
         return []
     used, _left = summary_rows(rows, family == NLA)
     items = []
     for metric in metrics_of(family, rows):
-        values = [r[metric] for r in used if _num(r.get(metric)) is not None and math.isfinite(r[metric])]
+        values = [r[metric] for r in used if num(r.get(metric)) is not None and math.isfinite(r[metric])]
         if values and metric != "kl":
             items.append((f"mean {COLUMN_LABELS[metric]}", number(sum(values) / len(values))))
     if items:
@@ -436,7 +331,7 @@ def metadata_items(analysis) -> list[tuple[str, str]]:
     else:
         items.append(("timings", "–"))
     usual = meta.get("activation_norm_range")
-    if isinstance(usual, dict) and all(_num(usual.get(k)) is not None for k in ("median", "low", "high")):
+    if isinstance(usual, dict) and all(num(usual.get(k)) is not None for k in ("median", "low", "high")):
         items.append(
             (
                 "usual ‖A‖",

@@ -15,6 +15,7 @@ import pytest
 from django.urls import reverse
 from django.utils.html import escape
 
+from lensweb.analyses.colours import fmt
 from lensweb.analyses.models import Analysis
 from lensweb.analyses.services import summarize_rows
 from lensweb.results import display, services
@@ -158,8 +159,8 @@ def test_the_chart_marks_flagged_positions_and_tells_cos_and_norm(tiny_result):
     assert svg.count('class="norm-flag"') == len(FLAGGED) and "▼ ‖A‖ outlier" in svg
     row = rows[7]
     tip = (
-        f"7 “{display.visible(row['token'])}”: mse {display.fmt(row['mse'])}, KL {display.fmt(row['kl'])}, "
-        f"cos {display.fmt(row['cosine_similarity'])}, ‖A‖ {display.fmt(row['activation_norm'])}</title>"
+        f"7 “{display.visible(row['token'])}”: mse {fmt(row['mse'])}, KL {fmt(row['kl'])}, "
+        f"cos {fmt(row['cosine_similarity'])}, ‖A‖ {fmt(row['activation_norm'])}</title>"
     )
     assert tip in svg
     assert "(outlier)</title>" in svg

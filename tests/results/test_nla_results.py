@@ -14,7 +14,7 @@ import pytest
 from django.urls import reverse
 
 from lensweb.analyses import colours
-from lensweb.analyses.fragments import CARD_COLUMNS, row_view
+from lensweb.analyses.fragments import CARD_COLUMNS, EARLY_NOTES, row_view
 from lensweb.analyses.models import Analysis, AnalysisRow
 from lensweb.analyses.services import summarize_rows
 from lensweb.results import services
@@ -232,14 +232,14 @@ def test_a_preference_saved_before_nlas_leaves_their_columns_on(owner_client, al
 def test_a_card_row_has_the_nla_cells_under_the_nla_header(owner_client, nla):
     data = services.rows_of(nla)[7]
     view = row_view(data)
-    assert view["metrics"] == [f"{data[m]:.4f}" for m in (*NLA_METRICS, "kl")]
-    assert view["early"] and "positions 50 and later" in view["early_note"]
+    assert view.cells == [f"{data[m]:.4f}" for m in (*NLA_METRICS, "kl")]
+    assert view.early and "positions 50 and later" in EARLY_NOTES["nla"]
     card = owner_client.get(reverse("analyses:card", args=[nla.pk])).content.decode()
     header = re.search(r"<thead>.*?</thead>", card, re.S).group(0)
     labels = [label for _, label, _ in CARD_COLUMNS["nla"]]
     assert re.findall(r'<th class="num" title="[^"]*">([^<]+)</th>', header) == labels
     row = re.search(rf'<tr id="row-{nla.pk}-7".*?</tr>', card, re.S).group(0)
-    assert re.findall(r'<td class="num">([^<]*)</td>', row)[1:] == view["metrics"]
+    assert re.findall(r'<td class="num">([^<]*)</td>', row)[1:] == view.cells
 
 
 # --- export and import -----------------------------------------------------------------------------------

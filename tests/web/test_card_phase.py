@@ -10,7 +10,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.utils import timezone
 
-from lensweb.analyses import fragments, rates, services
+from lensweb.analyses import cards, fragments, rates, services
 from lensweb.analyses.models import Analysis, Phase, PositionRate
 from lensweb.analyses.worker import LensWorker
 
@@ -21,7 +21,7 @@ submit = database_sync_to_async(services.do_submit)
 
 
 def card(job_id: int) -> str:
-    job, position = fragments.load_card(Analysis.objects.get(pk=job_id).owner, job_id)
+    job, position = cards.load_card(Analysis.objects.get(pk=job_id).owner, job_id)
     return fragments.render_state(job, position)
 
 

@@ -15,7 +15,7 @@ from django.template.loader import render_to_string
 from django.urls import include, path, reverse
 from django.utils import timezone
 
-from lensweb.analyses import fragments, services
+from lensweb.analyses import cards, fragments, services
 from lensweb.analyses.forms import rerun_initial
 from lensweb.analyses.models import Analysis, Generation
 
@@ -100,7 +100,7 @@ def test_the_replay_over_the_socket_has_the_same_cards(alice, settings):
     settings.LENSWEB_RECENT_JOBS = 1
     finished(alice, minutes_ago=5)
     last = finished(alice, minutes_ago=1)
-    jobs, _ = fragments.load_replay(alice)
+    jobs, _ = cards.load_replay(alice)
     assert [job.pk for job in jobs] == [last.pk]
     messages, _ = fragments.render_replay(jobs, {})
     assert 'id="jobs-history"' in messages[0]
@@ -255,7 +255,8 @@ def test_a_lens_row_with_a_cosine_is_still_a_lens_row():
     """Every row has cosine_similarity now (issue 14's fidelity columns): the NLA's own metrics say NLA."""
     lens_row = {"position": 3, "token": "x", "mse": 1.0, "relative_rmse": 0.5, "cosine_similarity": 0.9}
     assert fragments.row_family(lens_row) == "lens"
-    assert "positions 0–5" in fragments.row_view({**lens_row, "position": 2})["early_note"]
+    assert fragments.row_view({**lens_row, "position": 2}).early
+    assert "positions 0–5" in fragments.EARLY_NOTES[fragments.row_family(lens_row)]
     assert fragments.row_family({**lens_row, "mse_nrm": 0.2, "fve_nrm": 0.5}) == "nla"
 
 
@@ -278,7 +279,7 @@ def test_a_finished_card_whose_rows_go_in_later_messages_keeps_its_table(alice):
     job = finished(alice, progress_done=2, progress_total=2)
     for position in range(2):
         job.rows.create(position=position, data={"position": position, "token": "t", "mse": 1.0})
-    context = fragments.card_context(job, None)
+    context = fragments.card_context(job, None, cards.card_rows(job))
     empty = fragments._render_card({**context, "rows": []})
     fitted, later = fragments.fit_card(context, budget=fragments.size(empty) + 10)
     assert fitted["rows"] == [] and len(later) == 1  # no row fits inline: both are appended to its table

@@ -86,12 +86,13 @@ def test_a_row_renders_tokens_salience_and_metrics():
             "logit_lens_top": [" the", " a"],
         }
     )
-    assert view["token"] == "↵" and not view["early"]
+    assert view.token == "↵" and not view.early
     # the results pages' own classes on their fixed scale: a word has one colour in every view
     fixed = build_scale("salience", [], fitted=False)
-    assert [w["cls"] for w in view["words"]] == [fixed.css_class(0.5), fixed.css_class(-0.1)] == ["d10", "d4"]
-    assert [w["salience"] for w in view["words"]] == ["0.500", "-0.100"]
-    assert (view["mse"], view["kl"], view["logit_lens"]) == ("1.2346", "", " the ·  a")
+    assert [w.cls for w in view.words] == [fixed.css_class(0.5), fixed.css_class(-0.1)] == ["d10", "d4"]
+    assert [w.salience_text for w in view.words] == ["0.500", "-0.100"]
+    assert (view.mse_text, view.kl_text, view.logit_lens) == ("1.2346", "", " the ·  a")
+    assert view.cells == ["1.2346", "0.5000", ""]  # a Consistency Lens card's mse, relative RMSE and KL
 
 
 def test_submit_creates_a_job_and_returns_the_form(logged_in, alice):

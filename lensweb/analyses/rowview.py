@@ -1,0 +1,152 @@
+"""One analysed row as every page shows it, live cards and results pages alike: the numbers kept as numbers
+(sorting, colour scales), their text (rowtext), the explanation's words with their salience, the ‖A‖ flag.
+A card and a results page differ only in what they add: a card its metric cells and the words' classes on
+the fixed salience scale; a results page its colour classes per metric and the words as one HTML string."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
+from .colours import Scale, fmt
+from .rowtext import logit_lens_text, number, visible
+
+NORM_OUTLIER_NOTE = (
+    "‖A‖ is far outside this lens' usual range (position 0 or an attention sink): its mse is large because "
+    "A is, not because the explanation is worse"
+)
+
+
+def num(value) -> float | None:
+    """A stored metric as a number, or None (absent, null, or not a number)."""
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def norm_text(value) -> str:
+    """‖A‖ to about four significant digits: norms run from under 1 to tens of thousands across models."""
+    if num(value) is None or not math.isfinite(value):
+        return ""
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+@dataclass(frozen=True)
+class Word:
+    """One explanation token (a Natural Language Autoencoder's: one word), visible, with its salience."""
+
+    text: str
+    salience: float | None = None
+    token_id: int | None = None
+    cls: str = ""  # its colour class on a salience scale
+
+    @property
+    def salience_text(self) -> str:
+        return number(self.salience, 3)
+
+
+@dataclass
+class RowView:
+    position: int
+    token: str
+    token_id: int | None
+    early: bool  # before the first position the lens was trained on (families.FIRST_TRAINED)
+    explanation: str
+    words: list[Word]
+    mse: float | None
+    relative_rmse: float | None
+    kl: float | None
+    logit_lens: str
+    candidates: int  # how many were kept (0: none); the list itself is fetched when a row unfolds
+    fve_nrm: float | None = None
+    cosine_similarity: float | None = None
+    mse_nrm: float | None = None
+    activation_norm: float | None = None
+    norm_outlier: bool = False  # ‖A‖ far outside the lens' usual range (the engine's flag)
+    cells: list[str] = field(default_factory=list)  # the page's metric cells, in its column order
+    classes: dict[str, str] = field(default_factory=dict)  # a results page's colour class per metric
+    words_html: SafeString = mark_safe("")  # a results page's words, built at once (words_html())
+
+    def text(self, name: str) -> str:
+        if name == "activation_norm":
+            return norm_text(self.activation_norm)
+        return number(getattr(self, name))
+
+    def coloured(self, scale: Scale) -> RowView:
+        """The same row with its words' classes on `scale`."""
+        return replace(self, words=[replace(w, cls=scale.css_class(w.salience)) for w in self.words])
+
+    @property
+    def activation_norm_text(self) -> str:
+        return norm_text(self.activation_norm)
+
+    @property
+    def norm_note(self) -> str:
+        """The flag's explanation (a tooltip), or "" for a row within the usual range."""
+        return NORM_OUTLIER_NOTE if self.norm_outlier else ""
+
+    @property
+    def mse_text(self) -> str:
+        return number(self.mse)
+
+    @property
+    def relative_rmse_text(self) -> str:
+        return number(self.relative_rmse)
+
+    @property
+    def kl_text(self) -> str:
+        return number(self.kl)
+
+
+def _words(data: dict) -> list[Word]:
+    words = data.get("explanation_tokens")
+    if not isinstance(words, list):
+        words = [data.get("explanation") or ""]
+    salience = data.get("token_salience")
+    ids = data.get("explanation_token_ids")
+    if not isinstance(salience, list) or len(salience) != len(words):
+        salience = [None] * len(words)
+    if not isinstance(ids, list) or len(ids) != len(words):
+        ids = [None] * len(words)
+    return [
+        Word(visible(w), num(s), None if num(tid) is None else int(tid))
+        for w, s, tid in zip(words, salience, ids, strict=True)
+    ]
+
+
+def row_view(data: dict, first_trained: int) -> RowView:
+    """A stored row (the engine's Row.to_dict(), or an imported one) as pages show it."""
+    return RowView(
+        position=data["position"],
+        token=visible(data.get("token", "")),
+        token_id=data.get("token_id"),
+        early=data["position"] < first_trained,
+        explanation=visible(data.get("explanation", "")),
+        words=_words(data),
+        mse=num(data.get("mse")),
+        relative_rmse=num(data.get("relative_rmse")),
+        kl=num(data.get("kl")),
+        logit_lens=logit_lens_text(data.get("logit_lens_top")),
+        candidates=len(data["candidates"]) if isinstance(data.get("candidates"), list) else 0,
+        fve_nrm=num(data.get("fve_nrm")),
+        cosine_similarity=num(data.get("cosine_similarity")),
+        mse_nrm=num(data.get("mse_nrm")),
+        activation_norm=num(data.get("activation_norm")),
+        norm_outlier=data.get("activation_norm_outlier") is True,
+    )
+
+
+def words_html(view: RowView, scale: Scale, current_token: bool) -> SafeString:
+    """The explanation, one span per word coloured by its salience on `scale` (and the analysed token after
+    it, when the lens was trained with it). Built here, not in a template loop: a 1,000-row page has 8,000+
+    of these and template loops are the page's slow part."""
+    parts = []
+    for word in view.words:
+        attrs = f' data-s="{fmt(word.salience, True)}"' if word.salience is not None else ""
+        if word.token_id is not None:
+            attrs += f' data-i="{int(word.token_id)}"'
+        parts.append(f'<span class="w {scale.css_class(word.salience)}"{attrs}>{escape(word.text)}</span>')
+    if current_token:
+        parts.append(f'<span class="w cur" data-c="1">[{escape(view.token)}]</span>')
+    return mark_safe("".join(parts))
