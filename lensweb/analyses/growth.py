@@ -4,10 +4,12 @@ job of record, one results page, one export: the rows of a selection are never s
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from inference.engine import chosen_positions
 from inference.errors import OptionError
+from inference.types import AnalysisOptions
 
 from . import notify, quotas, store
 from .access import get_analysis_for
@@ -15,6 +17,7 @@ from .errors import SubmissionError
 from .lifecycle import GREW_WHILE_RUNNING
 from .limits import limits
 from .models import Analysis, AnalysisRow
+from .option_fields import option_fields
 from .store import COPY_MARKS
 from .submit import check_capacity, check_prepared_submission
 from .workers import ring_doorbell
@@ -79,3 +82,13 @@ def do_add_positions(user, analysis_id, asked: list[int]) -> tuple[Analysis, lis
         job.refresh_from_db()
         transaction.on_commit(lambda: (notify.job_state(job), ring_doorbell(), notify.queue_moved()))
     return job, new
+
+
+def parse_positions(raw: str) -> list[int]:
+    """Posted positions ("3, 7, -1"), parsed and bounded as the form's `positions` field is: by the option's
+    declaration (empty: none, which do_add_positions refuses with the reason)."""
+    field = option_fields(AnalysisOptions, limits())["positions"]
+    try:
+        return field.clean(raw) or []
+    except ValidationError as exc:
+        raise SubmissionError(f"positions: {exc.messages[0]}", "positions") from None

@@ -20,7 +20,6 @@ from lensweb.accounts.ratelimits import retry_after
 from lensweb.analyses import colours, growth
 from lensweb.analyses import services as analyses_services
 from lensweb.analyses.errors import QueueFull, QuotaExceeded, SubmissionError
-from lensweb.analyses.limits import limits as analyses_limits
 from lensweb.analyses.models import Analysis, AnalysisRow, Generation
 
 from . import display, imports, services
@@ -242,7 +241,7 @@ def add_positions(request, analysis_id):
     analysis = _get_owned_analysis(request, analysis_id)
     error = ""
     try:
-        positions = parse_positions(request.POST.get("positions", ""))
+        positions = growth.parse_positions(request.POST.get("positions", ""))
         growth.do_add_positions(request.user, analysis.pk, positions)
     except (SubmissionError, QuotaExceeded, QueueFull) as exc:
         error = str(exc.message if isinstance(exc, SubmissionError) else exc)
@@ -251,23 +250,6 @@ def add_positions(request, analysis_id):
     if _is_htmx(request):
         return render(request, "results/partials/results-body.html", context)
     return redirect(f"{reverse('results:detail', args=[analysis.pk])}?view=fulltext")
-
-
-def parse_positions(raw: str) -> list[int]:
-    """ "3, 7, -1" as ints, bounded (the form's field: a few positions, each within the token limit)."""
-    most = analyses_limits().max_chosen_positions
-    parts = raw.replace(",", " ").split()
-    if not parts:
-        raise SubmissionError("choose at least one token", "positions")
-    if len(parts) > most:
-        raise SubmissionError(f"at most {most} positions at a time", "positions")
-    try:
-        numbers = [int(part) for part in parts if len(part) <= 8]  # more digits than any text has tokens
-    except ValueError:
-        numbers = []
-    if len(numbers) != len(parts):
-        raise SubmissionError("positions are whole numbers, each a token of the text", "positions")
-    return numbers
 
 
 @require_POST
