@@ -13,7 +13,7 @@ from .options import options_of
 from .registry import DEMO_SPEC, LensSpec
 from .types import AnalysisInput, AnalysisOptions, GenerationOptions
 
-CLI_LIMITS = Limits(min_temperature=0.0, max_tokens=8192, max_text_chars=200_000)  # 0 = greedy
+CLI_LIMITS = Limits(max_tokens=8192, max_text_chars=200_000)
 
 
 def main(argv: list[str] | None = None) -> int:

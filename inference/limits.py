@@ -15,7 +15,7 @@ class Limits:
     max_tokens: int = 1_024
     max_messages: int = 64
     max_best_of_k: int = 64
-    min_temperature: float = 0.01
+    min_temperature: float = 0.0  # 0 is greedy decoding: the most likely explanation, whatever the seed
     max_temperature: float = 2.0
     max_last_n_messages: int = 64
     max_new_tokens: int = 512

@@ -29,7 +29,11 @@ class AnalysisOptions:
         high="max_best_of_k",
     )
     temperature: float = option(
-        1.0, label="Temperature", help="Sampling temperature.", low="min_temperature", high="max_temperature"
+        1.0,
+        label="Temperature",
+        help="Sampling temperature; 0 is greedy: the most likely explanation (every candidate the same).",
+        low="min_temperature",
+        high="max_temperature",
     )
     seed: int = option(
         42, label="Seed", help="Same seed, same explanations.", low=0, high=MAX_SEED, advanced=True
