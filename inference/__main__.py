@@ -40,6 +40,15 @@ def _parser() -> argparse.ArgumentParser:
     an.add_argument(
         "--nla-baseline-rawvar", type=float, help="NLA only: fve_nrm's variance constant (else the sidecar's)"
     )
+    an.add_argument(
+        "--score",
+        type=int,
+        metavar="POSITION",
+        help="score your own explanation (--explanation or --explanation-ids) at this position instead",
+    )
+    words = an.add_mutually_exclusive_group()
+    words.add_argument("--explanation", help="with --score: the explanation to score, as text")
+    words.add_argument("--explanation-ids", type=int, nargs="+", help="with --score: its token ids")
     an.add_argument("--json", action="store_true", help="one JSON object {metadata, rows}")
     an.set_defaults(func=_analyze)
 
@@ -133,7 +142,11 @@ def _analyze(args) -> int:
     from .driver import analyze
 
     options = _options(args, AnalysisOptions).validate(CLI_LIMITS)
+    if (args.score is None) != (args.explanation is None and args.explanation_ids is None):
+        raise SystemExit("--score POSITION goes with --explanation or --explanation-ids, and they with it")
     lens = _load(args)  # --max-new-tokens is refused there for all but an NLA
+    if args.score is not None:
+        return _score(args, lens, options)
     result = analyze(
         lens,
         _input(args),
@@ -150,6 +163,35 @@ def _analyze(args) -> int:
         sys.stdout.write("\n")
     else:
         _print_table(result)
+    return 0
+
+
+def _score(args, lens, options) -> int:
+    from .driver import score
+
+    row = score(
+        lens,
+        _input(args),
+        options,
+        args.score,
+        explanation=args.explanation,
+        explanation_token_ids=args.explanation_ids,
+        limits=CLI_LIMITS,
+    )
+    if args.json:
+        json.dump(row.to_dict(), sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    numbers = ["mse", "relative_rmse", "cosine_similarity", "mse_nrm", "fve_nrm", "kl"]
+    shown = "  ".join(f"{name}={row[name]:.4f}" for name in numbers if row.get(name) is not None)
+    print(f"{row.position:>4}  {row.token!r}  {shown}  {row.explanation!r}")
+    if row.token_salience is not None:
+        print(
+            "      salience: "
+            + "  ".join(
+                f"{w!r} {s:+.3f}" for w, s in zip(row.explanation_tokens, row.token_salience, strict=True)
+            )
+        )
     return 0
 
 

@@ -14,13 +14,14 @@ import torch
 
 from . import ENGINE_VERSION
 from .decoding import decode
-from .driver import Work, analyze  # noqa: F401  (analyze: this module's entry, for every family)
+from .driver import Work, analyze, explanation_ids, explanation_text  # noqa: F401  (analyze: this module's entry)
 from .encoding import cosine_similarity, encode, mse, relative_rmse, salience
 from .errors import OptionError
 from .families import Family
 from .inputs import prepare_input
 from .lens import Lens, lens_files, load_lens, load_tokenizer, spec_identity
 from .metrics import activation_norms, kl_divergences, logit_lens_top, norm_range
+from .models import text_config
 from .rows import Row
 from .sampling import uniforms_for_rows
 from .types import AnalysisOptions
@@ -157,6 +158,38 @@ def fidelity_fields(cos: float, norm: float, usual) -> dict[str, Any]:
     }
 
 
+def _score(lens: Lens, prepared, orig, position: int, explanation, ids, options, limits) -> Row:
+    """The encoder on the caller's explanation tokens (its text tokenised as the decoder's output would be)
+    at `position`: [S_pre ; E(x) ; S_post ; E(tok_p) + v], as for a decoded row. The lens was trained on
+    explanations of T tokens: another length is scored, and the row says how many it had."""
+    if ids is None:
+        ids = lens.tokenizer.encode(explanation_text(explanation, limits), add_special_tokens=False)
+    ids = explanation_ids(ids, text_config(lens.model).vocab_size, limits)
+    acts = orig.acts[position : position + 1]
+    current = orig.ids[position : position + 1] if lens.ckpt.add_current_token else None
+    tokens = torch.tensor([ids], device=lens.device)
+    recon = encode(lens, tokens, current, chunk=1)
+    err = mse(acts, recon)
+    sal = salience(lens, tokens, current, acts, err, chunk=len(ids)) if options.salience else None
+    kl = kl_divergences(lens, orig, [position], recon) if options.kl else None
+    decode_one = _token_decoder(lens.tokenizer)
+    return Row(
+        position=position,
+        token=prepared.tokens[position],
+        token_id=prepared.token_ids[position],
+        explanation=lens.tokenizer.decode(ids),
+        explanation_tokens=[decode_one(t) for t in ids],
+        explanation_token_ids=ids,
+        token_salience=sal[0].tolist() if sal is not None else None,
+        mse=err.item(),
+        relative_rmse=relative_rmse(acts, err).item(),
+        **fidelity_fields(
+            cosine_similarity(acts, recon).item(), activation_norms(acts).item(), norm_range(lens)
+        ),
+        kl=kl[0].item() if kl is not None else None,
+    )
+
+
 def _token_decoder(tokenizer):
     cache: dict[int, str] = {}
 
@@ -184,6 +217,7 @@ FAMILY = Family(
     rows_budget=lambda lens, steps: default_rows_budget(lens),
     batch=_analyze_batch,
     metadata=analysis_metadata,
+    score=_score,
 )
 
 __all__ = ["analyze", "prepare_input", "default_rows_budget"]

@@ -15,11 +15,13 @@ from typing import Any
 import torch
 
 from .batching import BatchTicker, OnProgress, ticked_batches
-from .errors import OptionError
+from .errors import InputError, OptionError
 from .families import family_of
 from .inputs import prepare_input
 from .limits import DEFAULT_LIMITS, Limits
 from .metrics import norm_range, orig_forward
+from .options import short
+from .rows import Row
 from .types import AnalysisInput, AnalysisOptions, AnalysisResult, BatchUpdate, OnBatch, ShouldCancel
 
 
@@ -114,6 +116,55 @@ def analyze(
     timings["total"] = time.perf_counter() - t_start
     metadata = family.metadata(lens, prepared, options, steps)
     return AnalysisResult(status=status, rows=rows, metadata=metadata, timings=timings)
+
+
+def score(
+    lens,
+    inp: AnalysisInput,
+    options: AnalysisOptions,
+    position: int,
+    *,
+    explanation: str | None = None,
+    explanation_token_ids: list[int] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    prepared=None,
+) -> Row:
+    """The caller's own explanation (a text, or token ids) at `position` of the input, through the lens'
+    encoder: a Row with the numbers an analysed row has (mse, relative RMSE, cos, salience with
+    options.salience, KL with options.kl), for words the decoder did not choose. Scoring a row's own
+    explanation_token_ids gives that row's numbers again: the same computation. Negative positions count
+    from the end."""
+    family = family_of(lens)
+    options.validate(limits)
+    if (explanation is None) == (explanation_token_ids is None):
+        raise InputError("give either an explanation or its explanation_token_ids, not both or neither")
+    prepared = prepared or prepare_input(lens.tokenizer, inp, options, limits)
+    n = len(prepared.token_ids)
+    if not isinstance(position, int) or isinstance(position, bool) or not -n <= position < n:
+        raise OptionError(f"position {short(position)} is outside the input's {n} tokens")
+    with torch.inference_mode():
+        orig = orig_forward(lens, torch.tensor(prepared.token_ids, device=lens.device), full=options.kl)
+        norm_range(lens)  # the ‖A‖ flag's range, as for a row
+        return family.score(
+            lens, prepared, orig, position % n, explanation, explanation_token_ids, options, limits
+        )
+
+
+def explanation_ids(ids, vocab_size: int, limits: Limits) -> list[int]:
+    """Token ids a caller gives for an explanation, checked: 1 to limits.max_new_tokens ids of the vocabulary."""
+    if not isinstance(ids, list | tuple) or not 1 <= len(ids) <= limits.max_new_tokens:
+        raise InputError(f"explanation_token_ids: give 1 to {limits.max_new_tokens} token ids")
+    bad = [i for i in ids if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < vocab_size]
+    if bad:
+        raise InputError(f"explanation_token_ids: {short(bad[0])} is not a token id (0–{vocab_size - 1})")
+    return list(ids)
+
+
+def explanation_text(text, limits: Limits) -> str:
+    """An explanation a caller writes, checked: a non-empty string within the input's length bound."""
+    if not isinstance(text, str) or not text.strip() or len(text) > limits.max_text_chars:
+        raise InputError(f"explanation: give a text of 1 to {limits.max_text_chars} characters")
+    return text
 
 
 def positions_to_run(all_positions: list[int], requested: list[int] | None) -> list[int]:

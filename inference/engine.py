@@ -47,6 +47,13 @@ def analyze(lens, inp, options, **kwargs):
     return drive(lens, inp, options, **kwargs)
 
 
+def score(lens, inp, options, position: int, **kwargs):
+    """inference.driver.score: the caller's explanation at a position, through the lens' encoder (a Row)."""
+    from .driver import score as run
+
+    return run(lens, inp, options, position, **kwargs)
+
+
 def generate(lens, inp, options, **kwargs) -> dict[str, Any]:
     """inference.generation.generate: continuations or a chat reply."""
     from .generation import generate as run
@@ -74,5 +81,6 @@ __all__ = [
     "placement",
     "prepare_input",
     "result_key",
+    "score",
     "tokenizer",
 ]

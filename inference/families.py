@@ -30,6 +30,8 @@ class Family:
     rows_budget: Callable[[Any, int], int]  # (lens, steps) → rows per batch when the caller names none
     batch: Callable[..., list[dict]]  # (lens, prepared, orig, positions, options, driver.Work) → rows
     metadata: Callable[..., dict]  # (lens, prepared, options, steps) → the result's metadata
+    # (lens, prepared, orig, position, explanation, explanation_token_ids, options, limits) → a Row
+    score: Callable[..., Any]
 
 
 def family(kind: str) -> Family:

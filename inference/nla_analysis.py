@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from . import ENGINE_VERSION
-from .driver import Work
+from .driver import Work, explanation_ids, explanation_text
 from .encoding import relative_rmse
 from .errors import InputError
 from .families import Family
@@ -167,6 +167,42 @@ def _analyze_batch(nla, prepared, orig, positions, options, work: Work) -> list[
             ]
         rows.append(row)
     return rows
+
+
+def _score(nla: NLALens, prepared, orig, position: int, explanation, ids, options, limits) -> Row:
+    """The AR on the caller's explanation at `position`. Given token ids (an AV output, such as a row's own
+    explanation_token_ids), the explanation is parsed from their text as a generated one is; given a text, that
+    text is the explanation."""
+    if ids is not None:
+        ids = explanation_ids(ids, text_config(nla.av).vocab_size, limits)
+        explanation = parse_explanation(nla.av_tokenizer.decode(ids, skip_special_tokens=False))[0]
+    explanation = explanation_text(explanation, limits)
+    acts = orig.acts[position : position + 1]
+    recon = reconstruct(nla, [explanation])
+    mse_nrm, cos = score(recon, acts, nla.cfg.mse_scale)
+    raw = (recon - acts).pow(2).mean(dim=-1)
+    sal = word_salience(nla, [explanation], acts, mse_nrm)[0] if options.salience else None
+    kl = None
+    if options.kl:  # the reconstruction rescaled to ‖A‖, as for a row
+        norms = acts.norm(dim=-1, keepdim=True) / recon.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        kl = kl_divergences(nla, orig, [position], recon * norms).tolist()[0]
+    metrics = {"mse_nrm": mse_nrm.tolist(), "cos": cos.tolist(), "mse": raw.tolist()}
+    norm = activation_norms(acts).item()
+    return Row(
+        position=position,
+        token=prepared.tokens[position],
+        token_id=prepared.token_ids[position],
+        explanation=explanation,
+        explanation_tokens=explanation_words(explanation),
+        explanation_token_ids=ids,
+        token_salience=sal,
+        mse=metrics["mse"][0],
+        relative_rmse=relative_rmse(acts, raw).item(),
+        kl=kl,
+        **_nla_fields(nla, metrics, 0),
+        activation_norm=norm,
+        activation_norm_outlier=norm_range(nla).is_outlier(norm),
+    )
 
 
 def _nla_fields(nla: NLALens, metrics: dict[str, list[float]], r: int) -> dict[str, float | None]:
@@ -338,4 +374,5 @@ FAMILY = Family(
     rows_budget=default_rows_budget,
     batch=_analyze_batch,
     metadata=analysis_metadata,
+    score=_score,
 )

@@ -95,6 +95,32 @@ def test_cli_analyze_json(tmp_path):
         assert row["kl"] >= 0 and len(row["logit_lens_top"]) == 6
 
 
+def test_cli_scores_a_rows_own_explanation_as_the_row():
+    """`--score POSITION --explanation-ids …` gives the row's numbers back: the round trip, on the command line."""
+    ckpt = golden_dir() / "checkpoints" / "tiny_patch2_percur.pt"
+    base = golden_dir() / "tiny-llama"
+    cmd = [sys.executable, "-m", "inference", "analyze", "--checkpoint", str(ckpt), "--base-model", str(base)]
+    cmd += ["--text", "Hello world", "--json"]
+    row = json.loads(subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True).stdout)[
+        "rows"
+    ][1]
+    ids = [str(i) for i in row["explanation_token_ids"]]
+    mine = subprocess.run(
+        [*cmd, "--score", "1", "--explanation-ids", *ids], cwd=REPO, capture_output=True, text=True
+    )
+    scored = json.loads(mine.stdout)
+    assert (
+        scored["mse"] == pytest.approx(row["mse"], rel=1e-4) and scored["explanation"] == row["explanation"]
+    )
+    assert scored["relative_rmse"] == pytest.approx(row["relative_rmse"], rel=1e-4)
+    text = subprocess.run(
+        [*cmd[:-1], "--score", "-1", "--explanation", "a greeting"], cwd=REPO, capture_output=True, text=True
+    )
+    assert text.returncode == 0 and "mse=" in text.stdout and "salience:" in text.stdout
+    alone = subprocess.run([*cmd, "--explanation", "a greeting"], cwd=REPO, capture_output=True, text=True)
+    assert alone.returncode == 1 and "--score POSITION goes with" in alone.stderr
+
+
 def test_cli_reports_errors_without_a_traceback(tmp_path):
     cmd = [
         sys.executable,
