@@ -8,9 +8,9 @@ Incremental: rows are handed out per finished batch. Cancellation is checked bet
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -19,10 +19,19 @@ from .errors import InputError, OptionError
 from .families import family_of
 from .inputs import prepare_input
 from .limits import DEFAULT_LIMITS, Limits
-from .metrics import norm_range, orig_forward
+from .metrics import OrigPass, norm_range, orig_forward
+from .models import hidden_size, text_config
 from .options import short
 from .rows import Row
-from .types import AnalysisInput, AnalysisOptions, AnalysisResult, BatchUpdate, OnBatch, ShouldCancel
+from .types import (
+    AnalysisInput,
+    AnalysisOptions,
+    AnalysisResult,
+    BatchUpdate,
+    OnBatch,
+    PreparedInput,
+    ShouldCancel,
+)
 
 
 @dataclass(frozen=True)
@@ -75,47 +84,186 @@ def analyze(
     steps = family.steps(lens, max_new_tokens, limits)
     prepared = prepared or prepare_input(lens.tokenizer, inp, options, limits)
     todo = positions_to_run(prepared.positions, remaining)
-    already = len(prepared.positions) - len(todo)
-    budget = rows_budget or family.rows_budget(lens, steps)
-    per_batch = max(1, budget // options.best_of_k)
     timings = {"activations": 0.0, "decode": 0.0, "encode": 0.0, "salience": 0.0, "kl": 0.0}
-
-    def check_cancel():
-        if should_cancel is not None and should_cancel():
-            raise Cancelled
-
-    rows: list[dict[str, Any]] = []
-    status = "done"
     with torch.inference_mode():
         ids = torch.tensor(prepared.token_ids, device=lens.device)
         t0 = time.perf_counter()
         orig = orig_forward(lens, ids, full=options.kl)  # once per text
         norm_range(lens)  # once per loaded lens: one forward of a short text, with the activations' time
         timings["activations"] += time.perf_counter() - t0
-        try:
-            for batch, ticker in ticked_batches(
-                todo,
-                per_batch,
-                first_batch,
-                check_cancel,
-                on_progress,
-                done_before=already,
-                total=len(prepared.positions),
-                steps=steps,
-            ):
-                new_rows = family.batch(
-                    lens, prepared, orig, batch, options, Work(steps, budget, timings, ticker)
-                )
-                rows.extend(new_rows)
-                update = BatchUpdate(rows=new_rows, done=already + len(rows), total=len(prepared.positions))
-                if on_batch is not None and on_batch(update) is False:
-                    status = "stopped" if len(rows) < len(todo) else "done"
-                    break
-        except Cancelled:
-            status = "cancelled"
+        status, rows = _batches(
+            family,
+            lens,
+            prepared,
+            orig,
+            todo,
+            options,
+            steps,
+            rows_budget,
+            first_batch,
+            timings,
+            on_batch,
+            on_progress,
+            should_cancel,
+        )
     timings["total"] = time.perf_counter() - t_start
     metadata = family.metadata(lens, prepared, options, steps)
     return AnalysisResult(status=status, rows=rows, metadata=metadata, timings=timings)
+
+
+def _batches(
+    family,
+    lens,
+    prepared,
+    orig,
+    todo,
+    options,
+    steps,
+    rows_budget,
+    first_batch,
+    timings,
+    on_batch,
+    on_progress,
+    should_cancel,
+) -> tuple[str, list[Row]]:
+    """The batches of `todo` through the family's step: (done, stopped or cancelled; the rows)."""
+    already = len(prepared.positions) - len(todo)
+    budget = rows_budget or family.rows_budget(lens, steps)
+    per_batch = max(1, budget // options.best_of_k)
+
+    def check_cancel():
+        if should_cancel is not None and should_cancel():
+            raise Cancelled
+
+    rows: list[Row] = []
+    try:
+        for batch, ticker in ticked_batches(
+            todo,
+            per_batch,
+            first_batch,
+            check_cancel,
+            on_progress,
+            done_before=already,
+            total=len(prepared.positions),
+            steps=steps,
+        ):
+            new_rows = family.batch(
+                lens, prepared, orig, batch, options, Work(steps, budget, timings, ticker)
+            )
+            rows.extend(new_rows)
+            update = BatchUpdate(rows=new_rows, done=already + len(rows), total=len(prepared.positions))
+            if on_batch is not None and on_batch(update) is False:
+                return ("stopped" if len(rows) < len(todo) else "done"), rows
+    except Cancelled:
+        return "cancelled", rows
+    return "done", rows
+
+
+def describe(
+    lens,
+    vectors,
+    options: AnalysisOptions,
+    *,
+    token_ids: list[int] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+    rows_budget: int | None = None,
+    max_new_tokens: int | None = None,
+    on_batch: OnBatch | None = None,
+    should_cancel: ShouldCancel | None = None,
+) -> AnalysisResult:
+    """Explain each vector as if it were the lens' layer activation at a position (an SAE feature's
+    direction, the difference of two activations): decoder and encoder as for a row, row i for vector i. KL is
+    refused (it needs a text). `token_ids`: the token each vector's position held, where the lens' encoder
+    reads it; without them a Consistency Lens that reads it gets its null token (metadata says so)."""
+    family = family_of(lens)
+    t_start = time.perf_counter()
+    options.validate(limits)
+    if options.kl:
+        raise OptionError(
+            "kl compares the next-token distributions of a text: a vector has none; set kl false"
+        )
+    if options.positions is not None or options.last_n_messages is not None:
+        raise OptionError("positions and last_n_messages choose tokens of a text: describe takes vectors")
+    steps = family.steps(lens, max_new_tokens, limits)
+    width = hidden_size(lens.orig)
+    acts = activation_vectors(vectors, width, limits.max_chosen_positions)
+    null = getattr(lens, "null_token_id", None)
+    given = token_ids is not None
+    if given:
+        if not isinstance(token_ids, list | tuple) or len(token_ids) != len(acts):
+            raise InputError(f"token_ids: give one token id per vector ({len(acts)})")
+        vocab = text_config(lens.orig).vocab_size
+        bad = [i for i in token_ids if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < vocab]
+        if bad:
+            raise InputError(f"token_ids: {short(bad[0])} is not a token id (0–{vocab - 1})")
+    ids = list(token_ids) if given else [null if null is not None else 0] * len(acts)
+    prepared = PreparedInput(
+        token_ids=ids,
+        tokens=[lens.tokenizer.decode([i]) for i in ids] if given else [""] * len(acts),
+        positions=list(range(len(acts))),
+        rendered_text="",
+    )
+    timings = {"activations": 0.0, "decode": 0.0, "encode": 0.0, "salience": 0.0, "kl": 0.0}
+    with torch.inference_mode():
+        orig = OrigPass(
+            ids=torch.tensor(ids, device=lens.device),
+            acts=torch.tensor(acts, dtype=torch.float32, device=lens.device),
+        )
+        norm_range(lens)
+        status, rows = _batches(
+            family,
+            lens,
+            prepared,
+            orig,
+            prepared.positions,
+            options,
+            steps,
+            rows_budget,
+            None,
+            timings,
+            on_batch,
+            None,
+            should_cancel,
+        )
+    timings["total"] = time.perf_counter() - t_start
+    metadata = {
+        **family.metadata(lens, prepared, options, steps),
+        "described": "vectors: row i explains vector i as the activation at a position",
+        "token_ids_given": given,
+    }
+    return AnalysisResult(status=status, rows=rows, metadata=metadata, timings=timings)
+
+
+def activation_vectors(vectors, width: int, most: int) -> list[list[float]]:
+    """Vectors a caller gives, checked: 1 to `most` lists of `width` finite numbers."""
+    if not isinstance(vectors, list | tuple) or not 1 <= len(vectors) <= most:
+        raise InputError(f"vectors: give 1 to {most} vectors")
+    for i, vector in enumerate(vectors):
+        if not isinstance(vector, list | tuple) or len(vector) != width:
+            got = f"{len(vector)} values" if isinstance(vector, list | tuple) else short(vector)
+            raise InputError(f"vector {i} has {got}; this lens' activations have {width}")
+        if not all(
+            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in vector
+        ):
+            raise InputError(f"vector {i} holds a value that is not a finite number")
+    return [[float(x) for x in vector] for vector in vectors]
+
+
+def activations(
+    lens, inp: AnalysisInput, positions: list[int], *, limits: Limits = DEFAULT_LIMITS
+) -> list[list[float]]:
+    """The lens' layer activations (float32, as rows are computed from) at `positions` of the input; negative
+    positions count from the end."""
+    prepared = prepare_input(lens.tokenizer, inp, AnalysisOptions(), limits)
+    n = len(prepared.token_ids)
+    if not isinstance(positions, list | tuple) or not 1 <= len(positions) <= limits.max_chosen_positions:
+        raise OptionError(f"positions: give 1 to {limits.max_chosen_positions} of them")
+    bad = [p for p in positions if not isinstance(p, int) or isinstance(p, bool) or not -n <= p < n]
+    if bad:
+        raise OptionError(f"position {short(bad[0])} is outside the input's {n} tokens")
+    with torch.inference_mode():
+        orig = orig_forward(lens, torch.tensor(prepared.token_ids, device=lens.device), full=False)
+        return orig.acts[torch.tensor([p % n for p in positions], device=lens.device)].tolist()
 
 
 def score(

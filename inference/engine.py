@@ -54,6 +54,20 @@ def score(lens, inp, options, position: int, **kwargs):
     return run(lens, inp, options, position, **kwargs)
 
 
+def describe(lens, vectors, options, **kwargs):
+    """inference.driver.describe: rows explaining vectors as if each were an activation at a position."""
+    from .driver import describe as run
+
+    return run(lens, vectors, options, **kwargs)
+
+
+def activations(lens, inp, positions, **kwargs) -> list[list[float]]:
+    """inference.driver.activations: the lens' layer activations at positions of the input."""
+    from .driver import activations as run
+
+    return run(lens, inp, positions, **kwargs)
+
+
 def generate(lens, inp, options, **kwargs) -> dict[str, Any]:
     """inference.generation.generate: continuations or a chat reply."""
     from .generation import generate as run
@@ -67,11 +81,13 @@ __all__ = [
     "KINDS",
     "LensRegistry",
     "LensSpec",
+    "activations",
     "analyze",
     "chat_template_info",
     "chosen_positions",
     "common_prefix",
     "computation_identity",
+    "describe",
     "device_type",
     "files",
     "generate",

@@ -151,7 +151,7 @@ def test_resume_from_persisted_rows_reports_global_progress(tiny_lens):
     [
         (AnalysisOptions(best_of_k=0), "best_of_k"),
         (AnalysisOptions(best_of_k=65), "best_of_k"),
-        (AnalysisOptions(temperature=0.0), "temperature"),
+        (AnalysisOptions(temperature=-0.1), "temperature"),  # 0 is greedy, below it nothing
         (AnalysisOptions(temperature=float("nan")), "temperature"),
         (AnalysisOptions(seed=-1), "seed"),
         (AnalysisOptions(salience="yes"), "salience"),
