@@ -4,6 +4,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from lensweb.analyses import lifecycle
 from lensweb.analyses import services as core
 from lensweb.analyses import services as staff_services
 from lensweb.analyses.models import Analysis, AnalysisRow, WorkerRecord
@@ -109,7 +110,7 @@ def test_requeue_sends_failed_and_cancelled_jobs_back_with_their_rows(
     admin_client, jobs, django_capture_on_commit_callbacks, monkeypatch
 ):
     rang = []
-    monkeypatch.setattr(core, "ring_doorbell", lambda: rang.append(True))
+    monkeypatch.setattr(lifecycle, "ring_doorbell", lambda: rang.append(True))  # where do_requeue rings it
     failed = jobs["failed"]
     AnalysisRow.objects.bulk_create(
         [AnalysisRow(analysis=failed, position=p, data={"position": p}) for p in range(4)]

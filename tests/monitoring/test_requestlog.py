@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from lensweb.accounts.models import ApiKey
 from lensweb.analyses import services as core
+from lensweb.analyses import submit
 from lensweb.analyses.models import Analysis
 from lensweb.monitoring import requestlog
 from lensweb.monitoring.models import RequestLogEntry
@@ -130,13 +131,13 @@ def test_an_anonymous_post_is_sent_to_log_in_and_not_logged(client):
 
 
 def test_note_overrides_what_the_middleware_guessed(client, alice, monkeypatch):
-    original = core.check_capacity
+    original = submit.check_capacity
 
     def noting(user):
         requestlog.note(reason="queue_full", outcome="refused")
         return original(user)
 
-    monkeypatch.setattr(core, "check_capacity", noting)
+    monkeypatch.setattr(submit, "check_capacity", noting)  # where do_submit calls it
     client.force_login(alice)
     client.post(reverse("analyses:submit"), FORM, **HTMX)
     entry = RequestLogEntry.objects.get()
