@@ -118,6 +118,12 @@ class InferenceEngine:
     def analyze(self, lens, inp, options, **kwargs):
         return core.analyze(lens, inp, options, **kwargs)
 
+    def score(self, lens, inp, options, position, **kwargs):
+        return core.score(lens, inp, options, position, **kwargs)
+
+    def activations(self, lens, inp, positions, **kwargs) -> list[list[float]]:
+        return core.activations(lens, inp, positions, **kwargs)
+
     def generate(
         self, lens, inp, options, should_cancel=None, *, limits=None, on_tokens=None, stream_every=None
     ) -> dict[str, Any]:

@@ -146,6 +146,15 @@ def persisted_positions(job_id: int) -> set[int]:
     return set(AnalysisRow.objects.filter(analysis_id=job_id).values_list("position", flat=True))
 
 
+def row_at(analysis_id: int, position: int) -> dict | None:
+    """An analysis' stored row at `position` (what a score is compared with), or None."""
+    return (
+        AnalysisRow.objects.filter(analysis_id=analysis_id, position=position)
+        .values_list("data", flat=True)
+        .first()
+    )
+
+
 def do_record_metadata(job_id: int, worker_id: int, metadata: dict, total: int) -> None:
     """This attempt's lens metadata, plus the placement of every attempt whose rows the job holds."""
     with transaction.atomic():  # locked: positions added meanwhile (analyses.growth) are not written over
@@ -242,11 +251,13 @@ def do_finish_job(
         changes = {}
         if model is Analysis:
             changes["metadata"] = {**job.metadata, "summary": summarize(job_id)}
-        elif result is not None:
+        elif model is Generation and result is not None:
             changes["result"] = result
             changes["progress_done"] = max(
                 (len(s.get("token_ids") or []) for s in result["samples"]), default=0
             )
+        elif result is not None:  # a probe's answer
+            changes.update(result=result, progress_done=1)
         now = timezone.now()
         finished = model.objects.filter(pk=job_id, worker_id=worker_id, status=Status.RUNNING).update(
             status=status,
@@ -265,7 +276,9 @@ def do_finish_job(
             if status == Status.DONE:
                 rates.record(job)  # the next job's ETA
             signals.job_ended.send(sender=Analysis, job=job)  # done: cached and followers completed
-        elif status == Status.DONE and job.analysis_options is not None and job.samples:
+        elif (
+            model is Generation and status == Status.DONE and job.analysis_options is not None and job.samples
+        ):
             queue_follow_up(job)
         transaction.on_commit(lambda: (notify.job_state(job), notify.queue_moved()))
     return True

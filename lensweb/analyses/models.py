@@ -242,6 +242,42 @@ class Generation(Job):
         return {"text": f"{self.input.get('text') or ''}{self.samples[index]['text']}"}
 
 
+class Probe(Job):
+    """A question to a lens about an analysis' text, answered by a worker like any job (one encoder pass or a
+    forward): score the owner's own explanation at a position (`score`), or read the layer activations at
+    positions (`activations`). The web process never loads a model, so these queue too; a score is kept with
+    its analysis (exported as `user_scores`)."""
+
+    kind = "probe"
+
+    class What(models.TextChoices):
+        SCORE = "score", "score an explanation"
+        ACTIVATIONS = "activations", "read activations"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="probes")
+    worker = models.ForeignKey(
+        WorkerRecord, null=True, blank=True, on_delete=models.SET_NULL, related_name="probes"
+    )
+    analysis = models.ForeignKey(Analysis, on_delete=models.CASCADE, related_name="probes")
+    what = models.CharField(max_length=20, choices=What.choices)
+    # score: {"position", "explanation" | "explanation_token_ids"}; activations: {"positions": [...]}
+    request = models.JSONField()
+    # score: {"row": Row.to_dict(), "delta_mse": …}; activations: {"positions": [...], "activations": [[...]]}
+    result = models.JSONField(null=True, blank=True)
+
+    class Meta(Job.Meta):
+        indexes = [
+            models.Index(fields=["status", "queued_at", "id"], name="probe_claim_idx"),
+            models.Index(fields=["owner", "status"], name="probe_owner_status_idx"),
+            models.Index(fields=["status", "heartbeat_at"], name="probe_stale_idx"),
+            models.Index(fields=["owner", "attempt_started_at"], name="probe_owner_served_idx"),
+            models.Index(fields=["analysis", "what", "status"], name="probe_analysis_idx"),
+        ]
+
+    def __str__(self):
+        return f"Probe {self.pk} ({self.what}, {self.status})"
+
+
 class AnalysisRow(models.Model):
     """One analysed position. UNIQUE(analysis, position): a resumed or repeated batch never duplicates."""
 

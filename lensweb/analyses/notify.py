@@ -9,6 +9,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from . import fragments, rates
+from .models import Probe
 from .queue import queue_position, queue_positions
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ def job_created(job) -> None:
 
 
 def job_state(job) -> None:
+    if job.kind == Probe.kind:  # no card: its asker polls it (the API) or its page does
+        return
     rates.attach([job])
     if job.kind == "generation":
         _group_send(
@@ -128,6 +131,8 @@ def queue_moved() -> None:
     by_owner: dict[int, list] = {}
     for kind, model in JOB_MODELS.items():
         ids = [job_id for job_kind, job_id in positions if job_kind == kind]
+        if model is Probe:  # no card shows a probe's place
+            continue
         for job in model.objects.filter(pk__in=ids).only("id", "owner_id", "status"):
             by_owner.setdefault(job.owner_id, []).append(job)
     for owner_id, jobs in by_owner.items():

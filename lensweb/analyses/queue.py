@@ -13,10 +13,10 @@ from datetime import datetime
 
 from django.db.models import Max
 
-from .models import Analysis, Generation, JobStatus
+from .models import Analysis, Generation, JobStatus, Probe
 
 NEVER = datetime.min.isoformat()
-JOB_MODELS = {Analysis.kind: Analysis, Generation.kind: Generation}
+JOB_MODELS = {Analysis.kind: Analysis, Generation.kind: Generation, Probe.kind: Probe}
 
 
 def _waiting(model):

@@ -10,6 +10,7 @@ Written in modules by what they do, named together here so a caller imports one 
     workers.py     worker records and the doorbell (the worker's loop itself: worker.py)
     summaries.py   a finished analysis' summary, plain data
     store.py       the result cache's port (lensweb.cache plugs itself in)
+    probes.py      questions to a lens about an analysis' text (scores, activations), answered by a worker
 """
 
 from __future__ import annotations
@@ -37,11 +38,13 @@ from .lifecycle import (
     is_cancel_requested,
     persisted_positions,
     requeue_stale_jobs,
+    row_at,
     stale_job_changes,
     worker_heartbeat,
 )
 from .limits import limits
 from .models import Analysis, Generation, WorkerRecord
+from .probes import do_submit_probe, get_probe_for, user_scores
 from .queue import JOB_MODELS, fair_queue, queue_position, queue_positions
 from .store import COPY_MARKS, NoResultStore, use_result_store
 from .submit import (
@@ -57,6 +60,7 @@ from .submit import (
     do_analyse_sample,
     do_submit,
     do_submit_generation,
+    lock_owner,
     queue_follow_up,
 )
 from .summaries import first_trained_position, summarize, summarize_rows, summary_note, summary_rows
@@ -70,6 +74,9 @@ from .workers import (
 )
 
 __all__ = [
+    "do_submit_probe",
+    "get_probe_for",
+    "user_scores",
     "Analysis",
     "COPY_MARKS",
     "GENERATION_OPTION_FIELDS",
@@ -117,6 +124,7 @@ __all__ = [
     "is_cancel_requested",
     "limits",
     "live_workers",
+    "lock_owner",
     "persisted_positions",
     "queue_follow_up",
     "queue_position",
@@ -124,6 +132,7 @@ __all__ = [
     "register_worker",
     "requeue_stale_jobs",
     "ring_doorbell",
+    "row_at",
     "served_lens_ids",
     "stale_job_changes",
     "summarize",

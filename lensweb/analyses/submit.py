@@ -143,7 +143,7 @@ def check_worker_available() -> None:
         raise NoWorker()
 
 
-def _lock_owner(user) -> None:
+def lock_owner(user) -> None:
     """Serialise one user's submissions, so two at once cannot both pass the caps."""
     get_user_model().objects.select_for_update().filter(pk=user.pk).exists()
 
@@ -165,7 +165,7 @@ def do_submit(
     total = len(prepared.positions)
     key = store.result_store.key_for(spec, prepared, options, user)
     with transaction.atomic():
-        _lock_owner(user)
+        lock_owner(user)
         hit = store.result_store.lookup(key)  # a hit takes no place in the queue and costs no compute quota
         if hit is None:
             if limited:
@@ -214,7 +214,7 @@ def do_submit_generation(
             raise SubmissionError("generate, then analyse takes one sample (n = 1)", "n")
         analysis_options = analysis_options.to_dict()
     with transaction.atomic():
-        _lock_owner(user)
+        lock_owner(user)
         quotas.check_daily_generation_tokens(user, options.n * options.max_new_tokens)
         check_generation_capacity(user)
         if require_worker:

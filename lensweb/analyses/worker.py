@@ -34,7 +34,7 @@ from inference.types import AnalysisInput, AnalysisOptions, GenerationOptions
 
 from . import prefixes, services, status, warmup
 from .engine import get_engine
-from .models import Analysis, Generation, JobStatus, Phase
+from .models import Analysis, Generation, JobStatus, Phase, Probe
 from .notify import WORKER_CHANNEL
 
 log = logging.getLogger("lensweb.worker")
@@ -213,7 +213,7 @@ class LensWorker:
 
     def _execute(self, job: Analysis | Generation) -> None:
         worker_id, kind = self.record.pk, job.kind
-        run = self._run_generation if kind == Generation.kind else self._run_job
+        run = {Generation.kind: self._run_generation, Probe.kind: self._run_probe}.get(kind, self._run_job)
         try:
             run(job)
         except LensError as exc:
@@ -338,6 +338,36 @@ class LensWorker:
             services.do_record_progress(job.pk, self.record.pk, phase, partial)
         except Exception as exc:  # progress is a courtesy: the job goes on without it
             log.warning("could not record the progress of analysis %s: %s", job.pk, exc)
+
+    def _run_probe(self, probe: Probe) -> None:
+        """A score (one encoder pass over the owner's explanation) or activations (one forward of the text),
+        on its analysis' text and options: answered in one step, so an attempt after a crash starts again."""
+        close_old_connections()
+        started = time.monotonic()
+        lens = self._load(self.engine.get_spec(probe.lens_id))
+        loaded = time.monotonic()
+        inp, limits, asked = AnalysisInput.from_dict(probe.input), services.limits(), probe.request
+        if probe.what == Probe.What.SCORE:
+            options = AnalysisOptions.from_dict(probe.options)
+            row = self.engine.score(
+                lens,
+                inp,
+                options,
+                asked["position"],
+                explanation=asked.get("explanation"),
+                explanation_token_ids=asked.get("explanation_token_ids"),
+                limits=limits,
+            )
+            own = services.row_at(probe.analysis_id, row.position)
+            delta = row.mse - own["mse"] if isinstance((own or {}).get("mse"), int | float) else None
+            result = {"row": row.to_dict(), "delta_mse": delta}
+        else:
+            vectors = self.engine.activations(lens, inp, asked["positions"], limits=limits)
+            result = {"positions": asked["positions"], "activations": vectors}
+        timings = {"load_s": round(loaded - started, 3), "attempt_s": round(time.monotonic() - started, 3)}
+        services.do_finish_job(
+            probe.pk, self.record.pk, Analysis.Status.DONE, timings=timings, kind=Probe.kind, result=result
+        )
 
     def _run_generation(self, generation: Generation) -> None:
         """Generate, persisting and streaming the tokens as they come; deterministic for its seed, so an

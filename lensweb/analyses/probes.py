@@ -1,0 +1,102 @@
+"""Probes: questions to a lens about an analysis' text that a worker answers (models.Probe): the owner's own
+explanation scored at a position, or the layer activations at positions. Checked here with the engine's
+bounds and the text tokenised (the web process loads no model); the worker's engine checks them again."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import transaction
+
+from . import quotas
+from .access import get_analysis_for
+from .errors import SubmissionError
+from .limits import limits
+from .models import Analysis, Probe
+from .submit import check_prepared_submission, check_queue_caps, lock_owner
+from .workers import ring_doorbell
+
+What = Probe.What
+
+
+def _whole_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _position(value, n: int, field: str) -> int:
+    if not _whole_int(value) or not -n <= value < n:
+        raise SubmissionError(f"position {str(value)[:20]} is outside the text's {n} tokens", field)
+    return value % n
+
+
+def check_score(data: dict, n: int) -> dict:
+    """{position, explanation} or {position, explanation_token_ids}, bounded; the position resolved."""
+    bounds = limits()
+    if not isinstance(data, dict):
+        raise SubmissionError("send {position, explanation} or {position, explanation_token_ids}", "position")
+    position = _position(data.get("position"), n, "position")
+    text, ids = data.get("explanation"), data.get("explanation_token_ids")
+    if (text is None) == (ids is None):
+        raise SubmissionError("give either an explanation or its explanation_token_ids", "explanation")
+    if text is not None:
+        if not isinstance(text, str) or not text.strip() or len(text) > bounds.max_text_chars:
+            raise SubmissionError(f"explanation: give 1 to {bounds.max_text_chars} characters", "explanation")
+        return {"position": position, "explanation": text}
+    if (
+        not isinstance(ids, list)
+        or not 1 <= len(ids) <= bounds.max_new_tokens
+        or not all(_whole_int(i) and 0 <= i < 2**31 for i in ids)
+    ):
+        raise SubmissionError(
+            f"explanation_token_ids: give 1 to {bounds.max_new_tokens} token ids", "explanation_token_ids"
+        )
+    return {"position": position, "explanation_token_ids": ids}
+
+
+def check_activations(data: dict, n: int) -> dict:
+    most = limits().max_chosen_positions
+    positions = data.get("positions") if isinstance(data, dict) else None
+    if not isinstance(positions, list) or not 1 <= len(positions) <= most:
+        raise SubmissionError(f"positions: give 1 to {most} of them", "positions")
+    return {"positions": [_position(p, n, "positions") for p in positions]}
+
+
+CHECKS = {What.SCORE: check_score, What.ACTIVATIONS: check_activations}
+
+
+def do_submit_probe(user, analysis_id: int, what: str, data: dict) -> Probe:
+    """Queue a probe of `user`'s analysis (a score is kept with it: its owner only; activations: whoever may
+    read it). The text is tokenised here, so a position outside it is refused before anything is queued."""
+    analysis = get_analysis_for(user, analysis_id, write=what == What.SCORE)
+    spec, inp, options, prepared = check_prepared_submission(
+        analysis.lens_id, analysis.input, analysis.options
+    )
+    request = CHECKS[What(what)](data, len(prepared.token_ids))
+    with transaction.atomic():
+        lock_owner(user)
+        quotas.check_daily_positions(user, 1)
+        check_queue_caps(Probe, user, settings.LENSWEB_MAX_QUEUED_PER_USER, "probes")
+        probe = Probe.objects.create(
+            owner=user,
+            analysis=analysis,
+            lens_id=spec.id,
+            input=inp.to_dict(),
+            options=options.to_dict(),
+            what=what,
+            request=request,
+            progress_total=1,
+        )
+        transaction.on_commit(ring_doorbell)
+    return probe
+
+
+def get_probe_for(user, probe_id) -> Probe:
+    """A probe of `user` (staff may read any); DoesNotExist otherwise, as for every job."""
+    if user.is_staff:
+        return Probe.objects.get(pk=probe_id)
+    return Probe.objects.get(pk=probe_id, owner=user)
+
+
+def user_scores(analysis: Analysis) -> list[dict]:
+    """The scores kept with an analysis (done ones, oldest first): what its export lists as `user_scores`."""
+    done = analysis.probes.filter(what=What.SCORE, status=Probe.Status.DONE).order_by("finished_at", "id")
+    return [{"id": p.pk, "request": p.request, **(p.result or {})} for p in done]
