@@ -292,6 +292,56 @@ class GenerationResult(Answer):
     options: dict[str, Any] | None = None
 
 
+class ScoreRequest(Request):
+    """Your own explanation of the activation at one position of the analysis' text: a text, or token ids
+    (a row's own explanation_token_ids give that row's numbers again)."""
+
+    position: int = Field(
+        ge=-L.max_tokens, lt=L.max_tokens, description="a token of the text; negative counts from the end"
+    )
+    explanation: str | None = Field(None, min_length=1, max_length=L.max_text_chars)
+    explanation_token_ids: list[Annotated[int, Field(ge=0, lt=2**31)]] | None = Field(
+        None, min_length=1, max_length=L.max_new_tokens
+    )
+
+
+class ActivationsRequest(Request):
+    positions: list[Annotated[int, Field(ge=-L.max_tokens, lt=L.max_tokens)]] = Field(
+        min_length=1,
+        max_length=L.max_chosen_positions,
+        description="tokens of the text; negative from the end",
+    )
+
+
+class ProbeResult(Answer):
+    row: AnalysisRow | None = Field(
+        None, description="a score: the row your explanation makes at its position"
+    )
+    delta_mse: float | None = Field(
+        None, description="a score: its mse minus the lens' own row's (null: no row)"
+    )
+    positions: list[int] | None = Field(None, description="activations: the positions, resolved")
+    activations: list[list[float]] | None = Field(
+        None, description="activations: one vector per position, the lens' layer activation (float32)"
+    )
+
+
+class Probe(BaseModel):
+    """A question to the lens about an analysis' text, answered by a worker: poll `url` until it is done."""
+
+    id: int
+    what: Literal["score", "activations"]
+    status: Status
+    analysis_id: int
+    queue_position: int | None = Field(ge=1)
+    request: dict[str, Any] = Field(description="what was asked, positions resolved")
+    result: ProbeResult | None
+    error: str | None
+    created_at: datetime | None
+    finished_at: datetime | None
+    url: str
+
+
 class Generation(BaseModel):
     id: int
     status: Status

@@ -116,3 +116,19 @@ def lens_json(spec, notes: dict) -> dict:
         # "lens" (a Consistency Lens) or "nla" (a Natural Language Autoencoder): which metrics its rows carry
         "kind": getattr(spec, "kind", "lens"),
     }
+
+
+def probe_json(request, probe) -> dict:
+    return {
+        "id": probe.pk,
+        "what": probe.what,
+        "status": probe.status,
+        "analysis_id": probe.analysis_id,
+        "queue_position": analyses.queue_position(probe),
+        "request": probe.request,
+        "result": probe.result,
+        "error": probe.error or None,
+        "created_at": _time(probe.created_at),
+        "finished_at": _time(probe.finished_at),
+        "url": request.build_absolute_uri(reverse("api:probe", args=[probe.pk])),
+    }

@@ -3,8 +3,10 @@ browser. Each one: schema-parsed request → a service → a serializer (checked
 
 from __future__ import annotations
 
+import io
 from datetime import UTC, datetime
 
+import numpy
 from django.conf import settings
 from django.http import HttpResponse
 from ninja import Query, Router, Schema, Status
@@ -15,7 +17,7 @@ from lensweb.accounts.ratelimits import retry_after
 from lensweb.analyses import services as analyses
 from lensweb.analyses.engine import get_engine
 from lensweb.analyses.errors import LensUnavailable, NoWorker, QueueFull, QuotaExceeded, SubmissionError
-from lensweb.analyses.models import Analysis, Generation
+from lensweb.analyses.models import Analysis, Generation, Probe
 from lensweb.analyses.status import fleet_status
 from lensweb.results import services as results
 from lensweb.results.downloads import as_download
@@ -408,3 +410,108 @@ def export_generation_csv(
 ):
     generation = _get_generation_for_user(request, generation_id)
     return as_download(*results.generation_download(generation, "csv", raw=raw))
+
+
+# --- probes: your own explanation scored, activations read --------------------------------------------------
+
+
+def _submit_probe(request, analysis_id: int, what: str, data: dict, response: HttpResponse):
+    check_submit_rate(request, "analyses.submit")
+    try:
+        probe = analyses.do_submit_probe(request.user, analysis_id, what, data)
+    except Analysis.DoesNotExist:
+        raise not_found("analysis") from None
+    except SubmissionError as exc:
+        raise refusal(exc, False, ()) from None
+    probe.refresh_from_db()  # a worker may have answered it already
+    body = serializers.probe_json(request, probe)
+    response["Location"] = body["url"]
+    return Status(202, body)
+
+
+@router.post(
+    "/analyses/{id:analysis_id}/scores",
+    exclude_unset=True,  # a row's fields the engine did not give stay absent
+    url_name="analysis_scores",
+    operation_id="scoreExplanation",
+    summary="Score your own explanation at a position of the analysis' text",
+    description="Queued like any job (one encoder pass; an NLA's AR for an NLA) and answered by a worker: "
+    "poll the probe's `url` until `status` is done; its `result.row` has the numbers a row has (mse, "
+    "relative_rmse, cosine_similarity, token_salience with the analysis' salience option, kl with its kl) and "
+    "`delta_mse` the difference to the lens' own row. Scoring a row's own `explanation_token_ids` gives that "
+    "row's numbers again. Only the analysis' owner scores it; scores are kept with it (its JSON export's "
+    "`user_scores`).",
+    response={202: s.Probe, 400: s.Error, 404: s.Error, 413: s.Error, 503: s.Error} | COMMON,
+    tags=["probes"],
+)
+def score_explanation(request, analysis_id: int, payload: s.ScoreRequest, response: HttpResponse):
+    return _submit_probe(request, analysis_id, "score", payload.model_dump(exclude_none=True), response)
+
+
+@router.get(
+    "/analyses/{id:analysis_id}/scores",
+    exclude_unset=True,  # a row's fields the engine did not give stay absent
+    url_name="analysis_scores",
+    operation_id="listScores",
+    summary="The scores kept with the analysis (done ones, oldest first)",
+    response={200: list[s.Probe], 404: s.Error} | COMMON,
+    tags=["probes"],
+)
+def list_scores(request, analysis_id: int):
+    analysis = _get_analysis_for_user(request, analysis_id)
+    done = analysis.probes.filter(what="score", status=Analysis.Status.DONE).order_by("finished_at", "id")
+    return [serializers.probe_json(request, probe) for probe in done]
+
+
+@router.post(
+    "/analyses/{id:analysis_id}/activations",
+    exclude_unset=True,  # a row's fields the engine did not give stay absent
+    url_name="analysis_activations",
+    operation_id="readActivations",
+    summary="Read the lens' layer activations at positions of the analysis' text",
+    description="Queued like any job (one forward of the text) and answered by a worker: poll the probe's `url`; "
+    "its `result.activations` holds one float32 vector per position (ask it with `Accept: "
+    "application/octet-stream` for a NumPy .npy file).",
+    response={202: s.Probe, 400: s.Error, 404: s.Error, 413: s.Error, 503: s.Error} | COMMON,
+    tags=["probes"],
+)
+def read_activations(request, analysis_id: int, payload: s.ActivationsRequest, response: HttpResponse):
+    return _submit_probe(request, analysis_id, "activations", payload.model_dump(), response)
+
+
+@router.get(
+    "/probes/{id:probe_id}",
+    exclude_unset=True,  # a row's fields the engine did not give stay absent
+    url_name="probe",
+    operation_id="getProbe",
+    summary="A score or an activations read: status, then its result",
+    description="With `Accept: application/octet-stream`, a done activations read is answered as a NumPy .npy "
+    "file (float32, one row per position).",
+    response={200: s.Probe, 404: s.Error} | COMMON,
+    openapi_extra={
+        "responses": {
+            "200": {
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/Probe"}},
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                }
+            }
+        }
+    },
+    tags=["probes"],
+)
+def get_probe(request, probe_id: int):
+    try:
+        probe = analyses.get_probe_for(request.user, probe_id)
+    except Probe.DoesNotExist:
+        raise not_found("probe") from None
+    wants_npy = "application/octet-stream" in request.headers.get("Accept", "")
+    if wants_npy and probe.what == "activations" and probe.status == Analysis.Status.DONE:
+        return HttpResponse(npy_bytes(probe.result["activations"]), content_type="application/octet-stream")
+    return serializers.probe_json(request, probe)
+
+
+def npy_bytes(vectors: list[list[float]]) -> bytes:
+    buffer = io.BytesIO()
+    numpy.save(buffer, numpy.asarray(vectors, dtype="<f4"), allow_pickle=False)
+    return buffer.getvalue()

@@ -155,13 +155,17 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, allow_nan=False)
 
 
-def export_json(analysis, rows: list[dict]) -> bytes:
-    """`{"metadata": {...}, "data": [...]}`, one row per line (diffable; a 1,000-row file stays readable)."""
+def export_json(analysis, rows: list[dict], user_scores: list[dict] = ()) -> bytes:
+    """`{"metadata": {...}, "data": [...]}`, one row per line (diffable; a 1,000-row file stays readable);
+    then, where its owner scored explanations of their own (analyses.probes), `"user_scores": [...]`."""
     add_current = bool((analysis.metadata or {}).get("add_current_token"))
     nla = is_nla(analysis.metadata, rows)
     lines = [f'{{"metadata": {_dumps(export_metadata(analysis))},', ' "data": [']
     body = [_dumps(research_row(r, add_current, nla)) for r in sorted(rows, key=lambda r: r["position"])]
     lines.append(",\n".join(body))
+    if user_scores:
+        lines.append('], "user_scores": [')
+        lines.append(",\n".join(_dumps(score) for score in user_scores))
     lines.append("]}")
     return ("\n".join(lines) + "\n").encode("utf-8")
 

@@ -162,7 +162,8 @@ def analysis_download(analysis: Analysis, kind: str, raw: bool = False) -> tuple
     unless `raw` (export.FORMULA_STARTS): a shared link's cells reach other people."""
     rows = rows_of(analysis)
     if kind == "json":
-        return export.export_json(analysis, rows), "application/json", f"analysis-{analysis.pk}.json"
+        content = export.export_json(analysis, rows, analyses_services.user_scores(analysis))
+        return content, "application/json", f"analysis-{analysis.pk}.json"
     return (
         export.export_csv(analysis, rows, raw=raw),
         "text/csv; charset=utf-8",

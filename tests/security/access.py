@@ -92,6 +92,7 @@ class World:
     api_key: Any  # the owner's active key row (settings page, revoke)
     keys: dict[str, str | None]  # API actor -> raw key
     generation: Any
+    probe: Any  # a queued activations read of `analysis`
 
     def user(self, actor: str):
         return {"anonymous": None, "owner": self.owner, "other": self.other, "staff": self.staff}[actor]
@@ -112,6 +113,7 @@ class World:
             "position": self.position,
             "token": self.share_token,
             "generation_id": self.generation.pk,
+            "probe_id": self.probe.pk,
             "rest": "no-such-route",
         }
         missing = set(converters) - set(values)

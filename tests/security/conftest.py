@@ -1,5 +1,5 @@
 """The access-matrix world: an owner with a finished analysis (real rows from the tiny test lens), a queued
-job, a share link, a generation and API keys; another user; a staff member; a live worker record."""
+job, a share link, a generation, a probe and API keys; another user; a staff member; a live worker record."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def matrix_result():
 @pytest.fixture
 def world(django_user_model, matrix_result, tiny_engine) -> World:  # noqa: F811
     from lensweb.accounts import keys
-    from lensweb.analyses.models import Analysis, Generation, WorkerRecord
+    from lensweb.analyses.models import Analysis, Generation, Probe, WorkerRecord
     from lensweb.results.models import ShareLink
 
     owner = django_user_model.objects.create_user("owner", password="pw-owner-Long-1")
@@ -35,6 +35,15 @@ def world(django_user_model, matrix_result, tiny_engine) -> World:  # noqa: F811
     revoked, revoked_raw = keys.create_key(owner, "old")
     keys.revoke_key(revoked)
     generation = Generation.objects.create(owner=owner, lens_id="tiny", input={"text": "hi"}, options={})
+    probe = Probe.objects.create(
+        owner=owner,
+        analysis=analysis,
+        lens_id="tiny",
+        input={"text": "hi"},
+        options={},
+        what="activations",
+        request={"positions": [0]},
+    )
     WorkerRecord.objects.create(name="matrix-worker", host="test", pid=1, state=WorkerRecord.State.IDLE)
     return World(
         owner=owner,
@@ -53,4 +62,5 @@ def world(django_user_model, matrix_result, tiny_engine) -> World:  # noqa: F811
             "staff_key": keys.create_key(staff, "matrix")[1],
         },
         generation=generation,
+        probe=probe,
     )

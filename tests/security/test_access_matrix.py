@@ -93,6 +93,12 @@ API: dict[str, list] = {
         api("GET", 401, 401, 200, 404, 200),
         api("DELETE", 401, 401, 200, 404, 403),
     ],
+    "api:analysis_scores": [
+        api("POST", 401, 401, 202, 404, 404, data={"position": 0, "explanation": "x"}),  # the owner's only
+        api("GET", 401, 401, 200, 404, 200),
+    ],
+    "api:analysis_activations": [api("POST", 401, 401, 202, 404, 202, data={"positions": [0]})],  # staff read
+    "api:probe": [api("GET", 401, 401, 200, 404, 200)],
     "api:generation_export_json": [api("GET", 401, 401, 200, 404, 200)],
     "api:generation_export_csv": [api("GET", 401, 401, 200, 404, 200)],
     "api:openapi-json": [api("GET", 200, 200, 200, 200, 200)],  # public by design
