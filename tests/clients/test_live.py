@@ -25,6 +25,7 @@ from lensweb_client import (
     InvalidRequest,
     JobCancelled,
     NotFound,
+    Probe,
 )
 
 from tests.conftest import SLOW_TEXT, scaled, write_tiny_registry
@@ -260,3 +261,17 @@ def test_generation_then_its_analysis(client):
     assert len(generation.samples) == 1
     follow_up = generation.analysis()
     assert follow_up is not None and follow_up.wait(timeout=scaled(120)).rows
+
+
+def test_score_your_own_words_and_read_activations(client, streamed):
+    analysis, _, _ = streamed
+    row = client.analysis(analysis.id).rows[1]
+    own = client.score(analysis, 1, explanation_token_ids=row["explanation_token_ids"])
+    assert isinstance(own, Probe) and own.wait(timeout=scaled(120)).status == "done"
+    assert own.row["mse"] == pytest.approx(row["mse"], rel=1e-4) and abs(own.delta_mse) <= 1e-4 * row["mse"]
+    words = client.score(analysis.id, -1, "a word of my own").wait(timeout=scaled(120))
+    assert words.row["explanation"] == "a word of my own" and words.delta_mse is not None
+    read = client.activations(analysis, [0, 1]).wait(timeout=scaled(120))
+    assert len(read.activations) == 2 and client.probe(read.id).activations == read.activations
+    with pytest.raises(InvalidRequest, match="outside"):
+        client.score(analysis, 500, "x")  # within the schema's bound, past the text

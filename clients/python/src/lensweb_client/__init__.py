@@ -22,7 +22,7 @@ from .errors import (
     RateLimited,
     Unavailable,
 )
-from .jobs import Analysis, Generation, Job
+from .jobs import Analysis, Generation, Job, Probe
 from .sse import Event
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "JobCancelled",
     "JobError",
     "JobFailed",
+    "Probe",
     "Lens",
     "LensStatus",
     "LenswebError",

@@ -25,7 +25,7 @@ from .errors import (
     error_from_response,
     make_error,
 )
-from .jobs import Analysis, Generation, Job
+from .jobs import Analysis, Generation, Job, Probe
 
 BATCH_LIMIT = 100  # the batch endpoint's most items per request
 PAGE_LIMIT = 100  # GET analyses' largest `limit`
@@ -216,6 +216,33 @@ class Client:
 
     def generation(self, id: int) -> Generation:
         return Generation(self, self._json("GET", f"generations/{int(id)}"))
+
+    # --- probes: your own explanation scored, activations read ------------------------------------------
+
+    def score(
+        self,
+        analysis: int | Analysis,
+        position: int,
+        explanation: str | None = None,
+        *,
+        explanation_token_ids: builtins.list[int] | None = None,
+    ) -> Probe:
+        """Queue a score of your own explanation (a text, or token ids) at `position` of an analysis' text;
+        `.wait()` for its `.row` and `.delta_mse`."""
+        body: dict[str, Any] = {"position": position}
+        if explanation is not None:
+            body["explanation"] = explanation
+        if explanation_token_ids is not None:
+            body["explanation_token_ids"] = list(explanation_token_ids)
+        return Probe(self, self._json("POST", f"analyses/{_id(analysis)}/scores", body=body))
+
+    def activations(self, analysis: int | Analysis, positions: builtins.list[int]) -> Probe:
+        """Queue a read of the lens' layer activations at `positions`; `.wait()` for `.activations`."""
+        body = {"positions": list(positions)}
+        return Probe(self, self._json("POST", f"analyses/{_id(analysis)}/activations", body=body))
+
+    def probe(self, id: int) -> Probe:
+        return Probe(self, self._json("GET", f"probes/{int(id)}"))
 
     # --- the rest ---------------------------------------------------------------------------------------
 
@@ -414,3 +441,7 @@ def _int_or_none(value: str | None) -> int | None:
         return int(value) if value is not None else None
     except ValueError:
         return None
+
+
+def _id(job: int | Analysis) -> int:
+    return job.id if isinstance(job, Analysis) else int(job)

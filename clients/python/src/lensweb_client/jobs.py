@@ -83,6 +83,17 @@ class Job:
     def export(self, format: Literal["json", "csv"] = "json") -> bytes:
         return self._client.export(self, format)
 
+    def _poll(self, timeout: float | None, poll: float) -> None:
+        """Refresh every `poll` seconds until final; then raise unless done (TimeoutError after `timeout`)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_final:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"{self._noun} {self.id} is still {self.status} after {timeout} s")
+            delay = poll if deadline is None else min(poll, max(0.0, deadline - time.monotonic()))
+            self._client.sleep(delay)
+            self.refresh()
+        self._raise_unless_done()
+
     def _raise_unless_done(self) -> None:
         if self.status == "failed":
             raise JobFailed(self, f"{self._noun} {self.id} failed: {self.error or 'no reason given'}")
@@ -316,12 +327,43 @@ class Generation(Job):
     def wait(self, timeout: float | None = None, poll: float = 0.5) -> Generation:
         """Poll every `poll` seconds until the generation is final. Raises JobFailed or JobCancelled if it
         did not end done, TimeoutError after `timeout` seconds."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.is_final:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"generation {self.id} is still {self.status} after {timeout} s")
-            delay = poll if deadline is None else min(poll, max(0.0, deadline - time.monotonic()))
-            self._client.sleep(delay)
-            self.refresh()
-        self._raise_unless_done()
+        self._poll(timeout, poll)
+        return self
+
+
+class Probe(Job):
+    """A score of your own explanation, or an activations read, of an analysis: `.wait()`, then `.row` and
+    `.delta_mse` (a score) or `.activations` (one vector per position)."""
+
+    _collection = "probes"
+    _noun = "probe"
+
+    @property
+    def result(self) -> dict[str, Any]:
+        return self.data.get("result") or {}
+
+    @property
+    def row(self) -> dict[str, Any] | None:
+        """A score: the row your explanation makes at its position (mse, relative_rmse, token_salience, …)."""
+        return self.result.get("row")
+
+    @property
+    def delta_mse(self) -> float | None:
+        """A score: its mse minus the lens' own row's."""
+        return self.result.get("delta_mse")
+
+    @property
+    def activations(self) -> list[list[float]] | None:
+        return self.result.get("activations")
+
+    def refresh(self) -> Probe:
+        super().refresh()
+        return self
+
+    def cancel(self) -> Probe:
+        raise TypeError("a probe is one pass: it cannot be cancelled")
+
+    def wait(self, timeout: float | None = None, poll: float = 0.2) -> Probe:
+        """Poll until answered. Raises JobFailed (with the engine's reason) or TimeoutError."""
+        self._poll(timeout, poll)
         return self
