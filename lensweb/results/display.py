@@ -5,10 +5,10 @@ from `colours.py`; this module just asks its scales."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from lensweb.analyses import colours
-from lensweb.analyses.colours import UNTRAINED_POSITIONS, ColourScheme
+from lensweb.analyses.colours import UNTRAINED_POSITIONS, ColourScheme, build_scale
 from lensweb.analyses.families import FIRST_TRAINED, LENS, NLA, family_of  # noqa: F401  (family_of: API)
 from lensweb.analyses.rowtext import logit_lens_text, number, visible  # noqa: F401  (this module's API too)
 from lensweb.analyses.rowview import NORM_OUTLIER_NOTE, RowView, norm_text, num, row_view, words_html  # noqa: F401
@@ -351,3 +351,39 @@ def metadata_items(analysis) -> list[tuple[str, str]]:
     if meta.get("imported"):
         items.append(("imported", f"from {meta.get('imported_from') or 'a file'} (read-only)"))
     return items
+
+
+@dataclass
+class ScoreView:
+    """One of the owner's scores under a row: its numbers beside the lens' own, its words by salience."""
+
+    id: int
+    status: str
+    error: str
+    explanation: str = ""
+    words_html: str = ""
+    numbers: list[tuple[str, str]] = field(default_factory=list)  # (label, text) of each metric it has
+    delta: str = ""  # its mse minus the lens' own row's, signed
+    better: bool | None = None
+
+
+SCORE_METRICS = ("mse", "relative_rmse", "cosine_similarity", "fve_nrm", "kl")
+SCORE_SALIENCE_SCALE = build_scale("salience", [], fitted=False)  # the cards' fixed scale: one colour a value
+
+
+def score_view(probe, own_row: dict) -> ScoreView:
+    view = ScoreView(probe.pk, probe.status, probe.error or "")
+    result = probe.result or {}
+    row = result.get("row")
+    if not row:
+        view.explanation = visible(probe.request.get("explanation") or "")
+        return view
+    scored = row_view(row, 0)
+    view.explanation = scored.explanation
+    view.words_html = words_html(scored, SCORE_SALIENCE_SCALE, False)
+    view.numbers = [(COLUMN_LABELS.get(m, m), scored.text(m)) for m in SCORE_METRICS if scored.text(m)]
+    delta = result.get("delta_mse")
+    if num(delta) is not None:
+        view.delta = f"{delta:+.4f}"
+        view.better = delta < 0
+    return view

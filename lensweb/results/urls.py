@@ -22,6 +22,7 @@ urlpatterns = [
         name="generation_export_csv",
     ),
     path("analyses/<id:analysis_id>/candidates/<id:position>/", views.candidates, name="candidates"),
+    path("analyses/<id:analysis_id>/scores/<id:position>/", views.scores, name="scores"),
     path("analyses/<id:analysis_id>/share/", views.share, name="share"),
     path("analyses/<id:analysis_id>/positions/", views.add_positions, name="add_positions"),
     path("analyses/<id:analysis_id>/delete/", views.delete, name="delete"),

@@ -116,11 +116,13 @@ def _results_context(request, analysis: Analysis, *, shared_token: str | None = 
     if shared_token:
         base_url = reverse("results:shared", args=[shared_token])
         candidates_url = base_url + "candidates/"
+        scores_url = ""
         export_json = reverse("results:shared_export_json", args=[shared_token])
         export_csv = reverse("results:shared_export_csv", args=[shared_token])
     else:
         base_url = reverse("results:detail", args=[analysis.pk])
         candidates_url = base_url + "candidates/"
+        scores_url = base_url + "scores/"
         export_json = reverse("results:export_json", args=[analysis.pk])
         export_csv = reverse("results:export_csv", args=[analysis.pk])
     is_owner = request.user.is_authenticated and analysis.owner_id == request.user.pk and not shared_token
@@ -164,6 +166,8 @@ def _results_context(request, analysis: Analysis, *, shared_token: str | None = 
         "candidate_metric": display.COLUMN_LABELS[display.CANDIDATE_METRIC[family]],
         "base_url": base_url,
         "candidates_url": candidates_url,
+        # the owner scores explanations of their own under a row (analyses.probes)
+        "scores_url": scores_url if is_owner else "",
         "export_json_url": export_json,
         "export_csv_url": export_csv,
         "shared_token": shared_token,
@@ -250,6 +254,44 @@ def add_positions(request, analysis_id):
     if _is_htmx(request):
         return render(request, "results/partials/results-body.html", context)
     return redirect(f"{reverse('results:detail', args=[analysis.pk])}?view=fulltext")
+
+
+@require_http_methods(["GET", "POST"])
+def scores(request, analysis_id, position):
+    """A row's "edit" panel (the owner's): their own explanation scored at the position (analyses.probes),
+    and the scores kept there, newest first; it polls while one is being computed."""
+    analysis = _get_owned_analysis(request, analysis_id)
+    row = (
+        AnalysisRow.objects.filter(analysis=analysis, position=position)
+        .values_list("data", flat=True)
+        .first()
+    )
+    if row is None:
+        raise Http404("no row at this position")
+    error = ""
+    if request.method == "POST":
+        try:
+            analyses_services.do_submit_probe(
+                request.user,
+                analysis.pk,
+                "score",
+                {"position": position, "explanation": request.POST.get("explanation", "")},
+            )
+        except (SubmissionError, QuotaExceeded, QueueFull) as exc:
+            error = str(exc.message if isinstance(exc, SubmissionError) else exc)
+    probes = analysis.probes.filter(owner=request.user, what="score", request__position=position).order_by(
+        "-id"
+    )
+    kept = [display.score_view(probe, row) for probe in probes[:20]]
+    context = {
+        "analysis": analysis,
+        "position": position,
+        "explanation": request.POST.get("explanation") if error else row.get("explanation", ""),
+        "scores": kept,
+        "pending": any(not probe.is_final for probe in probes[:20]),
+        "error": error,
+    }
+    return render(request, "results/partials/score-panel.html", context)
 
 
 @require_POST

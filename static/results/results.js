@@ -103,6 +103,21 @@
     window.htmx.ajax("GET", table.dataset.candidates + row.id.slice(4) + "/", { target: holder, swap: "outerHTML" });
   }, true);
 
+  // --- your own explanation under a row: its panel fetched when "edit" unfolds (the owner's only) ----------
+  document.addEventListener("toggle", function (e) {
+    var details = e.target;
+    if (!details.classList || !details.classList.contains("mine") || !details.open || details.dataset.loaded) return;
+    var table = details.closest("[data-scores]");
+    var row = details.closest("tr[id^=pos-]");
+    if (!table || !row || !window.htmx) return;
+    details.dataset.loaded = "1";
+    var holder = document.createElement("p");
+    holder.className = "muted";
+    holder.textContent = "loading…";
+    details.appendChild(holder);
+    window.htmx.ajax("GET", table.dataset.scores + row.id.slice(4) + "/", { target: holder, swap: "outerHTML" });
+  }, true);
+
   // --- full text: click a token without a row to analyse it (shift-click chooses several) ---------------
   var chosen = [];
 

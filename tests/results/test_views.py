@@ -160,7 +160,7 @@ def test_best_of_k_candidates_unfold(owner_client, analysis):
 
 def test_no_candidates_no_fold(owner_client, alice, tiny_result_k1):
     analysis = create_analysis(alice, tiny_result_k1)
-    assert "<details" not in page(owner_client, analysis)
+    assert '<details class="cands' not in page(owner_client, analysis)  # (its owner's "edit" folds are there)
     assert owner_client.get(reverse("results:candidates", args=[analysis.pk, 4])).status_code == 404
 
 

@@ -54,6 +54,10 @@ SITE: dict[str, list] = {
     "results:generation_export_json": [site("GET", LOGIN, 200, 404, 200)],
     "results:generation_export_csv": [site("GET", LOGIN, 200, 404, 200)],
     "results:share": [site("POST", LOGIN, 302, 404, 404, data={"enabled": "1"})],
+    "results:scores": [  # the owner's own explanations under a row: owner only, staff included
+        site("GET", LOGIN, 200, 404, 404),
+        site("POST", LOGIN, 200, 404, 404, data={"explanation": "x"}),
+    ],
     "results:add_positions": [site("POST", LOGIN, 302, 404, 404, data={"positions": "0"})],
     "results:delete": [site("POST", LOGIN, 302, 404, 404)],
     "results:preferences": [site("POST", LOGIN, 302, 302, 302, data={"scale": "fixed"})],
