@@ -19,7 +19,7 @@ from .encoding import cosine_similarity, encode, mse, relative_rmse, salience
 from .errors import OptionError
 from .families import Family
 from .inputs import prepare_input
-from .lens import Lens, lens_files, load_lens, load_tokenizer, spec_identity
+from .lens import Lens, lens_files, lens_width, load_lens, load_tokenizer, spec_identity
 from .metrics import activation_norms, kl_divergences, logit_lens_top, norm_range
 from .models import text_config
 from .rows import Row
@@ -212,6 +212,7 @@ FAMILY = Family(
     load=load_lens,
     tokenizer=load_tokenizer,
     files=lens_files,
+    width=lens_width,
     identity=spec_identity,
     steps=_steps,
     rows_budget=lambda lens, steps: default_rows_budget(lens),

@@ -8,7 +8,6 @@ Incremental: rows are handed out per finished batch. Cancellation is checked bet
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
@@ -17,7 +16,7 @@ import torch
 from .batching import BatchTicker, OnProgress, ticked_batches
 from .errors import InputError, OptionError
 from .families import family_of
-from .inputs import prepare_input
+from .inputs import activation_vectors, prepare_input
 from .limits import DEFAULT_LIMITS, Limits
 from .metrics import OrigPass, norm_range, orig_forward
 from .models import hidden_size, text_config
@@ -232,21 +231,6 @@ def describe(
         "token_ids_given": given,
     }
     return AnalysisResult(status=status, rows=rows, metadata=metadata, timings=timings)
-
-
-def activation_vectors(vectors, width: int, most: int) -> list[list[float]]:
-    """Vectors a caller gives, checked: 1 to `most` lists of `width` finite numbers."""
-    if not isinstance(vectors, list | tuple) or not 1 <= len(vectors) <= most:
-        raise InputError(f"vectors: give 1 to {most} vectors")
-    for i, vector in enumerate(vectors):
-        if not isinstance(vector, list | tuple) or len(vector) != width:
-            got = f"{len(vector)} values" if isinstance(vector, list | tuple) else short(vector)
-            raise InputError(f"vector {i} has {got}; this lens' activations have {width}")
-        if not all(
-            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in vector
-        ):
-            raise InputError(f"vector {i} holds a value that is not a finite number")
-    return [[float(x) for x in vector] for vector in vectors]
 
 
 def activations(

@@ -15,7 +15,7 @@ from . import ENGINE_VERSION
 from .cachekey import KEYED, computation_identity, device_type, placement, result_key
 from .chat import chat_template_info
 from .families import KINDS, family
-from .inputs import chosen_positions, common_prefix, prepare_input
+from .inputs import activation_vectors, chosen_positions, common_prefix, prepare_input
 from .registry import LensRegistry, LensSpec, load_registry
 
 
@@ -33,6 +33,11 @@ def files(spec: LensSpec) -> tuple:
     """Where the lens' files are (paths, or names such as "demo"), unchecked: a cache of a loaded lens or
     tokenizer compares their stamps to notice a file replaced at the same path."""
     return family(spec.kind).files(spec)
+
+
+def width(spec: LensSpec) -> int:
+    """The width of the activations the lens explains (a described vector's length), without weights."""
+    return family(spec.kind).width(spec)
 
 
 def identity(spec: LensSpec) -> str:
@@ -81,6 +86,7 @@ __all__ = [
     "KINDS",
     "LensRegistry",
     "LensSpec",
+    "activation_vectors",
     "activations",
     "analyze",
     "chat_template_info",
@@ -99,4 +105,5 @@ __all__ = [
     "result_key",
     "score",
     "tokenizer",
+    "width",
 ]

@@ -24,6 +24,7 @@ class Family:
     load: Callable[..., Any]  # (spec, device=None, dtype=None) → the loaded lens (slow: workers only)
     tokenizer: Callable[[Any], Any]  # spec → its tokenizer alone (cheap: bounds checks in web processes)
     files: Callable[[Any], tuple]  # spec → where its files are (paths or names, unchecked): reload on change
+    width: Callable[[Any], int]  # spec → the width of the activations it explains, without weights
     identity: Callable[[Any], str]  # spec → what load(spec).identity will be, without weights (cache keys)
     # (lens, the caller's max_new_tokens or None, limits) → explanation tokens per row
     steps: Callable[[Any, int | None, Any], int]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 from .chat import chat_template_info
 from .errors import InputError, OptionError
 from .limits import DEFAULT_LIMITS, Limits
+from .options import short
 from .types import AnalysisInput, AnalysisOptions, PreparedInput
 
 
@@ -146,3 +149,18 @@ def common_prefix(a: list[int], b: list[int]) -> int:
             break
         n += 1
     return n
+
+
+def activation_vectors(vectors, width: int, most: int) -> list[list[float]]:
+    """Vectors a caller gives, checked: 1 to `most` lists of `width` finite numbers."""
+    if not isinstance(vectors, list | tuple) or not 1 <= len(vectors) <= most:
+        raise InputError(f"vectors: give 1 to {most} vectors")
+    for i, vector in enumerate(vectors):
+        if not isinstance(vector, list | tuple) or len(vector) != width:
+            got = f"{len(vector)} values" if isinstance(vector, list | tuple) else short(vector)
+            raise InputError(f"vector {i} has {got}; this lens' activations have {width}")
+        if not all(
+            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in vector
+        ):
+            raise InputError(f"vector {i} holds a value that is not a finite number")
+    return [[float(x) for x in vector] for vector in vectors]

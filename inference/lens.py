@@ -18,6 +18,7 @@ from .loading import (  # noqa: F401  (pick_device, pick_dtype: this module's AP
     load_model,
     load_tokenizer_from,
     model_fingerprint,
+    model_width,
     pick_device,
     pick_dtype,
 )
@@ -107,6 +108,15 @@ def load_tokenizer(spec: LensSpec):
 def lens_files(spec: LensSpec) -> tuple:
     """Where the lens' files are (checkpoint, base, donor), unchecked: what a changed file is noticed by."""
     return (spec.checkpoint, spec.base_model, spec.donor_model)
+
+
+def lens_width(spec: LensSpec) -> int:
+    """The width of the activations the lens explains (its base's hidden size), without loading weights."""
+    if spec.is_demo:
+        from .demo_base import ensure_demo_base
+
+        return model_width(str(ensure_demo_base()))
+    return model_width(checkpoint_facts(spec).base)
 
 
 @dataclass(frozen=True)

@@ -92,3 +92,14 @@ def _hash_model_dir(path: Path) -> str:
                     fh.seek(offset)
                     h.update(fh.read(1 << 16))
     return h.hexdigest()
+
+
+def model_width(location: str) -> int:
+    """The hidden size of the model at `location`, from its config alone (cheap: no weights)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(location, local_files_only=True)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot read the config of {location!r}: {exc}") from exc
+    return int(getattr(config, "text_config", config).hidden_size)

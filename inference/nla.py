@@ -203,6 +203,16 @@ def nla_tokenizer(spec: LensSpec):
     return load_tokenizer_from(base_location(spec, read_sidecar(av_dir, "av"), av_dir))
 
 
+def nla_width(spec: LensSpec) -> int:
+    """The width of the activations the pair explains: its AV sidecar's d_model (checked against the models
+    when the pair loads), without loading weights."""
+    av_dir, _ = nla_paths(spec)
+    width = read_sidecar(av_dir, "av").get("d_model")
+    if not isinstance(width, int) or width < 1:
+        raise CheckpointError(f"the AV sidecar in {av_dir} has no d_model")
+    return width
+
+
 def nla_spec_identity(spec: LensSpec) -> str:
     """A content hash of the three models, the sidecars and the settings that change a row."""
     av_dir, ar_dir = nla_paths(spec)

@@ -24,7 +24,7 @@ from .errors import InputError
 from .families import Family
 from .metrics import activation_norms, kl_divergences, logit_lens_top, norm_range
 from .models import embed_tokens, forward, lm_head, make_cache, text_config
-from .nla import NLALens, load_nla, nla_files, nla_spec_identity, nla_tokenizer
+from .nla import NLALens, load_nla, nla_files, nla_spec_identity, nla_tokenizer, nla_width
 from .nla_format import STOP_STRING, explanation_words, fill, parse_explanation, without_word
 from .options import check_int
 from .rows import Row
@@ -369,6 +369,7 @@ FAMILY = Family(
     load=load_nla,
     tokenizer=nla_tokenizer,
     files=nla_files,
+    width=nla_width,
     identity=nla_spec_identity,
     steps=_steps,
     rows_budget=default_rows_budget,

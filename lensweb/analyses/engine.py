@@ -50,6 +50,7 @@ class InferenceEngine:
         self._registry = None  # (the LENSWEB_LENS_REGISTRY it was read from, LensRegistry)
         self._tokenizers: dict[Any, tuple[tuple, Any]] = {}  # spec -> (its files' stamp, tokenizer)
         self._tokenizer_locks: dict[Any, threading.Lock] = {}  # spec -> the lock its tokenizer loads under
+        self._widths: dict[tuple, int] = {}  # (spec, its files' stamp) -> its activations' width
 
     def registry(self):
         """The registry LENSWEB_LENS_REGISTRY names; read again only when that variable changes."""
@@ -85,6 +86,17 @@ class InferenceEngine:
             if cached is None or cached[0] != stamp:
                 cached = self._tokenizers[spec] = (stamp, core.tokenizer(spec))
         return cached[1]
+
+    def width(self, spec) -> int:
+        """The width of the activations the lens explains (cached while its files are unchanged)."""
+        key = ("width", spec, files_stamp(spec))
+        with self._lock:
+            if key in self._widths:
+                return self._widths[key]
+        value = core.width(spec)
+        with self._lock:
+            self._widths[key] = value
+        return value
 
     def identity(self, spec) -> str:
         """What `load(spec).identity` will be, without loading weights: a hash of its files (cache keys)."""
@@ -123,6 +135,9 @@ class InferenceEngine:
 
     def activations(self, lens, inp, positions, **kwargs) -> list[list[float]]:
         return core.activations(lens, inp, positions, **kwargs)
+
+    def describe(self, lens, vectors, options, **kwargs):
+        return core.describe(lens, vectors, options, **kwargs)
 
     def generate(
         self, lens, inp, options, should_cancel=None, *, limits=None, on_tokens=None, stream_every=None

@@ -257,7 +257,7 @@ def do_finish_job(
                 (len(s.get("token_ids") or []) for s in result["samples"]), default=0
             )
         elif result is not None:  # a probe's answer
-            changes.update(result=result, progress_done=1)
+            changes.update(result=result, progress_done=F("progress_total"))
         now = timezone.now()
         finished = model.objects.filter(pk=job_id, worker_id=worker_id, status=Status.RUNNING).update(
             status=status,

@@ -244,8 +244,9 @@ class Generation(Job):
 
 class Probe(Job):
     """A question to a lens about an analysis' text, answered by a worker like any job (one encoder pass or a
-    forward): score the owner's own explanation at a position (`score`), or read the layer activations at
-    positions (`activations`). The web process never loads a model, so these queue too; a score is kept with
+    forward): score the owner's own explanation at a position (`score`), read the layer activations at
+    positions (`activations`), or explain vectors of the caller's own as if each were an activation
+    (`describe`: an SAE feature's direction, a difference of activations). The web process never loads a model, so these queue too; a score is kept with
     its analysis (exported as `user_scores`)."""
 
     kind = "probe"
@@ -253,16 +254,22 @@ class Probe(Job):
     class What(models.TextChoices):
         SCORE = "score", "score an explanation"
         ACTIVATIONS = "activations", "read activations"
+        DESCRIBE = "describe", "describe vectors"
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="probes")
     worker = models.ForeignKey(
         WorkerRecord, null=True, blank=True, on_delete=models.SET_NULL, related_name="probes"
     )
-    analysis = models.ForeignKey(Analysis, on_delete=models.CASCADE, related_name="probes")
+    # the analysis asked about (none for `describe`: vectors of the caller's own, for `lens_id`)
+    analysis = models.ForeignKey(
+        Analysis, null=True, blank=True, on_delete=models.CASCADE, related_name="probes"
+    )
     what = models.CharField(max_length=20, choices=What.choices)
-    # score: {"position", "explanation" | "explanation_token_ids"}; activations: {"positions": [...]}
+    # score: {"position", "explanation" | "explanation_token_ids"}; activations: {"positions": [...]};
+    # describe: {"vectors": [[...]], "token_ids": [...] | null}
     request = models.JSONField()
-    # score: {"row": Row.to_dict(), "delta_mse": …}; activations: {"positions": [...], "activations": [[...]]}
+    # score: {"row": Row.to_dict(), "delta_mse": …}; activations: {"positions": [...], "activations": [[...]]};
+    # describe: {"rows": [Row.to_dict(), …], "metadata": {...}}
     result = models.JSONField(null=True, blank=True)
 
     class Meta(Job.Meta):

@@ -4,16 +4,24 @@ bounds and the text tokenised (the web process loads no model); the worker's eng
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 from django.db import transaction
 
+from inference.engine import activation_vectors
+from inference.errors import InputError, LensError
+
 from . import quotas
 from .access import get_analysis_for
-from .errors import SubmissionError
+from .engine import get_engine
+from .errors import LensUnavailable, SubmissionError
 from .limits import limits
 from .models import Analysis, Probe
-from .submit import check_prepared_submission, check_queue_caps, lock_owner
+from .submit import analysis_options, check_prepared_submission, check_queue_caps, lens_spec, lock_owner
 from .workers import ring_doorbell
+
+log = logging.getLogger(__name__)
 
 What = Probe.What
 
@@ -63,6 +71,16 @@ def check_activations(data: dict, n: int) -> dict:
 CHECKS = {What.SCORE: check_score, What.ACTIVATIONS: check_activations}
 
 
+def _queue(user, **fields) -> Probe:
+    with transaction.atomic():
+        lock_owner(user)
+        quotas.check_daily_positions(user, 1)
+        check_queue_caps(Probe, user, settings.LENSWEB_MAX_QUEUED_PER_USER, "probes")
+        probe = Probe.objects.create(owner=user, **fields)
+        transaction.on_commit(ring_doorbell)
+    return probe
+
+
 def do_submit_probe(user, analysis_id: int, what: str, data: dict) -> Probe:
     """Queue a probe of `user`'s analysis (a score is kept with it: its owner only; activations: whoever may
     read it). The text is tokenised here, so a position outside it is refused before anything is queued."""
@@ -71,22 +89,55 @@ def do_submit_probe(user, analysis_id: int, what: str, data: dict) -> Probe:
         analysis.lens_id, analysis.input, analysis.options
     )
     request = CHECKS[What(what)](data, len(prepared.token_ids))
-    with transaction.atomic():
-        lock_owner(user)
-        quotas.check_daily_positions(user, 1)
-        check_queue_caps(Probe, user, settings.LENSWEB_MAX_QUEUED_PER_USER, "probes")
-        probe = Probe.objects.create(
-            owner=user,
-            analysis=analysis,
-            lens_id=spec.id,
-            input=inp.to_dict(),
-            options=options.to_dict(),
-            what=what,
-            request=request,
-            progress_total=1,
-        )
-        transaction.on_commit(ring_doorbell)
-    return probe
+    return _queue(
+        user,
+        analysis=analysis,
+        lens_id=spec.id,
+        input=inp.to_dict(),
+        options=options.to_dict(),
+        what=what,
+        request=request,
+        progress_total=1,
+    )
+
+
+def do_submit_describe(user, lens_id: str | None, vectors, options_data: dict, token_ids=None) -> Probe:
+    """Queue the description of vectors of the caller's own (an SAE feature's direction, a difference of
+    activations) by a lens: each explained as if it were its layer activation at a position. Their width is
+    checked against the lens' here (read from its files, no weights), so a wrong one is refused at once."""
+    engine = get_engine()
+    bounds = limits()
+    spec = lens_spec(engine, lens_id)
+    options = analysis_options(options_data, bounds)
+    if options.kl:
+        raise SubmissionError("kl compares the next-token distributions of a text: a vector has none", "kl")
+    if options.positions is not None or options.last_n_messages is not None:
+        raise SubmissionError("positions choose tokens of a text: describe takes vectors", "positions")
+    try:
+        width = engine.width(spec)
+    except (LensError, OSError) as exc:
+        log.error("lens %s is unavailable: %s", spec.id, exc, exc_info=True)
+        raise LensUnavailable(spec.id) from None
+    try:
+        checked = activation_vectors(vectors, width, bounds.max_chosen_positions)
+    except InputError as exc:
+        raise SubmissionError(str(exc), "vectors") from None
+    if token_ids is not None and (
+        not isinstance(token_ids, list)
+        or len(token_ids) != len(checked)
+        or not all(_whole_int(i) and 0 <= i < 2**31 for i in token_ids)
+    ):
+        raise SubmissionError(f"token_ids: give one token id per vector ({len(checked)})", "token_ids")
+    return _queue(
+        user,
+        analysis=None,
+        lens_id=spec.id,
+        input={},
+        options=options.to_dict(),
+        what=What.DESCRIBE,
+        request={"vectors": checked, "token_ids": token_ids},
+        progress_total=len(checked),
+    )
 
 
 def get_probe_for(user, probe_id) -> Probe:

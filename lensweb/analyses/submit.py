@@ -40,7 +40,7 @@ def _option_field(error: Exception, fields=OPTION_FIELDS) -> str | None:
     return first if first in fields else None
 
 
-def _spec(engine, lens_id: str | None):
+def lens_spec(engine, lens_id: str | None):
     try:
         return engine.get_spec(lens_id) if lens_id else engine.default_lens()
     except UnknownLensError as exc:
@@ -57,7 +57,7 @@ def _input(input_data: dict, bounds: Limits, field: str | None = None) -> Analys
         ) from exc
 
 
-def _analysis_options(options_data: dict, bounds: Limits) -> AnalysisOptions:
+def analysis_options(options_data: dict, bounds: Limits) -> AnalysisOptions:
     try:
         return AnalysisOptions.from_dict(options_data).validate(bounds)
     except (OptionError, TypeError) as exc:
@@ -87,9 +87,9 @@ def check_prepared_submission(lens_id: str | None, input_data: dict, options_dat
     """check_submission, returning the PreparedInput (token ids and positions: the result cache's key)."""
     engine = get_engine()
     bounds = limits()
-    spec = _spec(engine, lens_id)
+    spec = lens_spec(engine, lens_id)
     inp = _input(input_data, bounds, "text")
-    options = _analysis_options(options_data, bounds)
+    options = analysis_options(options_data, bounds)
     if options.last_n_messages is not None and not inp.is_chat:
         raise SubmissionError("last N messages applies to chats only", "last_n_messages")
     prepared = _prepare(engine, spec, inp, options, bounds, "text")
@@ -102,7 +102,7 @@ def check_generation_submission(lens_id: str | None, input_data: dict, options_d
     """(spec, AnalysisInput, GenerationOptions), or SubmissionError naming the field."""
     engine = get_engine()
     bounds = limits()
-    spec = _spec(engine, lens_id)
+    spec = lens_spec(engine, lens_id)
     inp = _input(input_data, bounds)
     try:
         options = GenerationOptions.from_dict(options_data).validate(bounds)
@@ -204,7 +204,7 @@ def do_submit_generation(
         if not isinstance(then_analyse, dict):
             raise SubmissionError("the analysis options must be an object", "analysis_options")
         try:
-            analysis_options = _analysis_options(then_analyse, limits())
+            analysis_options = analysis_options(then_analyse, limits())
         except SubmissionError as exc:  # named as the caller sent it: the follow-up's options
             field = f"analysis_options.{exc.field}" if exc.field else "analysis_options"
             raise SubmissionError(exc.message, field) from exc.__cause__

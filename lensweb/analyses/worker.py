@@ -361,6 +361,18 @@ class LensWorker:
             own = services.row_at(probe.analysis_id, row.position)
             delta = row.mse - own["mse"] if isinstance((own or {}).get("mse"), int | float) else None
             result = {"row": row.to_dict(), "delta_mse": delta}
+        elif probe.what == Probe.What.DESCRIBE:
+            described = self.engine.describe(
+                lens,
+                asked["vectors"],
+                AnalysisOptions.from_dict(probe.options),
+                token_ids=asked.get("token_ids"),
+                limits=limits,
+                should_cancel=lambda: self._is_cancelled(probe),
+            )
+            left_out = ("token_ids", "positions", "rendered_text")  # the caller's vectors say it all
+            metadata = {k: v for k, v in described.metadata.items() if k not in left_out}
+            result = {"rows": [row.to_dict() for row in described.rows], "metadata": metadata}
         else:
             vectors = self.engine.activations(lens, inp, asked["positions"], limits=limits)
             result = {"positions": asked["positions"], "activations": vectors}

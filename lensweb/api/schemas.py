@@ -313,6 +313,21 @@ class ActivationsRequest(Request):
     )
 
 
+class DescribeRequest(Request):
+    """Vectors of your own (an SAE feature's direction, a difference of activations), each explained as if it
+    were the lens' layer activation at a position: rows as an analysis has them, in order."""
+
+    lens: str | None = Field(None, max_length=200, description="a lens id (default: the default lens)")
+    vectors: list[list[float]] = Field(
+        min_length=1, max_length=L.max_chosen_positions, description="each of the lens' width, finite"
+    )
+    token_ids: list[Annotated[int, Field(ge=0, lt=2**31)]] | None = Field(
+        None,
+        description="the token each vector's position held, where the lens' encoder reads it (else its null token)",
+    )
+    options: AnalysisOptions | None = None
+
+
 class ProbeResult(Answer):
     row: AnalysisRow | None = Field(
         None, description="a score: the row your explanation makes at its position"
@@ -324,15 +339,18 @@ class ProbeResult(Answer):
     activations: list[list[float]] | None = Field(
         None, description="activations: one vector per position, the lens' layer activation (float32)"
     )
+    rows: list[AnalysisRow] | None = Field(None, description="describe: row i explains vector i (position i)")
+    metadata: dict[str, Any] | None = Field(None, description="describe: the lens' and the options'")
 
 
 class Probe(BaseModel):
     """A question to the lens about an analysis' text, answered by a worker: poll `url` until it is done."""
 
     id: int
-    what: Literal["score", "activations"]
+    what: Literal["score", "activations", "describe"]
     status: Status
-    analysis_id: int
+    lens: str
+    analysis_id: int | None = Field(description="the analysis asked about (null for describe)")
     queue_position: int | None = Field(ge=1)
     request: dict[str, Any] = Field(description="what was asked, positions resolved")
     result: ProbeResult | None

@@ -123,6 +123,7 @@ def probe_json(request, probe) -> dict:
         "id": probe.pk,
         "what": probe.what,
         "status": probe.status,
+        "lens": probe.lens_id,
         "analysis_id": probe.analysis_id,
         "queue_position": analyses.queue_position(probe),
         "request": probe.request,

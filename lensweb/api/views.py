@@ -479,6 +479,34 @@ def read_activations(request, analysis_id: int, payload: s.ActivationsRequest, r
     return _submit_probe(request, analysis_id, "activations", payload.model_dump(), response)
 
 
+@router.post(
+    "/describe",
+    exclude_unset=True,  # a row's fields the engine did not give stay absent
+    url_name="describe",
+    operation_id="describeVectors",
+    summary="Explain vectors of your own as if each were the lens' activation at a position",
+    description="Queued like any job (the decoder and the encoder, as for an analysis' rows; KL refused: a vector "
+    "has no text) and answered by a worker: poll the probe's `url`; its `result.rows` has row i for vector i. A "
+    "vector of the wrong width is refused at once, naming the lens' width. A greedy row's activation (temperature "
+    "0), described with its token, gives that row's explanation again.",
+    response={202: s.Probe, 400: s.Error, 413: s.Error, 503: s.Error} | COMMON,
+    tags=["probes"],
+)
+def describe_vectors(request, payload: s.DescribeRequest, response: HttpResponse):
+    check_submit_rate(request, "analyses.submit")
+    options = payload.options.model_dump(exclude_unset=True) if payload.options else {}
+    try:
+        probe = analyses.do_submit_describe(
+            request.user, payload.lens, payload.vectors, options, payload.token_ids
+        )
+    except SubmissionError as exc:
+        raise refusal(exc, False, analyses.OPTION_FIELDS) from None
+    probe.refresh_from_db()
+    body = serializers.probe_json(request, probe)
+    response["Location"] = body["url"]
+    return Status(202, body)
+
+
 @router.get(
     "/probes/{id:probe_id}",
     exclude_unset=True,  # a row's fields the engine did not give stay absent

@@ -93,3 +93,37 @@ def test_scores_are_exported_with_the_analysis(api, alice_key, analysis_id, run_
         and score["row"]["explanation"] == "a letter"
     )
     assert score["delta_mse"] == pytest.approx(score["row"]["mse"] - exported["data"][1]["mse"])
+
+
+def test_describe_an_activation_and_refuse_bad_vectors(api, alice_key, analysis_id, run_jobs, live_worker):
+    read = api.post(f"/api/v1/analyses/{analysis_id}/activations", {"positions": [2, 3]}, key=alice_key)
+    run_jobs(live_worker)
+    vectors = api.get(read.json_body["url"], key=alice_key).json_body["result"]["activations"]
+    width = len(vectors[0])
+    difference = [a - b for a, b in zip(vectors[0], vectors[1], strict=True)]
+    queued = api.post(
+        "/api/v1/describe",
+        {"vectors": [vectors[0], difference], "options": {"temperature": 0}},
+        key=alice_key,
+    )
+    assert queued.status_code == 202 and queued.json_body["what"] == "describe"
+    assert queued.json_body["analysis_id"] is None and queued.json_body["lens"] == "tiny"
+    run_jobs(live_worker)
+    done = api.get(queued.json_body["url"], key=alice_key).json_body
+    rows = done["result"]["rows"]
+    assert done["status"] == "done" and [r["position"] for r in rows] == [0, 1] and rows[0]["explanation"]
+    assert done["result"]["metadata"]["token_ids_given"] is False
+    before = Probe.objects.count()
+    for body, field, message in [
+        ({"vectors": [vectors[0][:-1]]}, "vectors", f"this lens' activations have {width}"),
+        ({"vectors": [vectors[0]], "options": {"kl": True}}, "options.kl", "a vector has none"),
+        ({"vectors": [vectors[0]], "token_ids": [1, 2]}, "token_ids", "one token id per vector"),
+        ({"vectors": [[0.5]] * 257}, "vectors", "List should have at most 256"),  # (a body past 256 KiB: 413)
+        ({"vectors": [vectors[0]], "lens": "nope"}, "lens", "nope"),
+    ]:
+        refused = api.post("/api/v1/describe", body, key=alice_key)
+        error = error_of(refused)
+        assert refused.status_code == 400 and error["field"] == field and message in error["message"], error
+    nan = api.post("/api/v1/describe", raw='{"vectors": [[NaN' + ", 0.5" * (width - 1) + "]]}", key=alice_key)
+    assert nan.status_code == 400 and "finite" in error_of(nan)["message"] + str(error_of(nan))
+    assert Probe.objects.count() == before  # nothing queued

@@ -275,3 +275,7 @@ def test_score_your_own_words_and_read_activations(client, streamed):
     assert len(read.activations) == 2 and client.probe(read.id).activations == read.activations
     with pytest.raises(InvalidRequest, match="outside"):
         client.score(analysis, 500, "x")  # within the schema's bound, past the text
+    described = client.describe(read.activations, temperature=0).wait(timeout=scaled(120))
+    assert [row["position"] for row in described.rows] == [0, 1] and described.rows[0]["explanation"]
+    with pytest.raises(InvalidRequest, match="activations have"):
+        client.describe([[0.5, 0.5]])

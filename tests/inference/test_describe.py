@@ -74,3 +74,10 @@ def test_bad_vectors_and_options_are_refused(lens):
         engine.describe(lens, [good], GREEDY, token_ids=[1, 2])
     with pytest.raises(OptionError, match="position 99 is outside"):
         engine.activations(lens, AnalysisInput(text=TEXT), [99])
+
+
+def test_the_width_is_known_without_loading_weights(tiny_lens):
+    """What the web process checks a described vector against: the same number the loaded lens has."""
+    nla = cached_nla(tiny_spec(max_new_tokens=8))
+    assert engine.width(tiny_lens.spec) == hidden_size(tiny_lens.orig)
+    assert engine.width(nla.spec) == hidden_size(nla.orig)

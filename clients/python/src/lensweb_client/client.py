@@ -241,6 +241,25 @@ class Client:
         body = {"positions": list(positions)}
         return Probe(self, self._json("POST", f"analyses/{_id(analysis)}/activations", body=body))
 
+    def describe(
+        self,
+        vectors: builtins.list[builtins.list[float]],
+        *,
+        lens: str | None = None,
+        token_ids: builtins.list[int] | None = None,
+        **options: Any,
+    ) -> Probe:
+        """Queue the description of vectors of your own (an SAE feature's direction, a difference of
+        activations), each as if it were the lens' activation at a position; `.wait()` for `.rows`."""
+        body: dict[str, Any] = {"vectors": [list(v) for v in vectors]}
+        if lens is not None:
+            body["lens"] = lens
+        if token_ids is not None:
+            body["token_ids"] = list(token_ids)
+        if options:
+            body["options"] = options
+        return Probe(self, self._json("POST", "describe", body=body))
+
     def probe(self, id: int) -> Probe:
         return Probe(self, self._json("GET", f"probes/{int(id)}"))
 

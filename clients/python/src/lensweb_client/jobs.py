@@ -356,6 +356,11 @@ class Probe(Job):
     def activations(self) -> list[list[float]] | None:
         return self.result.get("activations")
 
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """Described vectors: row i explains vector i."""
+        return list(self.result.get("rows") or [])
+
     def refresh(self) -> Probe:
         super().refresh()
         return self
