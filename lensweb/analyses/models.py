@@ -246,7 +246,8 @@ class Probe(Job):
     """A question to a lens about an analysis' text, answered by a worker like any job (one encoder pass or a
     forward): score the owner's own explanation at a position (`score`), read the layer activations at
     positions (`activations`), or explain vectors of the caller's own as if each were an activation
-    (`describe`: an SAE feature's direction, a difference of activations). The web process never loads a model, so these queue too; a score is kept with
+    (`describe`: an SAE feature's direction, a difference of activations), or explain the difference of two
+    activations (`compare`: two positions of analyses, or vectors). The web process never loads a model, so these queue too; a score is kept with
     its analysis (exported as `user_scores`)."""
 
     kind = "probe"
@@ -255,6 +256,7 @@ class Probe(Job):
         SCORE = "score", "score an explanation"
         ACTIVATIONS = "activations", "read activations"
         DESCRIBE = "describe", "describe vectors"
+        COMPARE = "compare", "explain a difference"
 
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="probes")
     worker = models.ForeignKey(
@@ -266,10 +268,11 @@ class Probe(Job):
     )
     what = models.CharField(max_length=20, choices=What.choices)
     # score: {"position", "explanation" | "explanation_token_ids"}; activations: {"positions": [...]};
-    # describe: {"vectors": [[...]], "token_ids": [...] | null}
+    # describe: {"vectors": [[...]], "token_ids": [...] | null};
+    # compare: {"a": side, "b": side}, a side {"analysis_id", "position", "input"} or {"vector": [...]}
     request = models.JSONField()
     # score: {"row": Row.to_dict(), "delta_mse": …}; activations: {"positions": [...], "activations": [[...]]};
-    # describe: {"rows": [Row.to_dict(), …], "metadata": {...}}
+    # describe: {"rows": [Row.to_dict(), …], "metadata": {...}}; compare: {"row": …, "diff_norm": …}
     result = models.JSONField(null=True, blank=True)
 
     class Meta(Job.Meta):

@@ -18,7 +18,7 @@ from .engine import get_engine
 from .errors import LensUnavailable, SubmissionError
 from .limits import limits
 from .models import Analysis, Probe
-from .submit import analysis_options, check_prepared_submission, check_queue_caps, lens_spec, lock_owner
+from .submit import check_analysis_options, check_prepared_submission, check_queue_caps, lens_spec, lock_owner
 from .workers import ring_doorbell
 
 log = logging.getLogger(__name__)
@@ -108,16 +108,8 @@ def do_submit_describe(user, lens_id: str | None, vectors, options_data: dict, t
     engine = get_engine()
     bounds = limits()
     spec = lens_spec(engine, lens_id)
-    options = analysis_options(options_data, bounds)
-    if options.kl:
-        raise SubmissionError("kl compares the next-token distributions of a text: a vector has none", "kl")
-    if options.positions is not None or options.last_n_messages is not None:
-        raise SubmissionError("positions choose tokens of a text: describe takes vectors", "positions")
-    try:
-        width = engine.width(spec)
-    except (LensError, OSError) as exc:
-        log.error("lens %s is unavailable: %s", spec.id, exc, exc_info=True)
-        raise LensUnavailable(spec.id) from None
+    options = _vector_options(options_data, bounds)
+    width = _width(engine, spec)
     try:
         checked = activation_vectors(vectors, width, bounds.max_chosen_positions)
     except InputError as exc:
@@ -138,6 +130,83 @@ def do_submit_describe(user, lens_id: str | None, vectors, options_data: dict, t
         request={"vectors": checked, "token_ids": token_ids},
         progress_total=len(checked),
     )
+
+
+def _compare_side(user, side, field: str) -> tuple[dict, str | None, Analysis | None]:
+    """One side of a comparison, checked: a position of an analysis `user` may read (its input kept, for the
+    worker to re-read that activation) or a vector (its width checked once the lens is known); with the lens
+    the side names (None for a vector)."""
+    if not isinstance(side, dict) or ("vector" in side) == ("analysis_id" in side):
+        raise SubmissionError("give {analysis_id, position} or {vector}", field)
+    if "vector" in side:
+        return {"vector": side["vector"]}, None, None
+    try:
+        analysis = get_analysis_for(user, side["analysis_id"])
+    except (Analysis.DoesNotExist, ValueError, TypeError):
+        raise SubmissionError(
+            f"no analysis {str(side['analysis_id'])[:20]} of yours", f"{field}.analysis_id"
+        ) from None
+    spec, inp, _options, prepared = check_prepared_submission(
+        analysis.lens_id, analysis.input, analysis.options
+    )
+    position = _position(side.get("position"), len(prepared.token_ids), f"{field}.position")
+    return {"analysis_id": analysis.pk, "position": position, "input": inp.to_dict()}, spec.id, analysis
+
+
+def do_submit_compare(user, a, b, lens_id: str | None, options_data: dict) -> Probe:
+    """Queue the explanation of a − b, each side a position of an analysis or a vector of the caller's own,
+    by one lens (the analyses' lens; `lens_id` for two vectors): the difference described as a vector is, and
+    its norm given."""
+    engine = get_engine()
+    bounds = limits()
+    (side_a, lens_a, analysis_a), (side_b, lens_b, analysis_b) = (
+        _compare_side(user, a, "a"),
+        _compare_side(user, b, "b"),
+    )
+    named = {lens for lens in (lens_a, lens_b, lens_id) if lens}
+    if len(named) > 1:
+        raise SubmissionError(
+            f"both sides must be of one lens; these name {', '.join(sorted(named))}", "lens"
+        )
+    spec = lens_spec(engine, named.pop() if named else None)
+    options = _vector_options(options_data, bounds)
+    width = _width(engine, spec)
+    for name, side in (("a", side_a), ("b", side_b)):
+        if "vector" in side:
+            try:
+                side["vector"] = activation_vectors([side["vector"]], width, 1)[0]
+            except InputError as exc:
+                raise SubmissionError(
+                    str(exc).replace("vector 0", f"{name}'s vector"), f"{name}.vector"
+                ) from None
+    return _queue(
+        user,
+        analysis=analysis_a or analysis_b,
+        lens_id=spec.id,
+        input={},
+        options=options.to_dict(),
+        what=What.COMPARE,
+        request={"a": side_a, "b": side_b},
+        progress_total=1,
+    )
+
+
+def _vector_options(options_data: dict, bounds):
+    """An analysis' options for explaining vectors: KL and chosen positions need a text, so they are refused."""
+    options = check_analysis_options(options_data, bounds)
+    if options.kl:
+        raise SubmissionError("kl compares the next-token distributions of a text: a vector has none", "kl")
+    if options.positions is not None or options.last_n_messages is not None:
+        raise SubmissionError("positions choose tokens of a text: a vector has none", "positions")
+    return options
+
+
+def _width(engine, spec) -> int:
+    try:
+        return engine.width(spec)
+    except (LensError, OSError) as exc:
+        log.error("lens %s is unavailable: %s", spec.id, exc, exc_info=True)
+        raise LensUnavailable(spec.id) from None
 
 
 def get_probe_for(user, probe_id) -> Probe:

@@ -10,7 +10,7 @@ Written in modules by what they do, named together here so a caller imports one 
     workers.py     worker records and the doorbell (the worker's loop itself: worker.py)
     summaries.py   a finished analysis' summary, plain data
     store.py       the result cache's port (lensweb.cache plugs itself in)
-    probes.py      questions to a lens answered by a worker: scores, activations, vectors described
+    probes.py      questions to a lens answered by a worker: scores, activations, vectors and differences
 """
 
 from __future__ import annotations
@@ -44,13 +44,13 @@ from .lifecycle import (
 )
 from .limits import limits
 from .models import Analysis, Generation, WorkerRecord
-from .probes import do_submit_describe, do_submit_probe, get_probe_for, user_scores
+from .probes import do_submit_compare, do_submit_describe, do_submit_probe, get_probe_for, user_scores
 from .queue import JOB_MODELS, fair_queue, queue_position, queue_positions
 from .store import COPY_MARKS, NoResultStore, use_result_store
 from .submit import (
     GENERATION_OPTION_FIELDS,
     OPTION_FIELDS,
-    analysis_options,
+    check_analysis_options,
     check_capacity,
     check_generation_capacity,
     check_generation_submission,
@@ -76,6 +76,7 @@ from .workers import (
 )
 
 __all__ = [
+    "do_submit_compare",
     "do_submit_describe",
     "do_submit_probe",
     "get_probe_for",
@@ -96,7 +97,7 @@ __all__ = [
     "SubmissionError",
     "TOKENS_EVERY_SECONDS",
     "WorkerRecord",
-    "analysis_options",
+    "check_analysis_options",
     "check_capacity",
     "check_generation_capacity",
     "check_generation_submission",

@@ -57,7 +57,7 @@ def _input(input_data: dict, bounds: Limits, field: str | None = None) -> Analys
         ) from exc
 
 
-def analysis_options(options_data: dict, bounds: Limits) -> AnalysisOptions:
+def check_analysis_options(options_data: dict, bounds: Limits) -> AnalysisOptions:
     try:
         return AnalysisOptions.from_dict(options_data).validate(bounds)
     except (OptionError, TypeError) as exc:
@@ -89,7 +89,7 @@ def check_prepared_submission(lens_id: str | None, input_data: dict, options_dat
     bounds = limits()
     spec = lens_spec(engine, lens_id)
     inp = _input(input_data, bounds, "text")
-    options = analysis_options(options_data, bounds)
+    options = check_analysis_options(options_data, bounds)
     if options.last_n_messages is not None and not inp.is_chat:
         raise SubmissionError("last N messages applies to chats only", "last_n_messages")
     prepared = _prepare(engine, spec, inp, options, bounds, "text")
@@ -204,7 +204,7 @@ def do_submit_generation(
         if not isinstance(then_analyse, dict):
             raise SubmissionError("the analysis options must be an object", "analysis_options")
         try:
-            analysis_options = analysis_options(then_analyse, limits())
+            analysis_options = check_analysis_options(then_analyse, limits())
         except SubmissionError as exc:  # named as the caller sent it: the follow-up's options
             field = f"analysis_options.{exc.field}" if exc.field else "analysis_options"
             raise SubmissionError(exc.message, field) from exc.__cause__

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import os
 import signal
 import sys
@@ -373,6 +374,24 @@ class LensWorker:
             left_out = ("token_ids", "positions", "rendered_text")  # the caller's vectors say it all
             metadata = {k: v for k, v in described.metadata.items() if k not in left_out}
             result = {"rows": [row.to_dict() for row in described.rows], "metadata": metadata}
+        elif probe.what == Probe.What.COMPARE:
+            a, b = (
+                side["vector"]
+                if "vector" in side
+                else self.engine.activations(
+                    lens, AnalysisInput.from_dict(side["input"]), [side["position"]], limits=limits
+                )[0]
+                for side in (asked["a"], asked["b"])
+            )
+            difference = [x - y for x, y in zip(a, b, strict=True)]
+            described = self.engine.describe(
+                lens, [difference], AnalysisOptions.from_dict(probe.options), limits=limits
+            )
+            result = {
+                "row": described.rows[0].to_dict(),
+                "diff_norm": math.sqrt(sum(d * d for d in difference)),
+                "norms": [math.sqrt(sum(x * x for x in v)) for v in (a, b)],
+            }
         else:
             vectors = self.engine.activations(lens, inp, asked["positions"], limits=limits)
             result = {"positions": asked["positions"], "activations": vectors}

@@ -328,6 +328,23 @@ class DescribeRequest(Request):
     options: AnalysisOptions | None = None
 
 
+class CompareSide(Request):
+    """A position of one of your analyses (`analysis_id`, `position`), or a vector of your own (`vector`)."""
+
+    analysis_id: int | None = Field(None, ge=1, lt=2**63)
+    position: int | None = Field(None, ge=-L.max_tokens, lt=L.max_tokens)
+    vector: list[float] | None = Field(None, min_length=1)
+
+
+class CompareRequest(Request):
+    """Explain a − b (two positions, of one analysis or two, or vectors) as if it were an activation."""
+
+    a: CompareSide
+    b: CompareSide
+    lens: str | None = Field(None, max_length=200, description="for two vectors (else the analyses' lens)")
+    options: AnalysisOptions | None = None
+
+
 class ProbeResult(Answer):
     row: AnalysisRow | None = Field(
         None, description="a score: the row your explanation makes at its position"
@@ -341,13 +358,15 @@ class ProbeResult(Answer):
     )
     rows: list[AnalysisRow] | None = Field(None, description="describe: row i explains vector i (position i)")
     metadata: dict[str, Any] | None = Field(None, description="describe: the lens' and the options'")
+    diff_norm: float | None = Field(None, description="compare: ‖a − b‖₂")
+    norms: list[float] | None = Field(None, description="compare: ‖a‖₂ and ‖b‖₂")
 
 
 class Probe(BaseModel):
     """A question to the lens about an analysis' text, answered by a worker: poll `url` until it is done."""
 
     id: int
-    what: Literal["score", "activations", "describe"]
+    what: Literal["score", "activations", "describe", "compare"]
     status: Status
     lens: str
     analysis_id: int | None = Field(description="the analysis asked about (null for describe)")

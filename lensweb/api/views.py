@@ -507,6 +507,32 @@ def describe_vectors(request, payload: s.DescribeRequest, response: HttpResponse
     return Status(202, body)
 
 
+@router.post(
+    "/compare",
+    exclude_unset=True,  # a row's fields the engine did not give stay absent
+    url_name="compare",
+    operation_id="explainDifference",
+    summary="Explain the difference of two activations (a − b)",
+    description="Each side a position of one of your analyses or a vector of your own, both of one lens. Queued "
+    "like any job (a forward per analysis side, then the decoder and the encoder) and answered by a worker: "
+    "poll the probe's `url`; its `result.row` explains a − b and `result.diff_norm` is ‖a − b‖.",
+    response={202: s.Probe, 400: s.Error, 413: s.Error, 503: s.Error} | COMMON,
+    tags=["probes"],
+)
+def explain_difference(request, payload: s.CompareRequest, response: HttpResponse):
+    check_submit_rate(request, "analyses.submit")
+    options = payload.options.model_dump(exclude_unset=True) if payload.options else {}
+    sides = [side.model_dump(exclude_none=True) for side in (payload.a, payload.b)]
+    try:
+        probe = analyses.do_submit_compare(request.user, *sides, payload.lens, options)
+    except SubmissionError as exc:
+        raise refusal(exc, False, analyses.OPTION_FIELDS) from None
+    probe.refresh_from_db()
+    body = serializers.probe_json(request, probe)
+    response["Location"] = body["url"]
+    return Status(202, body)
+
+
 @router.get(
     "/probes/{id:probe_id}",
     exclude_unset=True,  # a row's fields the engine did not give stay absent

@@ -127,3 +127,34 @@ def test_describe_an_activation_and_refuse_bad_vectors(api, alice_key, analysis_
     nan = api.post("/api/v1/describe", raw='{"vectors": [[NaN' + ", 0.5" * (width - 1) + "]]}", key=alice_key)
     assert nan.status_code == 400 and "finite" in error_of(nan)["message"] + str(error_of(nan))
     assert Probe.objects.count() == before  # nothing queued
+
+
+def test_explain_the_difference_of_two_positions(api, alice_key, bob_key, analysis_id, run_jobs, live_worker):
+    read = api.post(f"/api/v1/analyses/{analysis_id}/activations", {"positions": [1, 3]}, key=alice_key)
+    run_jobs(live_worker)
+    a, b = api.get(read.json_body["url"], key=alice_key).json_body["result"]["activations"]
+    sides = {
+        "a": {"analysis_id": analysis_id, "position": 1},
+        "b": {"analysis_id": analysis_id, "position": -2},
+    }
+    queued = api.post("/api/v1/compare", {**sides, "options": {"temperature": 0}}, key=alice_key)
+    assert queued.status_code == 202 and queued.json_body["what"] == "compare"
+    # the same difference, one side given as a vector
+    mixed = api.post(
+        "/api/v1/compare", {"a": {"vector": a}, "b": sides["b"], "options": {"temperature": 0}}, key=alice_key
+    )
+    run_jobs(live_worker)
+    done = api.get(queued.json_body["url"], key=alice_key).json_body["result"]
+    expected = sum((x - y) ** 2 for x, y in zip(a, b, strict=True)) ** 0.5
+    assert done["diff_norm"] == pytest.approx(expected, rel=1e-6) and done["row"]["explanation"]
+    again = api.get(mixed.json_body["url"], key=alice_key).json_body["result"]
+    assert again["row"]["explanation_token_ids"] == done["row"]["explanation_token_ids"]
+    for body, key, field in [
+        ({"a": {"vector": a, "analysis_id": analysis_id}, "b": sides["b"]}, alice_key, "a"),
+        ({"a": sides["a"], "b": {"analysis_id": analysis_id, "position": 40}}, alice_key, "b.position"),
+        ({"a": sides["a"], "b": {"vector": a[:-1]}}, alice_key, "b.vector"),
+        ({"a": sides["a"], "b": sides["b"], "lens": "other"}, alice_key, "lens"),
+        (sides, bob_key, "a.analysis_id"),  # someone else's analysis is no analysis of yours
+    ]:
+        refused = api.post("/api/v1/compare", body, key=key)
+        assert refused.status_code == 400 and error_of(refused)["field"] == field, error_of(refused)

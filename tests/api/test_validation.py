@@ -42,7 +42,7 @@ ANALYSIS_CASES = [
     ({"text": "x", "options": {"best_of_k": 65}}, "invalid_option", "options.best_of_k"),
     ({"text": "x", "options": {"best_of_k": "2"}}, "invalid_option", "options.best_of_k"),
     ({"text": "x", "options": {"best_of_k": 2.5}}, "invalid_option", "options.best_of_k"),
-    ({"text": "x", "options": {"temperature": 0}}, "invalid_option", "options.temperature"),
+    ({"text": "x", "options": {"temperature": -0.5}}, "invalid_option", "options.temperature"),
     ({"text": "x", "options": {"temperature": 2.5}}, "invalid_option", "options.temperature"),
     ({"text": "x", "options": {"temperature": "hot"}}, "invalid_option", "options.temperature"),
     ({"text": "x", "options": {"seed": -1}}, "invalid_option", "options.seed"),

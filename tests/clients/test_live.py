@@ -211,7 +211,7 @@ def test_errors_map_to_their_exceptions(live, client):
         client.analysis(10**9)
     assert caught.value.code == "not_found" and caught.value.status == 404
     with pytest.raises(InvalidRequest) as caught:
-        client.analyze("x", temperature=0)
+        client.analyze("x", temperature=-1)  # 0 is greedy; below it nothing
     assert (caught.value.code, caught.value.field) == ("invalid_option", "options.temperature")
     with pytest.raises(InvalidRequest) as caught:
         client.analyze("x", lens="no-such-lens")
@@ -279,3 +279,5 @@ def test_score_your_own_words_and_read_activations(client, streamed):
     assert [row["position"] for row in described.rows] == [0, 1] and described.rows[0]["explanation"]
     with pytest.raises(InvalidRequest, match="activations have"):
         client.describe([[0.5, 0.5]])
+    same = client.compare({"analysis_id": analysis.id, "position": 0}, {"vector": read.activations[1]})
+    assert same.wait(timeout=scaled(120)).diff_norm > 0 and same.row["explanation"]

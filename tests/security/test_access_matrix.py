@@ -104,6 +104,7 @@ API: dict[str, list] = {
     "api:analysis_activations": [api("POST", 401, 401, 202, 404, 202, data={"positions": [0]})],  # staff read
     "api:probe": [api("GET", 401, 401, 200, 404, 200)],
     "api:describe": [api("POST", 401, 401, 400, 400, 400, data={})],  # authenticated: no vectors
+    "api:compare": [api("POST", 401, 401, 400, 400, 400, data={})],  # authenticated: no sides
     "api:generation_export_json": [api("GET", 401, 401, 200, 404, 200)],
     "api:generation_export_csv": [api("GET", 401, 401, 200, 404, 200)],
     "api:openapi-json": [api("GET", 200, 200, 200, 200, 200)],  # public by design

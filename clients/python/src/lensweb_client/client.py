@@ -260,6 +260,18 @@ class Client:
             body["options"] = options
         return Probe(self, self._json("POST", "describe", body=body))
 
+    def compare(
+        self, a: dict[str, Any], b: dict[str, Any], *, lens: str | None = None, **options: Any
+    ) -> Probe:
+        """Queue the explanation of a − b; each side `{"analysis_id": …, "position": …}` or `{"vector": […]}`.
+        `.wait()` for `.row` and `.diff_norm`."""
+        body: dict[str, Any] = {"a": dict(a), "b": dict(b)}
+        if lens is not None:
+            body["lens"] = lens
+        if options:
+            body["options"] = options
+        return Probe(self, self._json("POST", "compare", body=body))
+
     def probe(self, id: int) -> Probe:
         return Probe(self, self._json("GET", f"probes/{int(id)}"))
 

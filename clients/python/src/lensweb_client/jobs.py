@@ -357,6 +357,11 @@ class Probe(Job):
         return self.result.get("activations")
 
     @property
+    def diff_norm(self) -> float | None:
+        """A comparison: ‖a − b‖."""
+        return self.result.get("diff_norm")
+
+    @property
     def rows(self) -> list[dict[str, Any]]:
         """Described vectors: row i explains vector i."""
         return list(self.result.get("rows") or [])
