@@ -387,3 +387,37 @@ def score_view(probe, own_row: dict) -> ScoreView:
         view.delta = f"{delta:+.4f}"
         view.better = delta < 0
     return view
+
+
+@dataclass
+class DifferenceView:
+    """A comparison's "explain the difference" panel: a − b explained, with ‖a − b‖ beside ‖a‖ and ‖b‖."""
+
+    id: int
+    status: str
+    error: str
+    sides: str  # "#12 position 3 − #14 position 5"
+    words_html: str = ""
+    numbers: list[tuple[str, str]] = field(default_factory=list)
+
+
+def difference_view(probe) -> DifferenceView:
+    a, b = probe.request["a"], probe.request["b"]
+    view = DifferenceView(
+        probe.pk,
+        probe.status,
+        probe.error or "",
+        f"#{a.get('analysis_id')} position {a.get('position')} − #{b.get('analysis_id')} position {b.get('position')}",
+    )
+    result = probe.result or {}
+    if result.get("row"):
+        described = row_view(result["row"], 0)
+        view.words_html = words_html(described, SCORE_SALIENCE_SCALE, False)
+        norms = result.get("norms") or [None, None]
+        view.numbers = [
+            ("‖a − b‖", norm_text(result.get("diff_norm"))),
+            ("‖a‖", norm_text(norms[0])),
+            ("‖b‖", norm_text(norms[1])),
+            ("mse", described.text("mse")),
+        ]
+    return view

@@ -20,7 +20,7 @@ from lensweb.accounts.ratelimits import retry_after
 from lensweb.analyses import colours, growth
 from lensweb.analyses import services as analyses_services
 from lensweb.analyses.errors import QueueFull, QuotaExceeded, SubmissionError
-from lensweb.analyses.models import Analysis, AnalysisRow, Generation
+from lensweb.analyses.models import Analysis, AnalysisRow, Generation, Probe
 
 from . import display, imports, services
 from .chart import metric_chart
@@ -295,6 +295,41 @@ def scores(request, analysis_id, position):
 
 
 @require_POST
+def explain_difference(request):
+    """The compare page's "explain the difference": position `pa` of analysis `a` minus position `pb` of `b`
+    (one lens), queued as a probe (analyses.probes); the answer is its panel, which polls until done."""
+    try:
+        sides = [
+            {
+                "analysis_id": int(request.POST.get(name, "")),
+                "position": int(request.POST.get(f"p{name}", "")),
+            }
+            for name in ("a", "b")
+        ]
+    except ValueError:
+        return render(
+            request, "results/partials/difference.html", {"error": "choose a position on each side"}
+        )
+    try:
+        probe = analyses_services.do_submit_compare(request.user, *sides, None, {"temperature": 0})
+    except (SubmissionError, QuotaExceeded, QueueFull) as exc:
+        error = str(exc.message if isinstance(exc, SubmissionError) else exc)
+        return render(request, "results/partials/difference.html", {"error": error})
+    return render(request, "results/partials/difference.html", {"probe": display.difference_view(probe)})
+
+
+@require_GET
+def difference(request, probe_id):
+    try:
+        probe = analyses_services.get_probe_for(request.user, probe_id)
+    except Probe.DoesNotExist:
+        raise Http404("no such comparison") from None
+    if probe.what != Probe.What.COMPARE:
+        raise Http404("no such comparison")
+    return render(request, "results/partials/difference.html", {"probe": display.difference_view(probe)})
+
+
+@require_POST
 def preferences(request):
     columns = request.POST.getlist("cols") if request.POST.get("cols_sent") else None
     services.do_save_preference(
@@ -536,6 +571,8 @@ def compare(request):
         )
     context.update(
         pairs=pairs,
+        # one lens' activations on both sides: their difference is an activation to explain
+        can_explain_difference=a.lens_id == b.lens_id,
         side_a=sides[0],
         side_b=sides[1],
         mixed=families[0] != families[1],

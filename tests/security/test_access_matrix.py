@@ -54,6 +54,10 @@ SITE: dict[str, list] = {
     "results:generation_export_json": [site("GET", LOGIN, 200, 404, 200)],
     "results:generation_export_csv": [site("GET", LOGIN, 200, 404, 200)],
     "results:share": [site("POST", LOGIN, 302, 404, 404, data={"enabled": "1"})],
+    "results:explain_difference": [site("POST", LOGIN, 200, 200, 200, data={})],  # no positions: said so
+    "results:difference": [
+        site("GET", LOGIN, 404, 404, 404)
+    ],  # the world's probe reads activations: no comparison
     "results:scores": [  # the owner's own explanations under a row: owner only, staff included
         site("GET", LOGIN, 200, 404, 404),
         site("POST", LOGIN, 200, 404, 404, data={"explanation": "x"}),
