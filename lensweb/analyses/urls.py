@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import describe_page, views
 
 app_name = "analyses"
 
@@ -9,6 +9,8 @@ urlpatterns = [
     path("analyses/", views.submit, name="submit"),
     path("analyses/<id:job_id>/card/", views.job_card, name="card"),
     path("analyses/<id:job_id>/cancel/", views.cancel, name="cancel"),
+    path("describe/", describe_page.describe, name="describe"),
+    path("describe/<id:probe_id>/", describe_page.described, name="described"),
     path("generations/", views.generate, name="generate"),
     path("generations/<id:generation_id>/", views.generation_page, name="generation"),
     path("generations/<id:generation_id>/card/", views.generation_card, name="generation_card"),

@@ -38,6 +38,8 @@ SITE: dict[str, list] = {
     "analyses:card": [site("GET", LOGIN, 200, 404, 404)],
     "analyses:cancel": [site("POST", LOGIN, 302, 404, 404)],
     "analyses:generate": [site("POST", LOGIN, 400, 400, 400, data={})],  # reached the form: it is empty
+    "analyses:describe": [site("GET", LOGIN, 200, 200, 200), site("POST", LOGIN, 200, 200, 200, data={})],
+    "analyses:described": [site("GET", LOGIN, 404, 404, 404)],  # the world's probe reads activations
     "analyses:generation": [site("GET", LOGIN, 200, 404, 200)],  # staff read any generation
     "analyses:generation_card": [site("GET", LOGIN, 200, 404, 200)],
     "analyses:generation_cancel": [site("POST", LOGIN, 302, 404, 404)],
