@@ -219,3 +219,32 @@ def test_an_nla_files_stamp_sees_a_replaced_value_head_or_sidecar(tmp_path):
     sidecar = pair / "av" / "nla_meta.yaml"
     sidecar.write_text(sidecar.read_text() + "\n# edited\n")
     assert (files_stamp(folder_spec), files_stamp(named_spec)) != after_head
+
+
+def test_probes_serve_an_nla_too(alice, both_lenses, run_jobs):
+    """Scores, activations, describe and compare through the queue for the other family: a row's own
+    explanation ids give its numbers again (the AR's mse, mse_nrm and fve), its activation described greedily
+    is explained, and a difference is explained."""
+    job = services.do_submit(alice, NLA_ID, {"text": TEXT}, {"seed": 5, "salience": True})
+    run_jobs()
+    own = rows_of(job.pk)[3]
+    score = services.do_submit_probe(
+        alice, job.pk, "score", {"position": 3, "explanation_token_ids": own["explanation_token_ids"]}
+    )
+    read = services.do_submit_probe(alice, job.pk, "activations", {"positions": [3, 4]})
+    run_jobs()
+    score.refresh_from_db()
+    read.refresh_from_db()
+    for name in ("mse", "mse_nrm", "fve_nrm", "relative_rmse"):
+        assert score.result["row"][name] == pytest.approx(own[name], rel=1e-4), name
+    vectors = read.result["activations"]
+    described = services.do_submit_describe(alice, NLA_ID, vectors, {"temperature": 0})
+    compared = services.do_submit_compare(
+        alice, {"analysis_id": job.pk, "position": 3}, {"vector": vectors[1]}, None, {"temperature": 0}
+    )
+    run_jobs()
+    described.refresh_from_db()
+    compared.refresh_from_db()
+    assert [row["position"] for row in described.result["rows"]] == [0, 1]
+    assert "mse_nrm" in described.result["rows"][0] and described.lens_id == NLA_ID
+    assert compared.status == "done" and compared.result["diff_norm"] > 0
