@@ -415,18 +415,30 @@ def export_generation_csv(
 # --- probes: your own explanation scored, activations read --------------------------------------------------
 
 
-def _submit_probe(request, analysis_id: int, what: str, data: dict, response: HttpResponse):
+def _queued_probe(request, response: HttpResponse, submit, option_fields=analyses.OPTION_FIELDS) -> Status:
+    """`submit()` queues a probe through the core; the answer is 202 with the probe and where to poll it.
+    `option_fields`: the refusal fields that are options (a score's `position` is the request's own)."""
     check_submit_rate(request, "analyses.submit")
     try:
-        probe = analyses.do_submit_probe(request.user, analysis_id, what, data)
+        probe = submit()
     except Analysis.DoesNotExist:
         raise not_found("analysis") from None
     except SubmissionError as exc:
-        raise refusal(exc, False, ()) from None
+        raise refusal(exc, False, option_fields) from None
     probe.refresh_from_db()  # a worker may have answered it already
     body = serializers.probe_json(request, probe)
     response["Location"] = body["url"]
     return Status(202, body)
+
+
+def _submit_probe(request, analysis_id: int, what: str, data: dict, response: HttpResponse):
+    return _queued_probe(
+        request, response, lambda: analyses.do_submit_probe(request.user, analysis_id, what, data), ()
+    )
+
+
+def _options_of(payload) -> dict:
+    return payload.options.model_dump(exclude_unset=True) if payload.options else {}
 
 
 @router.post(
@@ -493,18 +505,13 @@ def read_activations(request, analysis_id: int, payload: s.ActivationsRequest, r
     tags=["probes"],
 )
 def describe_vectors(request, payload: s.DescribeRequest, response: HttpResponse):
-    check_submit_rate(request, "analyses.submit")
-    options = payload.options.model_dump(exclude_unset=True) if payload.options else {}
-    try:
-        probe = analyses.do_submit_describe(
-            request.user, payload.lens, payload.vectors, options, payload.token_ids
-        )
-    except SubmissionError as exc:
-        raise refusal(exc, False, analyses.OPTION_FIELDS) from None
-    probe.refresh_from_db()
-    body = serializers.probe_json(request, probe)
-    response["Location"] = body["url"]
-    return Status(202, body)
+    return _queued_probe(
+        request,
+        response,
+        lambda: analyses.do_submit_describe(
+            request.user, payload.lens, payload.vectors, _options_of(payload), payload.token_ids
+        ),
+    )
 
 
 @router.post(
@@ -520,17 +527,12 @@ def describe_vectors(request, payload: s.DescribeRequest, response: HttpResponse
     tags=["probes"],
 )
 def explain_difference(request, payload: s.CompareRequest, response: HttpResponse):
-    check_submit_rate(request, "analyses.submit")
-    options = payload.options.model_dump(exclude_unset=True) if payload.options else {}
     sides = [side.model_dump(exclude_none=True) for side in (payload.a, payload.b)]
-    try:
-        probe = analyses.do_submit_compare(request.user, *sides, payload.lens, options)
-    except SubmissionError as exc:
-        raise refusal(exc, False, analyses.OPTION_FIELDS) from None
-    probe.refresh_from_db()
-    body = serializers.probe_json(request, probe)
-    response["Location"] = body["url"]
-    return Status(202, body)
+    return _queued_probe(
+        request,
+        response,
+        lambda: analyses.do_submit_compare(request.user, *sides, payload.lens, _options_of(payload)),
+    )
 
 
 @router.get(
