@@ -209,6 +209,32 @@ def _width(engine, spec) -> int:
         raise LensUnavailable(spec.id) from None
 
 
+def activations_probe(user, analysis_id: int, positions) -> Probe:
+    """The activations read of these positions: the user's last one for the same positions unless it failed,
+    else a new one queued (so asking again, or polling by asking, computes once)."""
+    analysis = get_analysis_for(user, analysis_id)
+    spec, inp, options, prepared = check_prepared_submission(
+        analysis.lens_id, analysis.input, analysis.options
+    )
+    request = check_activations({"positions": positions}, len(prepared.token_ids))
+    recent = analysis.probes.filter(owner=user, what=What.ACTIVATIONS).exclude(
+        status__in=(Probe.Status.FAILED, Probe.Status.CANCELLED)
+    )
+    for probe in recent.order_by("-id")[:50]:
+        if probe.request == request:
+            return probe
+    return _queue(
+        user,
+        analysis=analysis,
+        lens_id=spec.id,
+        input=inp.to_dict(),
+        options=options.to_dict(),
+        what=What.ACTIVATIONS,
+        request=request,
+        progress_total=1,
+    )
+
+
 def get_probe_for(user, probe_id) -> Probe:
     """A probe of `user` (staff may read any); DoesNotExist otherwise, as for every job."""
     if user.is_staff:

@@ -44,7 +44,14 @@ from .lifecycle import (
 )
 from .limits import limits
 from .models import Analysis, Generation, WorkerRecord
-from .probes import do_submit_compare, do_submit_describe, do_submit_probe, get_probe_for, user_scores
+from .probes import (
+    activations_probe,
+    do_submit_compare,
+    do_submit_describe,
+    do_submit_probe,
+    get_probe_for,
+    user_scores,
+)
 from .queue import JOB_MODELS, fair_queue, queue_position, queue_positions
 from .store import COPY_MARKS, NoResultStore, use_result_store
 from .submit import (
@@ -76,6 +83,7 @@ from .workers import (
 )
 
 __all__ = [
+    "activations_probe",
     "do_submit_compare",
     "do_submit_describe",
     "do_submit_probe",

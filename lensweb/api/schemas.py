@@ -345,6 +345,11 @@ class CompareRequest(Request):
     options: AnalysisOptions | None = None
 
 
+class Activations(BaseModel):
+    positions: list[int] = Field(description="the positions, resolved")
+    activations: list[list[float]] = Field(description="one vector per position: the lens' layer activation")
+
+
 class ProbeResult(Answer):
     row: AnalysisRow | None = Field(
         None, description="a score: the row your explanation makes at its position"

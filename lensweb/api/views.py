@@ -536,6 +536,56 @@ def explain_difference(request, payload: s.CompareRequest, response: HttpRespons
 
 
 @router.get(
+    "/analyses/{id:analysis_id}/activations",
+    exclude_unset=True,
+    url_name="analysis_activations",
+    operation_id="getActivations",
+    summary="The lens' layer activations at positions of the analysis' text (200 when read, else 202)",
+    description="`?positions=3,7,-1`. Read by a worker like any job: the first ask queues the read and answers "
+    "202 with the probe (`Location`: where to poll); asked again once it is done, 200 with `{positions, "
+    "activations}` (one float32 vector per position), or a NumPy .npy file with `Accept: "
+    "application/octet-stream`. The same positions asked again reuse the same read.",
+    response={200: s.Activations, 202: s.Probe, 400: s.Error, 404: s.Error, 503: s.Error} | COMMON,
+    openapi_extra={
+        "responses": {
+            "200": {
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/Activations"}},
+                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                }
+            }
+        }
+    },
+    tags=["probes"],
+)
+def get_activations(
+    request,
+    analysis_id: int,
+    response: HttpResponse,
+    positions: str = Query(..., max_length=1280, description="comma-separated token positions (at most 256)"),
+):
+    try:
+        asked = [int(p) for p in positions.split(",") if p.strip()]
+    except ValueError:
+        raise ApiError(
+            400, "invalid_input", "positions: whole numbers separated by commas", field="positions"
+        ) from None
+    try:
+        probe = analyses.activations_probe(request.user, analysis_id, asked)
+    except Analysis.DoesNotExist:
+        raise not_found("analysis") from None
+    except SubmissionError as exc:
+        raise refusal(exc, False, ()) from None
+    if probe.status != Analysis.Status.DONE:
+        body = serializers.probe_json(request, probe)
+        response["Location"] = body["url"]
+        return Status(202, body)
+    if "application/octet-stream" in request.headers.get("Accept", ""):
+        return HttpResponse(npy_bytes(probe.result["activations"]), content_type="application/octet-stream")
+    return Status(200, {"positions": probe.result["positions"], "activations": probe.result["activations"]})
+
+
+@router.get(
     "/probes/{id:probe_id}",
     exclude_unset=True,  # a row's fields the engine did not give stay absent
     url_name="probe",

@@ -158,3 +158,25 @@ def test_explain_the_difference_of_two_positions(api, alice_key, bob_key, analys
     ]:
         refused = api.post("/api/v1/compare", body, key=key)
         assert refused.status_code == 400 and error_of(refused)["field"] == field, error_of(refused)
+
+
+def test_get_activations_queues_once_then_answers_200(
+    api, client, alice_key, analysis_id, run_jobs, live_worker
+):
+    url = f"/api/v1/analyses/{analysis_id}/activations?positions=0,-1"
+    first = api.get(url, key=alice_key)
+    assert first.status_code == 202 and first["Location"] == first.json_body["url"]
+    again = api.get(url, key=alice_key)
+    assert again.status_code == 202 and again.json_body["id"] == first.json_body["id"]  # the same read
+    run_jobs(live_worker)
+    done = api.get(url, key=alice_key)
+    assert done.status_code == 200 and done.json_body["positions"] == [0, 4]
+    assert len(done.json_body["activations"]) == 2 and Probe.objects.count() == 1
+    npy = client.get(
+        url, headers={"Authorization": f"Bearer {alice_key}", "Accept": "application/octet-stream"}
+    )
+    array = numpy.load(io.BytesIO(npy.content), allow_pickle=False)
+    assert array.tolist() == done.json_body["activations"]
+    for bad, field in [("positions=a", "positions"), ("positions=99", "positions")]:
+        refused = api.get(f"/api/v1/analyses/{analysis_id}/activations?{bad}", key=alice_key)
+        assert refused.status_code == 400 and error_of(refused)["field"] == field

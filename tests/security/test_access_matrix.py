@@ -107,7 +107,10 @@ API: dict[str, list] = {
         api("POST", 401, 401, 202, 404, 404, data={"position": 0, "explanation": "x"}),  # the owner's only
         api("GET", 401, 401, 200, 404, 200),
     ],
-    "api:analysis_activations": [api("POST", 401, 401, 202, 404, 202, data={"positions": [0]})],  # staff read
+    "api:analysis_activations": [
+        api("POST", 401, 401, 202, 404, 202, data={"positions": [0]}),  # staff may read it
+        api("GET", 401, 401, 202, 404, 202, query="positions=0"),  # queued: 202 until read
+    ],
     "api:probe": [api("GET", 401, 401, 200, 404, 200)],
     "api:describe": [api("POST", 401, 401, 400, 400, 400, data={})],  # authenticated: no vectors
     "api:compare": [api("POST", 401, 401, 400, 400, 400, data={})],  # authenticated: no sides
