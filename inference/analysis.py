@@ -14,11 +14,11 @@ import torch
 
 from . import ENGINE_VERSION
 from .decoding import decode
-from .driver import Work, analyze, explanation_ids, explanation_text  # noqa: F401  (analyze: this module's entry)
+from .driver import Work, analyze  # noqa: F401  (analyze: this module's entry)
 from .encoding import cosine_similarity, encode, mse, relative_rmse, salience
 from .errors import OptionError
 from .families import Family
-from .inputs import prepare_input
+from .inputs import explanation_ids, explanation_text, prepare_input
 from .lens import Lens, lens_files, lens_width, load_lens, load_tokenizer, spec_identity
 from .metrics import activation_norms, kl_divergences, logit_lens_top, norm_range
 from .models import text_config

@@ -16,7 +16,7 @@ import torch
 from .batching import BatchTicker, OnProgress, ticked_batches
 from .errors import InputError, OptionError
 from .families import family_of
-from .inputs import activation_vectors, prepare_input
+from .inputs import activation_vectors, prepare_input, vector_options, vector_token_ids
 from .limits import DEFAULT_LIMITS, Limits
 from .metrics import OrigPass, norm_range, orig_forward
 from .models import hidden_size, text_config
@@ -177,24 +177,14 @@ def describe(
     family = family_of(lens)
     t_start = time.perf_counter()
     options.validate(limits)
-    if options.kl:
-        raise OptionError(
-            "kl compares the next-token distributions of a text: a vector has none; set kl false"
-        )
-    if options.positions is not None or options.last_n_messages is not None:
-        raise OptionError("positions and last_n_messages choose tokens of a text: describe takes vectors")
+    vector_options(options)
     steps = family.steps(lens, max_new_tokens, limits)
     width = hidden_size(lens.orig)
     acts = activation_vectors(vectors, width, limits.max_chosen_positions)
     null = getattr(lens, "null_token_id", None)
     given = token_ids is not None
     if given:
-        if not isinstance(token_ids, list | tuple) or len(token_ids) != len(acts):
-            raise InputError(f"token_ids: give one token id per vector ({len(acts)})")
-        vocab = text_config(lens.orig).vocab_size
-        bad = [i for i in token_ids if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < vocab]
-        if bad:
-            raise InputError(f"token_ids: {short(bad[0])} is not a token id (0–{vocab - 1})")
+        token_ids = vector_token_ids(token_ids, len(acts), text_config(lens.orig).vocab_size)
     ids = list(token_ids) if given else [null if null is not None else 0] * len(acts)
     prepared = PreparedInput(
         token_ids=ids,
@@ -280,23 +270,6 @@ def score(
         return family.score(
             lens, prepared, orig, position % n, explanation, explanation_token_ids, options, limits
         )
-
-
-def explanation_ids(ids, vocab_size: int, limits: Limits) -> list[int]:
-    """Token ids a caller gives for an explanation, checked: 1 to limits.max_new_tokens ids of the vocabulary."""
-    if not isinstance(ids, list | tuple) or not 1 <= len(ids) <= limits.max_new_tokens:
-        raise InputError(f"explanation_token_ids: give 1 to {limits.max_new_tokens} token ids")
-    bad = [i for i in ids if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < vocab_size]
-    if bad:
-        raise InputError(f"explanation_token_ids: {short(bad[0])} is not a token id (0–{vocab_size - 1})")
-    return list(ids)
-
-
-def explanation_text(text, limits: Limits) -> str:
-    """An explanation a caller writes, checked: a non-empty string within the input's length bound."""
-    if not isinstance(text, str) or not text.strip() or len(text) > limits.max_text_chars:
-        raise InputError(f"explanation: give a text of 1 to {limits.max_text_chars} characters")
-    return text
 
 
 def positions_to_run(all_positions: list[int], requested: list[int] | None) -> list[int]:

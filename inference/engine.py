@@ -15,7 +15,16 @@ from . import ENGINE_VERSION
 from .cachekey import KEYED, computation_identity, device_type, placement, result_key
 from .chat import chat_template_info
 from .families import KINDS, family
-from .inputs import activation_vectors, chosen_positions, common_prefix, prepare_input
+from .inputs import (
+    activation_vectors,
+    chosen_positions,
+    common_prefix,
+    explanation_ids,
+    explanation_text,
+    prepare_input,
+    vector_options,
+    vector_token_ids,
+)
 from .registry import LensRegistry, LensSpec, load_registry
 
 
@@ -95,6 +104,8 @@ __all__ = [
     "computation_identity",
     "describe",
     "device_type",
+    "explanation_ids",
+    "explanation_text",
     "files",
     "generate",
     "identity",
@@ -105,5 +116,7 @@ __all__ = [
     "result_key",
     "score",
     "tokenizer",
+    "vector_options",
+    "vector_token_ids",
     "width",
 ]

@@ -164,3 +164,42 @@ def activation_vectors(vectors, width: int, most: int) -> list[list[float]]:
         ):
             raise InputError(f"vector {i} holds a value that is not a finite number")
     return [[float(x) for x in vector] for vector in vectors]
+
+
+def explanation_ids(ids, vocab_size: int, limits: Limits) -> list[int]:
+    """Token ids a caller gives for an explanation, checked: 1 to limits.max_new_tokens ids of the vocabulary."""
+    if not isinstance(ids, list | tuple) or not 1 <= len(ids) <= limits.max_new_tokens:
+        raise InputError(f"explanation_token_ids: give 1 to {limits.max_new_tokens} token ids")
+    bad = [i for i in ids if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < vocab_size]
+    if bad:
+        raise InputError(f"explanation_token_ids: {short(bad[0])} is not a token id (0–{vocab_size - 1})")
+    return list(ids)
+
+
+def explanation_text(text, limits: Limits) -> str:
+    """An explanation a caller writes, checked: a non-empty string within the input's length bound."""
+    if not isinstance(text, str) or not text.strip() or len(text) > limits.max_text_chars:
+        raise InputError(f"explanation: give a text of 1 to {limits.max_text_chars} characters")
+    return text
+
+
+def vector_token_ids(token_ids, n: int, vocab_size: int) -> list[int]:
+    """The token each of `n` described vectors' positions held, checked: one id of the vocabulary each."""
+    if not isinstance(token_ids, list | tuple) or len(token_ids) != n:
+        raise InputError(f"token_ids: give one token id per vector ({n})")
+    bad = [i for i in token_ids if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < vocab_size]
+    if bad:
+        raise InputError(f"token_ids: {short(bad[0])} is not a token id (0–{vocab_size - 1})")
+    return list(token_ids)
+
+
+def vector_options(options: AnalysisOptions) -> AnalysisOptions:
+    """An analysis' options for explaining vectors: KL and chosen positions need a text, so they are refused
+    (the message starts with the option's name)."""
+    if options.kl:
+        raise OptionError(
+            "kl compares the next-token distributions of a text: a vector has none; set kl false"
+        )
+    if options.positions is not None or options.last_n_messages is not None:
+        raise OptionError("positions and last_n_messages choose tokens of a text: describe takes vectors")
+    return options

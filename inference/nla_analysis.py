@@ -18,10 +18,11 @@ from typing import Any
 import torch
 
 from . import ENGINE_VERSION
-from .driver import Work, explanation_ids, explanation_text
+from .driver import Work
 from .encoding import relative_rmse
 from .errors import InputError
 from .families import Family
+from .inputs import explanation_ids, explanation_text
 from .metrics import activation_norms, kl_divergences, logit_lens_top, norm_range
 from .models import embed_tokens, forward, lm_head, make_cache, text_config
 from .nla import NLALens, load_nla, nla_files, nla_spec_identity, nla_tokenizer, nla_width

@@ -9,8 +9,14 @@ import logging
 from django.conf import settings
 from django.db import transaction
 
-from inference.engine import activation_vectors
-from inference.errors import InputError, LensError
+from inference.engine import (
+    activation_vectors,
+    explanation_ids,
+    explanation_text,
+    vector_options,
+    vector_token_ids,
+)
+from inference.errors import InputError, LensError, OptionError
 
 from . import quotas
 from .access import get_analysis_for
@@ -24,6 +30,7 @@ from .workers import ring_doorbell
 log = logging.getLogger(__name__)
 
 What = Probe.What
+ANY_TOKEN = 2**31  # the web process' bound on a token id: the worker checks the lens' vocabulary
 
 
 def _whole_int(value) -> bool:
@@ -45,19 +52,14 @@ def check_score(data: dict, n: int) -> dict:
     text, ids = data.get("explanation"), data.get("explanation_token_ids")
     if (text is None) == (ids is None):
         raise SubmissionError("give either an explanation or its explanation_token_ids", "explanation")
-    if text is not None:
-        if not isinstance(text, str) or not text.strip() or len(text) > bounds.max_text_chars:
-            raise SubmissionError(f"explanation: give 1 to {bounds.max_text_chars} characters", "explanation")
-        return {"position": position, "explanation": text}
-    if (
-        not isinstance(ids, list)
-        or not 1 <= len(ids) <= bounds.max_new_tokens
-        or not all(_whole_int(i) and 0 <= i < 2**31 for i in ids)
-    ):
+    try:  # the engine's own checks; the vocabulary is the worker's to check (the web process has no model)
+        if text is not None:
+            return {"position": position, "explanation": explanation_text(text, bounds)}
+        return {"position": position, "explanation_token_ids": explanation_ids(ids, ANY_TOKEN, bounds)}
+    except InputError as exc:
         raise SubmissionError(
-            f"explanation_token_ids: give 1 to {bounds.max_new_tokens} token ids", "explanation_token_ids"
-        )
-    return {"position": position, "explanation_token_ids": ids}
+            str(exc), "explanation" if text is not None else "explanation_token_ids"
+        ) from None
 
 
 def check_activations(data: dict, n: int) -> dict:
@@ -114,12 +116,11 @@ def do_submit_describe(user, lens_id: str | None, vectors, options_data: dict, t
         checked = activation_vectors(vectors, width, bounds.max_chosen_positions)
     except InputError as exc:
         raise SubmissionError(str(exc), "vectors") from None
-    if token_ids is not None and (
-        not isinstance(token_ids, list)
-        or len(token_ids) != len(checked)
-        or not all(_whole_int(i) and 0 <= i < 2**31 for i in token_ids)
-    ):
-        raise SubmissionError(f"token_ids: give one token id per vector ({len(checked)})", "token_ids")
+    if token_ids is not None:
+        try:
+            token_ids = vector_token_ids(token_ids, len(checked), ANY_TOKEN)
+        except InputError as exc:
+            raise SubmissionError(str(exc), "token_ids") from None
     return _queue(
         user,
         analysis=None,
@@ -192,13 +193,12 @@ def do_submit_compare(user, a, b, lens_id: str | None, options_data: dict) -> Pr
 
 
 def _vector_options(options_data: dict, bounds):
-    """An analysis' options for explaining vectors: KL and chosen positions need a text, so they are refused."""
+    """An analysis' options for explaining vectors, refused as the engine refuses them (KL, chosen positions)."""
     options = check_analysis_options(options_data, bounds)
-    if options.kl:
-        raise SubmissionError("kl compares the next-token distributions of a text: a vector has none", "kl")
-    if options.positions is not None or options.last_n_messages is not None:
-        raise SubmissionError("positions choose tokens of a text: a vector has none", "positions")
-    return options
+    try:
+        return vector_options(options)
+    except OptionError as exc:
+        raise SubmissionError(str(exc), "kl" if options.kl else "positions") from None
 
 
 def _width(engine, spec) -> int:

@@ -426,9 +426,31 @@ def _queued_probe(request, response: HttpResponse, submit, option_fields=analyse
     except SubmissionError as exc:
         raise refusal(exc, False, option_fields) from None
     probe.refresh_from_db()  # a worker may have answered it already
+    return _accepted(request, response, probe)
+
+
+def _accepted(request, response: HttpResponse, probe) -> Status:
+    """202 with the probe and, in Location, where to poll it."""
     body = serializers.probe_json(request, probe)
     response["Location"] = body["url"]
     return Status(202, body)
+
+
+def _json_or_npy(schema: str) -> dict:
+    """The OpenAPI entry of a 200 that is JSON, or a NumPy .npy file when asked with Accept."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    json_schema = {"schema": {"$ref": f"#/components/schemas/{schema}"}}
+    return {
+        "responses": {
+            "200": {"content": {"application/json": json_schema, "application/octet-stream": binary}}
+        }
+    }
+
+
+def _npy_asked(request, probe) -> bool:
+    """A done activations read, asked for as a .npy file."""
+    wants = "application/octet-stream" in request.headers.get("Accept", "")
+    return wants and probe.what == "activations" and probe.status == Analysis.Status.DONE
 
 
 def _submit_probe(request, analysis_id: int, what: str, data: dict, response: HttpResponse):
@@ -546,16 +568,7 @@ def explain_difference(request, payload: s.CompareRequest, response: HttpRespons
     "activations}` (one float32 vector per position), or a NumPy .npy file with `Accept: "
     "application/octet-stream`. The same positions asked again reuse the same read.",
     response={200: s.Activations, 202: s.Probe, 400: s.Error, 404: s.Error, 503: s.Error} | COMMON,
-    openapi_extra={
-        "responses": {
-            "200": {
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/Activations"}},
-                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                }
-            }
-        }
-    },
+    openapi_extra=_json_or_npy("Activations"),
     tags=["probes"],
 )
 def get_activations(
@@ -577,10 +590,8 @@ def get_activations(
     except SubmissionError as exc:
         raise refusal(exc, False, ()) from None
     if probe.status != Analysis.Status.DONE:
-        body = serializers.probe_json(request, probe)
-        response["Location"] = body["url"]
-        return Status(202, body)
-    if "application/octet-stream" in request.headers.get("Accept", ""):
+        return _accepted(request, response, probe)
+    if _npy_asked(request, probe):
         return HttpResponse(npy_bytes(probe.result["activations"]), content_type="application/octet-stream")
     return Status(200, {"positions": probe.result["positions"], "activations": probe.result["activations"]})
 
@@ -594,16 +605,7 @@ def get_activations(
     description="With `Accept: application/octet-stream`, a done activations read is answered as a NumPy .npy "
     "file (float32, one row per position).",
     response={200: s.Probe, 404: s.Error} | COMMON,
-    openapi_extra={
-        "responses": {
-            "200": {
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/Probe"}},
-                    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                }
-            }
-        }
-    },
+    openapi_extra=_json_or_npy("Probe"),
     tags=["probes"],
 )
 def get_probe(request, probe_id: int):
@@ -611,8 +613,7 @@ def get_probe(request, probe_id: int):
         probe = analyses.get_probe_for(request.user, probe_id)
     except Probe.DoesNotExist:
         raise not_found("probe") from None
-    wants_npy = "application/octet-stream" in request.headers.get("Accept", "")
-    if wants_npy and probe.what == "activations" and probe.status == Analysis.Status.DONE:
+    if _npy_asked(request, probe):
         return HttpResponse(npy_bytes(probe.result["activations"]), content_type="application/octet-stream")
     return serializers.probe_json(request, probe)
 
