@@ -103,4 +103,5 @@ def load_generation_card(user, generation_id: int) -> tuple[Generation | None, i
     gen = Generation.objects.filter(pk=generation_id, owner=user, follow_up__isnull=True).first()
     if gen is None:
         return None, None
+    rates.attach([gen])
     return gen, queue_position(gen)

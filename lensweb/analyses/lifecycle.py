@@ -42,12 +42,12 @@ KEPT_METADATA = (GREW_WHILE_RUNNING, "reused_positions", "reused_from")
 
 
 def claim_next_job(worker: WorkerRecord) -> Analysis | Generation | None:
-    """Take the first job (of either kind) in fair order. The conditional UPDATE is the lock: of several
+    """Take the first job (of any kind) of a lens the worker serves, in fair order. The conditional UPDATE is the lock: of several
     workers racing for one job exactly one sees rowcount 1 (PostgreSQL re-checks the WHERE after the row
     lock). The claim counts an attempt (a crash cannot report itself); a graceful hand-back gives it back
     (do_requeue_job). One transaction: a database that fails between the claim and reading the job back
     undoes the claim."""
-    for kind, job_id in fair_queue():
+    for kind, job_id in fair_queue(worker.lenses or []):
         model = JOB_MODELS[kind]
         now = timezone.now()
         with transaction.atomic():

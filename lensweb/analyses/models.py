@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -35,6 +37,12 @@ class WorkerRecord(models.Model):
 
     def __str__(self):
         return self.name
+
+    @classmethod
+    def live(cls):
+        """The one liveness rule: a heartbeat fresher than LENSWEB_STALE_AFTER, idle or busy."""
+        cutoff = timezone.now() - timedelta(seconds=settings.LENSWEB_STALE_AFTER)
+        return cls.objects.filter(last_heartbeat__gte=cutoff, state__in=[cls.State.IDLE, cls.State.BUSY])
 
 
 class Phase(models.TextChoices):

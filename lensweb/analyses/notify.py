@@ -133,7 +133,9 @@ def queue_moved() -> None:
         ids = [job_id for job_kind, job_id in positions if job_kind == kind]
         if model is Probe:  # no card shows a probe's place
             continue
-        for job in model.objects.filter(pk__in=ids).only("id", "owner_id", "status"):
+        jobs = list(model.objects.filter(pk__in=ids).only("id", "owner_id", "status", "lens_id", "metadata"))
+        rates.attach(jobs)  # a lens no live worker serves: the card says so instead of its place
+        for job in jobs:
             by_owner.setdefault(job.owner_id, []).append(job)
     for owner_id, jobs in by_owner.items():
         html = "".join(fragments.render_queue(job, positions[(job.kind, job.pk)]) for job in jobs)

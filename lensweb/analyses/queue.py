@@ -19,21 +19,26 @@ NEVER = datetime.min.isoformat()
 JOB_MODELS = {Analysis.kind: Analysis, Generation.kind: Generation, Probe.kind: Probe}
 
 
-def _waiting(model):
+def _waiting(model, lenses=None):
     queued = model.objects.filter(status=JobStatus.QUEUED)
+    if lenses is not None:  # a worker claims only jobs of the lenses it serves (LENSWEB_WORKER_LENSES)
+        queued = queued.filter(lens_id__in=list(lenses))
     if model is Analysis:
         # a follower waits for the identical job it follows (lensweb.cache), unless that one gave up
         queued = queued.exclude(cache_link__leader__status__in=(JobStatus.QUEUED, JobStatus.RUNNING))
     return queued
 
 
-def fair_queue() -> list[tuple[str, int]]:
-    """Queued jobs' (kind, id) in the order workers take them. Bounded by LENSWEB_MAX_QUEUE, so cheap."""
+def fair_queue(lenses=None) -> list[tuple[str, int]]:
+    """Queued jobs' (kind, id) in the order workers take them; with `lenses`, only the jobs of those lenses
+    (what a worker serving them may claim), ranked by the same rule. Bounded by LENSWEB_MAX_QUEUE."""
     queued = []
     for kind, model in JOB_MODELS.items():
         queued += [
             (queued_at, kind, job_id, owner_id)
-            for job_id, owner_id, queued_at in _waiting(model).values_list("id", "owner_id", "queued_at")
+            for job_id, owner_id, queued_at in _waiting(model, lenses).values_list(
+                "id", "owner_id", "queued_at"
+            )
         ]
     queued.sort(key=lambda item: (item[0], item[1] == Generation.kind, item[2]))
     owners = {owner_id for *_, owner_id in queued}

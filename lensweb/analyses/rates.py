@@ -10,6 +10,8 @@ from django.utils import timezone
 
 from .models import Analysis, PositionRate, WorkerRecord
 
+# What a queued job whose lens no live worker serves says, on its card and in the API's status_detail.
+UNSERVED_NOTE = "waiting for a worker that serves lens {lens}: none is running now; it starts when one does"
 # A new measurement's weight in the kept rate: recent jobs count most (a lens moved to a GPU, a busy CPU).
 WEIGHT = 0.3
 
@@ -43,7 +45,13 @@ def record(job: Analysis) -> None:
 
 def attach(jobs: Iterable) -> None:
     """Set `expected_rate` (and, while loading, `expected_load_left`) on running analyses, for
-    Job.eta_seconds; a few queries for any number of jobs."""
+    Job.eta_seconds, and `waiting_note` on queued jobs of any kind whose lens no live worker serves (they wait
+    for one: LENSWEB_WORKER_LENSES); a few queries for any number of jobs."""
+    jobs = list(jobs)
+    queued = [job for job in jobs if job.status == Analysis.Status.QUEUED]
+    served = served_lenses() if queued else set()
+    for job in queued:
+        job.waiting_note = "" if job.lens_id in served else UNSERVED_NOTE.format(lens=job.lens_id)
     running = [job for job in jobs if job.kind == Analysis.kind and job.status == Analysis.Status.RUNNING]
     if not running:
         return
@@ -56,6 +64,11 @@ def attach(jobs: Iterable) -> None:
     for job in running:
         job.expected_rate = rates.get((job.lens_id, options_key(job.options)))
         job.expected_load_left = load_left.get(job.lens_id)
+
+
+def served_lenses() -> set[str]:
+    """The ids of the lenses some live worker serves."""
+    return {lens for lenses in WorkerRecord.live().values_list("lenses", flat=True) for lens in lenses or []}
 
 
 def last_load_seconds(lens_id: str) -> float | None:

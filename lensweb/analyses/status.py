@@ -8,13 +8,14 @@ no live worker serves it. A worker counts as live while its heartbeat is fresher
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from django.utils import timezone
 
 from . import notify
 from .engine import get_engine
-from .models import Analysis, Generation, WorkerRecord
+from .models import Analysis, Generation, JobStatus, Phase, WorkerRecord
 from .rates import last_load_seconds, load_left
 from .services import live_workers
 
@@ -124,3 +125,24 @@ def fleet_status() -> FleetStatus:
         queued=sum(queued.values()),
         lenses=[lens_status(spec, live, queued.get(spec.id, 0), now) for spec in specs],
     )
+
+
+def status_detail(job, position: int | None) -> str | None:
+    """Where a job stands, in a line (the API's `status_detail`): why a queued job waits (its lens served by no
+    live worker, an identical analysis it follows, its place) and what a running analysis does (loading its
+    lens, about how long that takes; its phase). Reads what rates.attach set on the job."""
+    if job.status == JobStatus.QUEUED:
+        if position:
+            place = f"position {position} in the queue"
+        elif (job.metadata or {}).get("followed"):
+            place = "waiting for an identical analysis already under way: its rows will be copied"
+        else:
+            place = "waiting in the queue"
+        note = getattr(job, "waiting_note", "")
+        return f"{place}; {note}" if note else place
+    if job.status != JobStatus.RUNNING or job.kind != Analysis.kind or not job.phase:
+        return None
+    if job.phase == Phase.LOADING:
+        left = getattr(job, "expected_load_left", None)
+        return f"loading lens {job.lens_id}" + ("" if left is None else f" (about {math.ceil(left)} s)")
+    return job.phase_label

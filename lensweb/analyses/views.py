@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from lensweb.accounts.ratelimits import retry_after
 
-from . import cards, fragments, services
+from . import cards, fragments, rates, services
 from .engine import get_engine
 from .forms import NO_CHAT, Action, AnalysisForm, GenerationForm, analysis_options_from, rerun_initial
 from .models import Analysis, Generation
@@ -144,6 +144,7 @@ def _get_job_for_user(request, job_id) -> Analysis:
 @require_GET
 def job_card(request, job_id):
     job = _get_job_for_user(request, job_id)
+    rates.attach([job])
     return render(
         request,
         "analyses/partials/job-card.html",
@@ -245,6 +246,7 @@ def _get_generation(request, generation_id, *, write: bool = False) -> Generatio
 def generation_card(request, generation_id):
     generation = _get_generation(request, generation_id)
     read_only = generation.owner_id != request.user.pk  # staff reading another user's card
+    rates.attach([generation])
     context = fragments.generation_context(
         generation, services.queue_position(generation), read_only=read_only
     )
@@ -257,6 +259,7 @@ def generation_page(request, generation_id):
     downloads."""
     generation = _get_generation(request, generation_id)
     read_only = generation.owner_id != request.user.pk
+    rates.attach([generation])
     context = fragments.generation_context(
         generation, services.queue_position(generation), read_only=read_only
     )

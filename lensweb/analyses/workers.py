@@ -8,7 +8,6 @@ import logging
 import os
 import socket
 import uuid
-from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
@@ -22,11 +21,30 @@ Status = Analysis.Status
 
 
 def served_lens_ids() -> list[str]:
+    """The lenses this process' workers serve: those LENSWEB_WORKER_LENSES names, else every lens of the
+    registry. Jobs of other lenses are left to other workers (lifecycle.claim_next_job)."""
     try:
-        return [spec.id for spec in get_engine().lenses()]
+        ids = [spec.id for spec in get_engine().lenses()]
     except Exception:  # a broken registry: the worker serves nothing until it can be read
         log.exception("the lens registry cannot be read")
         return []
+    chosen = settings.LENSWEB_WORKER_LENSES
+    return [lens_id for lens_id in ids if lens_id in chosen] if chosen else ids
+
+
+def worker_lenses_problem() -> str | None:
+    """Why a worker must not start with this LENSWEB_WORKER_LENSES (an id the registry lacks), else None."""
+    chosen = settings.LENSWEB_WORKER_LENSES
+    if not chosen:
+        return None
+    known = [spec.id for spec in get_engine().lenses()]
+    unknown = [lens_id for lens_id in chosen if lens_id not in known]
+    if unknown:
+        return (
+            f"LENSWEB_WORKER_LENSES names {', '.join(unknown)}, which the lens registry does not have; "
+            f"it has: {', '.join(known)}"
+        )
+    return None
 
 
 def register_worker(
@@ -64,10 +82,7 @@ def worker_stopped(worker_id: int) -> None:
 
 
 def live_workers():
-    cutoff = timezone.now() - timedelta(seconds=settings.LENSWEB_STALE_AFTER)
-    return WorkerRecord.objects.filter(
-        last_heartbeat__gte=cutoff, state__in=[WorkerRecord.State.IDLE, WorkerRecord.State.BUSY]
-    )
+    return WorkerRecord.live()
 
 
 def ring_doorbell() -> None:

@@ -121,7 +121,7 @@ def read_job(request, job_id: int) -> Snapshot | None:
     status = {
         "id": job.pk,
         "status": job.status,
-        "queue_position": analyses.queue_position(job),
+        **serializers.queue_fields(job),
         "progress": {"done": job.progress_done, "total": job.progress_total},
     }
     event = FINAL_EVENTS.get(job.status)
@@ -298,11 +298,12 @@ EVENT_SCHEMAS = [
         "status",
         {
             "type": "object",
-            "required": ["id", "status", "queue_position", "progress"],
+            "required": ["id", "status", "queue_position", "status_detail", "progress"],
             "properties": {
                 "id": {"type": "integer"},
                 "status": {"type": "string", "enum": list(Analysis.Status.values)},
                 "queue_position": {"type": ["integer", "null"], "minimum": 1},
+                "status_detail": {"type": ["string", "null"]},
                 "progress": {
                     "type": "object",
                     "required": ["done", "total"],
@@ -337,9 +338,10 @@ EVENTS_DOC = {
     "responses": {
         200: {
             "description": "Server-Sent Events. First `retry: 2000`, then `event: status` (data: `{id, status, "
-            "queue_position, progress: {done, total}}`), then `event: rows` (`id:` the last position in the "
-            "batch; data: `{rows: [row, …]}`, rows as GET analyses/{id} gives them), another `status` "
-            "whenever status, progress or queue position change, and a final `event: done`, `failed` or "
+            "queue_position, status_detail, progress: {done, total}}`), then `event: rows` (`id:` the last "
+            "position in the batch; data: `{rows: [row, …]}`, rows as GET analyses/{id} gives them), another "
+            "`status` whenever status, progress, queue position or status detail change, and a final "
+            "`event: done`, `failed` or "
             "`cancelled` (data: the Analysis without rows), after which the server closes the stream. "
             "Comment lines (`: keep-alive`) come every 15 s of silence. A stream also closes without a final "
             "event after a server time bound: reconnect with `Last-Event-ID`.",

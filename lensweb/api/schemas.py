@@ -236,6 +236,10 @@ class AnalysisSubmitted(BaseModel):
     id: int
     status: Status
     queue_position: int | None = Field(ge=1)
+    status_detail: str | None = Field(
+        description="where the job stands, in words: its place in the queue, a lens no running worker serves "
+        "(it waits for one), loading the lens (about how long), the running phase; null once it ended"
+    )
     cached: bool = Field(description="true (with status done and 200) when served from a cache")
     url: str = Field(description="this analysis in JSON")
     html_url: str = Field(description="its results page in the browser")
@@ -246,6 +250,10 @@ class Analysis(BaseModel):
     status: Status
     lens: str
     queue_position: int | None = Field(ge=1)
+    status_detail: str | None = Field(
+        description="where the job stands, in words: its place in the queue, a lens no running worker serves "
+        "(it waits for one), loading the lens (about how long), the running phase; null once it ended"
+    )
     progress: AnalysisProgress
     cancel_requested: bool
     input: dict[str, Any]
@@ -376,6 +384,10 @@ class Probe(BaseModel):
     lens: str
     analysis_id: int | None = Field(description="the analysis asked about (null for describe)")
     queue_position: int | None = Field(ge=1)
+    status_detail: str | None = Field(
+        description="where the job stands, in words: its place in the queue, a lens no running worker serves "
+        "(it waits for one), loading the lens (about how long), the running phase; null once it ended"
+    )
     request: dict[str, Any] = Field(description="what was asked, positions resolved")
     result: ProbeResult | None
     error: str | None
@@ -389,6 +401,10 @@ class Generation(BaseModel):
     status: Status
     lens: str
     queue_position: int | None = Field(ge=1)
+    status_detail: str | None = Field(
+        description="where the job stands, in words: its place in the queue, a lens no running worker serves "
+        "(it waits for one), loading the lens (about how long), the running phase; null once it ended"
+    )
     progress: Progress = Field(description="decode steps (tokens) so far, of at most max_new_tokens")
     cancel_requested: bool
     input: dict[str, Any]

@@ -8,10 +8,18 @@ from django.urls import reverse
 from lensweb.analyses import rates
 from lensweb.analyses import services as analyses
 from lensweb.analyses.models import Analysis, Generation
+from lensweb.analyses.status import status_detail
 
 
 def _time(value):
     return value.isoformat() if value else None
+
+
+def queue_fields(job) -> dict:
+    """A job's place in the queue and where it stands in words (rates.attach sets what status_detail reads)."""
+    rates.attach([job])
+    position = analyses.queue_position(job)
+    return {"queue_position": position, "status_detail": status_detail(job, position)}
 
 
 def analysis_json(
@@ -21,7 +29,7 @@ def analysis_json(
         "id": job.pk,
         "status": job.status,
         "lens": job.lens_id,
-        "queue_position": analyses.queue_position(job),
+        **queue_fields(job),
         "progress": analysis_progress(job),
         "cancel_requested": job.cancel_requested,
         "input": job.input,
@@ -59,13 +67,14 @@ def analysis_html_url(request, analysis_id: int) -> str:
 
 
 def submitted_json(request, job: Analysis) -> dict:
-    position = analyses.queue_position(job)
-    if position is None:  # a worker took it already: say so, rather than "queued" with no position
+    queue = queue_fields(job)
+    if queue["queue_position"] is None:  # a worker took it already: say so, not "queued" with no position
         job.refresh_from_db()
+        queue = queue_fields(job)
     return {
         "id": job.pk,
         "status": job.status,
-        "queue_position": position,
+        **queue,
         # served from the result cache: done at once, nothing computed
         "cached": job.status == Analysis.Status.DONE and bool((job.metadata or {}).get("cached")),
         "url": request.build_absolute_uri(reverse("api:analysis", args=[job.pk])),
@@ -78,7 +87,7 @@ def generation_json(request, generation: Generation) -> dict:
         "id": generation.pk,
         "status": generation.status,
         "lens": generation.lens_id,
-        "queue_position": analyses.queue_position(generation),
+        **queue_fields(generation),
         "progress": {"done": generation.progress_done, "total": generation.progress_total},
         "cancel_requested": generation.cancel_requested,
         "input": generation.input,
@@ -125,7 +134,7 @@ def probe_json(request, probe) -> dict:
         "status": probe.status,
         "lens": probe.lens_id,
         "analysis_id": probe.analysis_id,
-        "queue_position": analyses.queue_position(probe),
+        **queue_fields(probe),
         "request": probe.request,
         "result": probe.result,
         "error": probe.error or None,

@@ -175,6 +175,9 @@ LENSWEB_WS_IDLE_CHECK_SECONDS = env.float("LENSWEB_WS_IDLE_CHECK_SECONDS", defau
 LENSWEB_HEARTBEAT_INTERVAL = env.float("LENSWEB_HEARTBEAT_INTERVAL", default=5.0)
 LENSWEB_POLL_INTERVAL = env.float("LENSWEB_POLL_INTERVAL", default=3.0)
 LENSWEB_STALE_AFTER = env.float("LENSWEB_STALE_AFTER", default=30.0)
+# The lens ids this process' workers serve (comma-separated; unset: every lens of the registry). A job waits
+# for a worker that serves its lens, and says so.
+LENSWEB_WORKER_LENSES = env.list("LENSWEB_WORKER_LENSES", default=[])
 # A job whose worker died this many times is failed rather than retried (it may be what kills them).
 LENSWEB_MAX_ATTEMPTS = env.int("LENSWEB_MAX_ATTEMPTS", default=3)
 LENSWEB_DEMO_USERNAME = "demo"

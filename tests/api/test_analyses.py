@@ -48,6 +48,7 @@ def test_submit_text_is_queued_with_its_position(api, alice, alice_key, live_wor
         "id": job.pk,
         "status": "queued",
         "queue_position": 1,
+        "status_detail": "position 1 in the queue",
         "cached": False,
         "url": f"http://testserver/api/v1/analyses/{job.pk}",
         "html_url": f"http://testserver/analyses/{job.pk}/",

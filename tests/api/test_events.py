@@ -164,6 +164,9 @@ async def test_a_job_run_by_a_worker_streams_status_rows_then_done(
         "id": job.pk,
         "status": "queued",
         "queue_position": 1,
+        # no worker has started yet: the job says what it waits for
+        "status_detail": "position 1 in the queue; waiting for a worker that serves lens tiny: none is running "
+        "now; it starts when one does",
         "progress": {"done": 0, "total": len(token_ids(TEXT))},
     }
 

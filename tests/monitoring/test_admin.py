@@ -130,7 +130,7 @@ def test_requeue_sends_failed_and_cancelled_jobs_back_with_their_rows(
     assert Analysis.objects.get(pk=failed.pk).progress_done == 4
     assert Analysis.objects.get(pk=jobs["done"].pk).status == S.DONE
     # ...and a worker can claim it again (claims skip jobs with cancel_requested).
-    worker = core.register_worker()
+    worker = core.register_worker(lenses=["tiny", "other"])  # the fixture's jobs' lenses
     claimed = [core.claim_next_job(worker) for _ in range(3)]
     assert {j.pk for j in claimed if j} >= {jobs["failed"].pk, jobs["cancelled"].pk}
 

@@ -27,6 +27,7 @@ def card(job_id: int) -> str:
 
 @pytest.mark.django_db(transaction=True)  # the worker closes its connections after each job
 def test_a_card_shows_its_place_then_its_phase_before_its_first_row(alice, bob, run_jobs, monkeypatch):
+    run_jobs.worker.record = services.register_worker(device="cpu")  # a worker serves the lens: places count
     first = services.do_submit(bob, None, {"text": "Bees make honey."}, {})
     job = services.do_submit(alice, None, {"text": SLOW_TEXT}, {"best_of_k": 2})
     assert "Position <strong>2</strong> in the queue" in card(job.pk)

@@ -3,8 +3,10 @@ the first message) and SIGTERM finishes the current batch, re-queues the rest of
 
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from channels.management.commands import runworker
+from django.core.management.base import CommandError
 
 from lensweb.analyses.worker import LensChannelWorker
+from lensweb.analyses.workers import worker_lenses_problem
 
 
 class Command(runworker.Command):
@@ -12,6 +14,8 @@ class Command(runworker.Command):
     worker_class = LensChannelWorker
 
     def handle(self, *args, **options):
+        if problem := worker_lenses_problem():
+            raise CommandError(problem)
         if isinstance(get_channel_layer(options.get("layer") or "default"), InMemoryChannelLayer):
             self.stderr.write(
                 "warning: the in-memory channel layer reaches only this process; jobs will run, but no "

@@ -12,8 +12,10 @@ from daphne.endpoints import build_endpoint_description_strings
 from daphne.server import twisted_loop
 from daphne.ws_protocol import WebSocketProtocol
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from twisted.internet import defer, reactor
+
+from lensweb.analyses import workers
 
 log = logging.getLogger("lensweb.serve")
 
@@ -130,6 +132,8 @@ class Command(BaseCommand):
         application = get_default_application()  # settings.ASGI_APPLICATION: the app imports no project
 
         embedded = settings.LENSWEB_EMBEDDED_WORKER
+        if embedded and (problem := workers.worker_lenses_problem()):
+            raise CommandError(problem)
         worker = embed_worker(application) if embedded else None
         host, port = options["host"], options["port"]
         self.stdout.write(
