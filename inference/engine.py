@@ -54,6 +54,27 @@ def identity(spec: LensSpec) -> str:
     return family(spec.kind).identity(spec)
 
 
+def move(lens, device: str):
+    """inference.placement.move: the loaded lens with its weights on `device` (a worker's CPU cache)."""
+    from .placement import move as run
+
+    return run(lens, device)
+
+
+def nbytes(lens) -> int:
+    """inference.placement.nbytes: the bytes of a loaded lens' weights and tensors."""
+    from .placement import nbytes as run
+
+    return run(lens)
+
+
+def free_memory() -> None:
+    """inference.placement.free_memory: give back what dropped lenses held (gc; CUDA's cached blocks)."""
+    from .placement import free_memory as run
+
+    run()
+
+
 def analyze(lens, inp, options, **kwargs):
     """inference.driver.analyze: rows per batch for every lens family."""
     from .driver import analyze as drive
@@ -107,10 +128,13 @@ __all__ = [
     "explanation_ids",
     "explanation_text",
     "files",
+    "free_memory",
     "generate",
     "identity",
     "load",
     "load_registry",
+    "move",
+    "nbytes",
     "placement",
     "prepare_input",
     "result_key",

@@ -193,10 +193,41 @@ class AnalysisRowAdmin(admin.ModelAdmin):
 
 @admin.register(WorkerRecord)
 class WorkerRecordAdmin(admin.ModelAdmin):
-    list_display = ("name", "host", "pid", "device", "lens_id", "memory", "state", "last_heartbeat", "live")
+    list_display = (
+        "name",
+        "host",
+        "device",
+        "lens_id",
+        "cached_lenses",
+        "pinned_lenses",
+        "memory",
+        "state",
+        "last_heartbeat",
+        "live",
+    )
     list_filter = ("state", "host", "device")
     search_fields = ("name", "host", "lens_id")
     readonly_fields = [f.name for f in WorkerRecord._meta.fields]
+    actions = ("pin", "unpin", "unload")
+
+    @admin.action(description="Pin the lens each holds on its device (kept past the idle time)")
+    def pin(self, request, queryset):
+        pinned = services.pin_held_lenses(queryset)
+        self.message_user(request, f"{pinned} lens(es) pinned.", messages.SUCCESS)
+
+    @admin.action(description="Unpin their lenses")
+    def unpin(self, request, queryset):
+        queryset.update(pinned_lenses=[])
+        self.message_user(request, "Unpinned.", messages.SUCCESS)
+
+    @admin.action(description="Unload their lenses now (the device's once its running job ends)")
+    def unload(self, request, queryset):
+        asked = services.unload_lenses(queryset)
+        self.message_user(
+            request,
+            f"{asked} worker(s) asked to let go of their lenses at the next heartbeat.",
+            messages.SUCCESS,
+        )
 
     @admin.display(description="memory")
     def memory(self, obj):

@@ -3,7 +3,6 @@ loaded lens cached per process, and a lens loads only where a worker asks for it
 
 from __future__ import annotations
 
-import gc
 import os
 import threading
 from typing import Any
@@ -14,12 +13,29 @@ from django.utils.module_loading import import_string
 from inference import engine as core
 from inference.limits import DEFAULT_LIMITS
 
+from .lenscache import LensCache
+
 ENGINE_ALIASES = {"inference": "lensweb.analyses.engine.InferenceEngine"}
 
-# The one lens this process holds, ((spec, its files' stamp), lens): workers of one process share it, and
-# loading another lens first lets go of it (one model on the device at a time).
-_loaded: tuple[tuple, Any] | None = None
-_loaded_lock = threading.Lock()
+# The lenses this process holds (one on the device, recent ones in CPU memory): its workers share them.
+_cache: LensCache | None = None
+_cache_lock = threading.Lock()
+
+
+def lens_cache() -> LensCache:
+    """This process' lens cache, sized by LENSWEB_CPU_CACHE_BYTES and LENSWEB_IDLE_UNLOAD_S."""
+    global _cache
+    with _cache_lock:
+        if _cache is None:
+            _cache = LensCache(
+                load=core.load,
+                move=core.move,
+                nbytes=core.nbytes,
+                free=core.free_memory,
+                cpu_budget=settings.LENSWEB_CPU_CACHE_BYTES,
+                idle_unload_s=settings.LENSWEB_IDLE_UNLOAD_S,
+            )
+        return _cache
 
 
 def files_stamp(spec) -> tuple:
@@ -105,19 +121,46 @@ class InferenceEngine:
     def prepare(self, spec, inp, options, limits):
         return core.prepare_input(self.tokenizer(spec), inp, options, limits)
 
+    def acquire(self, spec):
+        """The loaded lens of `spec` on the device, in use until release(): the one held if its files are
+        unchanged, else from the CPU cache or loaded now (slow: seconds), once no job uses the lens it replaces
+        (lenscache.LensCache)."""
+        return lens_cache().acquire(spec, (spec, files_stamp(spec)))
+
+    def release(self, spec) -> None:
+        lens_cache().release()
+
     def load(self, spec):
-        """The loaded lens of `spec`: this process' cached one if its files are unchanged, else loaded now
-        (slow: seconds), after letting go of the cached one."""
-        global _loaded
-        key = (spec, files_stamp(spec))
-        with _loaded_lock:
-            if _loaded is not None and _loaded[0] == key:
-                return _loaded[1]
-            _loaded = None
-            gc.collect()
-            lens = core.load(spec)
-            _loaded = (key, lens)
-            return lens
+        """The loaded lens of `spec`, for a caller outside a job (tests, benchmarks): acquired and released."""
+        try:
+            return self.acquire(spec)
+        finally:
+            self.release(spec)
+
+    def last_load_source(self) -> str:
+        """Where the last acquire() took its lens from: "disk", "cpu_cache" or "held"."""
+        last = lens_cache().last
+        return last.source if last else ""
+
+    def tidy(self, pinned=frozenset(), unload=frozenset()) -> bool:
+        """Staff's pins applied, an idle device copy and the lenses staff unloaded let go (LensCache.tidy)."""
+        cache = lens_cache()
+        cache.pinned = set(pinned)
+        return cache.tidy(set(unload))
+
+    def held(self) -> dict[str, Any]:
+        """What this process holds: the lens on the device (its id, the device) and those in the CPU cache."""
+        cache = lens_cache()
+        state, on_device = cache.state(), cache.on_device
+        return {
+            "lens_id": state["device"][0] if state["device"] else "",
+            "device": on_device.home if on_device else "",
+            "cached": state["cpu_cache"],
+        }
+
+    def holds(self, spec) -> bool:
+        """Whether `spec`'s lens is on the device now, its files unchanged (no load before its job)."""
+        return lens_cache().holds((spec, files_stamp(spec)))
 
     def metadata(self, lens, prepared=None) -> dict[str, Any]:
         """The lens' metadata; with `prepared`, a job's too: the positions it analyses and its token ids

@@ -403,8 +403,10 @@ def worker_heartbeat(
     device: str = "",
     memory_bytes: int | None = None,
     kind: str = Analysis.kind,
+    cached_lenses: list[str] | None = None,
 ) -> bool:
-    """Refresh the worker's and its job's heartbeat. Returns whether a cancel was requested for the job."""
+    """Refresh the worker's and its job's heartbeat, with what it holds (on the device, in its CPU cache).
+    Returns whether a cancel was requested for the job."""
     now = timezone.now()
     WorkerRecord.objects.filter(pk=worker_id).update(
         last_heartbeat=now,
@@ -412,6 +414,7 @@ def worker_heartbeat(
         lens_id=lens_id,
         device=device,
         memory_bytes=memory_bytes,
+        cached_lenses=list(cached_lenses or []),
     )
     if job_id is None:
         return False

@@ -31,6 +31,11 @@ class WorkerRecord(models.Model):
     loading_since = models.DateTimeField(null=True, blank=True)
     load_seconds = models.JSONField(default=dict, blank=True)  # lens id -> its last load's seconds here
     memory_bytes = models.BigIntegerField(null=True, blank=True)
+    cached_lenses = models.JSONField(default=list, blank=True)  # the ids it keeps in CPU memory (lenscache)
+    # Staff's word from admin: lenses kept on the device past the idle time; lenses to let go of now (the
+    # worker clears those it has let go).
+    pinned_lenses = models.JSONField(default=list, blank=True)
+    unload_lenses = models.JSONField(default=list, blank=True)
     state = models.CharField(max_length=20, choices=State.choices, default=State.STARTING)
     started_at = models.DateTimeField(default=timezone.now)
     last_heartbeat = models.DateTimeField(default=timezone.now, db_index=True)
@@ -43,6 +48,24 @@ class WorkerRecord(models.Model):
         """The one liveness rule: a heartbeat fresher than LENSWEB_STALE_AFTER, idle or busy."""
         cutoff = timezone.now() - timedelta(seconds=settings.LENSWEB_STALE_AFTER)
         return cls.objects.filter(last_heartbeat__gte=cutoff, state__in=[cls.State.IDLE, cls.State.BUSY])
+
+
+class LensLoad(models.Model):
+    """One load of a lens onto a worker's device: from its files ("disk") or the CPU cache. /metrics' load-time
+    histograms and the README's switch times read these."""
+
+    class Source(models.TextChoices):
+        DISK = "disk"
+        CPU_CACHE = "cpu_cache"
+
+    lens_id = models.CharField(max_length=100)
+    worker = models.CharField(max_length=200)  # the worker's name: its record may be pruned before these
+    source = models.CharField(max_length=20, choices=Source.choices)
+    seconds = models.FloatField()
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self):
+        return f"{self.lens_id} from {self.source} in {self.seconds:.2f} s"
 
 
 class Phase(models.TextChoices):

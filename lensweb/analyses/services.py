@@ -75,9 +75,14 @@ from .submit import (
 from .summaries import first_trained_position, summarize, summarize_rows, summary_note, summary_rows
 from .workers import (
     live_workers,
+    pin_held_lenses,
     register_worker,
     ring_doorbell,
     served_lens_ids,
+    unload_lenses,
+    unloads_done,
+    worker_directives,
+    worker_lenses_problem,
     worker_listens_on,
     worker_stopped,
 )
@@ -153,8 +158,13 @@ __all__ = [
     "summarize_rows",
     "summary_note",
     "summary_rows",
+    "pin_held_lenses",
+    "unload_lenses",
+    "unloads_done",
     "use_result_store",
+    "worker_directives",
     "worker_heartbeat",
+    "worker_lenses_problem",
     "worker_listens_on",
     "worker_stopped",
 ]

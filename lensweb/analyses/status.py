@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from . import notify
 from .engine import get_engine
-from .models import Analysis, Generation, JobStatus, Phase, WorkerRecord
+from .models import Analysis, Generation, JobStatus, LensLoad, Phase, WorkerRecord
 from .rates import last_load_seconds, load_left
 from .services import live_workers
 
@@ -63,17 +63,32 @@ def worker_loading(worker_id: int, lens_id: str) -> None:
     notify.status_changed()
 
 
-def worker_loaded(worker_id: int, lens_id: str | None, seconds: float | None = None) -> None:
-    """Loading ended: `lens_id` held now (None: the load failed and nothing is held)."""
+def worker_loaded(
+    worker_id: int, lens_id: str | None, seconds: float | None = None, source: str = ""
+) -> None:
+    """Loading ended: `lens_id` held now (None: the load failed and nothing is held), taken from `source`
+    ("disk", "cpu_cache"), which a LensLoad row records."""
     record = WorkerRecord.objects.filter(pk=worker_id).first()
     if record is None:
         return
     load_seconds = dict(record.load_seconds or {})
     if lens_id and seconds is not None:
         load_seconds[lens_id] = round(seconds, 2)
+        if source in LensLoad.Source.values:
+            LensLoad.objects.create(lens_id=lens_id, worker=record.name, source=source, seconds=seconds)
     WorkerRecord.objects.filter(pk=worker_id).update(
-        lens_id=lens_id or "", loading_lens="", loading_since=None, load_seconds=load_seconds
+        lens_id=lens_id or "",
+        loading_lens="",
+        loading_since=None,
+        load_seconds=load_seconds,
+        cached_lenses=[cached for cached in record.cached_lenses or [] if cached != lens_id],
     )
+    notify.status_changed()
+
+
+def lenses_changed(worker_id: int) -> None:
+    """The worker let go of a lens (idle, or staff unloaded it): its record says so at the next heartbeat;
+    the strips re-read now."""
     notify.status_changed()
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import math
 import os
@@ -101,7 +100,7 @@ class LensWorker:
         self._cancelled: set[tuple[str, int]] = set()  # (kind, id)
         self._job: tuple[str, int] | None = None
         self._task: asyncio.Task | None = None
-        self._lens = None  # (lens id, loaded lens): one at a time, swapped when a job needs another
+        self._acquired = None  # the spec whose lens the running job holds (released when it ends)
 
     # --- control, from the event loop ----------------------------------------------------------------
 
@@ -197,18 +196,32 @@ class LensWorker:
             await asyncio.sleep(settings.LENSWEB_HEARTBEAT_INTERVAL)
             job = self._job
             kind, job_id = job if job else (Analysis.kind, None)
-            lens_id, device = (
-                (self._lens[0], getattr(self._lens[1], "device", "")) if self._lens else ("", "")
-            )
             try:
+                held = await sync_to_async(self._tidy, thread_sensitive=False)()
                 cancel = await database_sync_to_async(services.worker_heartbeat)(
-                    self.record.pk, job_id, lens_id, str(device), memory_in_use(), kind
+                    self.record.pk,
+                    job_id,
+                    held["lens_id"],
+                    held["device"],
+                    memory_in_use(),
+                    kind,
+                    held["cached"],
                 )
             except Exception:
                 log.exception("heartbeat failed")
                 continue
             if cancel and job is not None:
                 self._cancelled.add(job)
+
+    def _tidy(self) -> dict:
+        """Staff's pins and unloads (admin) applied, an idle device copy let go (LENSWEB_IDLE_UNLOAD_S), and
+        what this process holds now, for the heartbeat."""
+        pinned, unload = services.worker_directives(self.record.pk)
+        if self.engine.tidy(pinned=pinned, unload=unload):
+            status.lenses_changed(self.record.pk)
+        if unload:
+            services.unloads_done(self.record.pk, unload)
+        return self.engine.held()
 
     # --- one job, in a worker thread ---------------------------------------------------------------------
 
@@ -236,6 +249,9 @@ class LensWorker:
                 job, "fail", lambda: services.do_fail_job(job.pk, worker_id, error, kind=kind)
             )
         finally:
+            if self._acquired is not None:
+                self.engine.release(self._acquired)
+                self._acquired = None
             connections.close_all()  # this pool thread's connections; the next job opens fresh ones
 
     def _write_outcome(self, job, what: str, action) -> None:
@@ -249,22 +265,26 @@ class LensWorker:
         return (job.kind, job.pk) in self._cancelled
 
     def _holds(self, spec) -> bool:
-        return self._lens is not None and self._lens[0] == spec.id
+        return self.engine.holds(spec)
 
     def _load(self, spec):
-        if not self._holds(spec):
+        """The job's lens on the device, in use until the job ends (_execute releases it): a switch from another
+        lens waits for the jobs running on that one (lenscache)."""
+        if self._holds(spec):
+            lens = self.engine.acquire(spec)
+        else:
             warmup.wait_until_warm(timeout=600)  # an embedded worker: after the web process' tokenizer reads
-            self._lens = None
-            gc.collect()
             status.worker_loading(self.record.pk, spec.id)
-            started = time.monotonic()
+            started, lens = time.monotonic(), None
             try:
-                self._lens = (spec.id, self.engine.load(spec))
+                lens = self.engine.acquire(spec)
             finally:
                 seconds = time.monotonic() - started
-                status.worker_loaded(self.record.pk, self._lens and self._lens[0], seconds)
-            log.info("lens %s loaded in %.1f s", spec.id, seconds)
-        return self._lens[1]
+                source = self.engine.last_load_source() if lens is not None else ""
+                status.worker_loaded(self.record.pk, spec.id if lens is not None else None, seconds, source)
+            log.info("lens %s loaded (from %s) in %.1f s", spec.id, source, seconds)
+        self._acquired = spec
+        return lens
 
     def _run_job(self, job: Analysis) -> None:
         close_old_connections()

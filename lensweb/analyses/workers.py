@@ -10,6 +10,7 @@ import socket
 import uuid
 
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from . import notify
@@ -94,3 +95,43 @@ def ring_doorbell() -> None:
         if c
     ]
     notify.doorbell(channels)
+
+
+def worker_directives(worker_id: int) -> tuple[set[str], set[str]]:
+    """What staff asked of the worker in admin: (lenses to keep past the idle time, lenses to let go of now)."""
+    record = WorkerRecord.objects.filter(pk=worker_id).values("pinned_lenses", "unload_lenses").first()
+    if record is None:
+        return set(), set()
+    return set(record["pinned_lenses"] or []), set(record["unload_lenses"] or [])
+
+
+def unloads_done(worker_id: int, done: set[str]) -> None:
+    """The worker let go of the lenses staff asked it to unload: the request is cleared (a newer one stays)."""
+    with transaction.atomic():
+        record = WorkerRecord.objects.select_for_update().filter(pk=worker_id).first()
+        if record is not None:
+            record.unload_lenses = [lens for lens in record.unload_lenses or [] if lens not in done]
+            record.save(update_fields=["unload_lenses"])
+
+
+def pin_held_lenses(workers) -> int:
+    """Staff pin the lens each worker holds on its device: kept there past LENSWEB_IDLE_UNLOAD_S."""
+    pinned = 0
+    for record in workers.exclude(lens_id=""):
+        record.pinned_lenses = sorted({*(record.pinned_lenses or []), record.lens_id})
+        record.save(update_fields=["pinned_lenses"])
+        pinned += 1
+    return pinned
+
+
+def unload_lenses(workers) -> int:
+    """Staff ask each worker to let go of every lens it holds (device and CPU cache) and unpin them; a job
+    running on one finishes first (lenscache). Done at the worker's next heartbeat."""
+    asked = 0
+    for record in workers:
+        held = {record.lens_id, *(record.cached_lenses or [])} - {""}
+        record.unload_lenses = sorted({*(record.unload_lenses or []), *held})
+        record.pinned_lenses = [lens for lens in record.pinned_lenses or [] if lens not in held]
+        record.save(update_fields=["unload_lenses", "pinned_lenses"])
+        asked += bool(held)
+    return asked

@@ -22,9 +22,38 @@ from . import counters, stats
 from .access import metrics_allowed
 
 
+def _buckets(histogram: stats.Histogram) -> list[tuple[str, int]]:
+    return [("+Inf" if bound == float("inf") else repr(bound), n) for bound, n in histogram.buckets]
+
+
 def _histogram(name: str, doc: str, histogram: stats.Histogram) -> HistogramMetricFamily:
-    buckets = [("+Inf" if bound == float("inf") else repr(bound), n) for bound, n in histogram.buckets]
-    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=histogram.total_s)
+    return HistogramMetricFamily(name, doc, buckets=_buckets(histogram), sum_value=histogram.total_s)
+
+
+def _lens_metrics(now):
+    """Where each live worker holds each lens it serves (1 or 0 on the device and in its CPU cache), and the
+    load times of lenses onto devices, by lens and source (its files, or the CPU cache)."""
+    loaded = GaugeMetricFamily(
+        "lensweb_lens_loaded",
+        "1 if the worker holds the lens there (where: device or cpu_cache), else 0; every lens each live "
+        "worker serves.",
+        labels=["lens", "worker", "where"],
+    )
+    for worker in WorkerRecord.live().order_by("name"):
+        for lens in worker.lenses or []:
+            loaded.add_metric([lens, worker.name, "device"], 1 if worker.lens_id == lens else 0)
+            loaded.add_metric(
+                [lens, worker.name, "cpu_cache"], 1 if lens in (worker.cached_lenses or []) else 0
+            )
+    yield loaded
+    load_times = HistogramMetricFamily(
+        "lensweb_lens_load_seconds",
+        "Seconds each load of a lens onto a worker's device took, by lens and source (disk or cpu_cache).",
+        labels=["lens", "source"],
+    )
+    for (lens, source), histogram in stats.lens_load_histograms().items():
+        load_times.add_metric([lens, source], _buckets(histogram), histogram.total_s)
+    yield load_times
 
 
 class LenswebCollector:
@@ -87,6 +116,7 @@ class LenswebCollector:
         yield age
         yield memory
         yield live
+        yield from _lens_metrics(now)
 
         yield GaugeMetricFamily(
             "lensweb_positions_per_second",

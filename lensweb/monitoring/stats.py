@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
 
-from lensweb.analyses.models import Analysis, WorkerRecord
+from lensweb.analyses.models import Analysis, LensLoad, WorkerRecord
 from lensweb.analyses.quotas import day_bounds
 
 Status = Analysis.Status
@@ -345,3 +345,21 @@ def queue_wait_histogram(jobs) -> Histogram:
 def run_time_histogram(jobs) -> Histogram:
     done = jobs.filter(status=Status.DONE, started_at__isnull=False, finished_at__isnull=False)
     return _histogram(done, F("finished_at") - F("started_at"), RUN_BUCKETS)
+
+
+LOAD_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+def lens_load_histograms() -> dict[tuple[str, str], Histogram]:
+    """Every recorded load of a lens onto a device (analyses.LensLoad), cumulative, by (lens, source)."""
+    histograms = {}
+    groups = LensLoad.objects.values_list("lens_id", "source").distinct().order_by("lens_id", "source")
+    for lens_id, source in groups:
+        rows = LensLoad.objects.filter(lens_id=lens_id, source=source)
+        aggregates = {f"le{i}": Count("id", filter=Q(seconds__lte=b)) for i, b in enumerate(LOAD_BUCKETS)}
+        result = rows.aggregate(n=Count("id"), total=Sum("seconds"), **aggregates)
+        cumulative = [(float(b), result[f"le{i}"]) for i, b in enumerate(LOAD_BUCKETS)]
+        histograms[lens_id, source] = Histogram(
+            buckets=[*cumulative, (math.inf, result["n"])], count=result["n"], total_s=result["total"] or 0.0
+        )
+    return histograms

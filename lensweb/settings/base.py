@@ -178,6 +178,10 @@ LENSWEB_STALE_AFTER = env.float("LENSWEB_STALE_AFTER", default=30.0)
 # The lens ids this process' workers serve (comma-separated; unset: every lens of the registry). A job waits
 # for a worker that serves its lens, and says so.
 LENSWEB_WORKER_LENSES = env.list("LENSWEB_WORKER_LENSES", default=[])
+# A worker keeps recently used lenses in CPU memory within this many bytes (least recently used out first; 0:
+# none), and lets go of its device copy after this many seconds without work (0: never).
+LENSWEB_CPU_CACHE_BYTES = env.int("LENSWEB_CPU_CACHE_BYTES", default=8 * 1024**3)
+LENSWEB_IDLE_UNLOAD_S = env.float("LENSWEB_IDLE_UNLOAD_S", default=900.0)
 # A job whose worker died this many times is failed rather than retried (it may be what kills them).
 LENSWEB_MAX_ATTEMPTS = env.int("LENSWEB_MAX_ATTEMPTS", default=3)
 LENSWEB_DEMO_USERNAME = "demo"

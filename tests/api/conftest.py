@@ -26,7 +26,7 @@ from tests.accounts.conftest import (  # noqa: F401  (fixtures)
     staff,
     staff_key,
 )
-from tests.web.conftest import run_jobs, tiny_engine, tiny_registry  # noqa: F401  (fixtures)
+from tests.web.conftest import no_lens_held, run_jobs, tiny_engine, tiny_registry  # noqa: F401  (fixtures)
 
 DOC = ninja_api.get_openapi_schema()
 VALIDATOR = jsonschema.Draft202012Validator

@@ -29,7 +29,9 @@ def test_status_needs_a_valid_key(api):
 
 
 @pytest.mark.django_db(transaction=True)  # the worker closes its connections after a job
-def test_a_lens_goes_unserved_cold_loading_loaded_around_a_first_job(api, alice_key, run_jobs, monkeypatch):
+def test_a_lens_goes_unserved_cold_loading_loaded_around_a_first_job(
+    api, alice_key, run_jobs, monkeypatch, no_lens_held
+):
     body, tiny = _tiny(api, alice_key)
     assert body["workers_online"] == 0 and tiny["state"] == "unserved" and tiny["workers"] == 0
 
@@ -45,13 +47,13 @@ def test_a_lens_goes_unserved_cold_loading_loaded_around_a_first_job(api, alice_
 
     seen_while_loading = []
     engine = run_jobs.worker.engine
-    load = engine.load
+    acquire = engine.acquire
 
     def load_and_look(spec):
         seen_while_loading.append(_tiny(api, alice_key)[1])
-        return load(spec)
+        return acquire(spec)
 
-    monkeypatch.setattr(engine, "load", load_and_look)
+    monkeypatch.setattr(engine, "acquire", load_and_look)
     assert run_jobs(record) == [("analysis", submitted.json_body["id"])]
     assert [lens["state"] for lens in seen_while_loading] == ["loading"]
 

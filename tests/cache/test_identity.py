@@ -152,11 +152,11 @@ def test_bf16_and_float32_rows_differ_and_are_stored_apart(alice, run_queue, set
     run_queue()
     settings.LENSWEB_DTYPE = "bfloat16"  # web and workers told alike: the workers read it from the env
     monkeypatch.setenv("LENSWEB_DTYPE", "bfloat16")
-    monkeypatch.setattr(engine_module, "_loaded", None)  # this process' lens was loaded in float32
+    monkeypatch.setattr(engine_module, "_cache", None)  # this process' lens was loaded in float32
     bf16 = submit(alice)
     assert bf16.status == "queued"
     assert run_queue(new_worker=True) == [bf16.pk]
-    monkeypatch.setattr(engine_module, "_loaded", None)  # the next test loads float32 again
+    monkeypatch.setattr(engine_module, "_cache", None)  # the next test loads float32 again
     assert fresh(bf16).metadata["dtype"] == "bfloat16"
     mse = [[row["mse"] for row in rows_of(job.pk)] for job in (f32, bf16)]
     assert mse[0] != mse[1]

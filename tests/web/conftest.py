@@ -77,6 +77,14 @@ def tiny_engine(tiny_lens_registry):
 
 
 @pytest.fixture
+def no_lens_held(monkeypatch):
+    """This process holds no lens (a fresh lenscache): the next job loads its lens, as after a start."""
+    from lensweb.analyses import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "_cache", None)
+
+
+@pytest.fixture
 def warm_lens(tiny_engine):
     """The tiny lens loaded (once per process: the engine keeps it), for tests that time a job, not a load."""
     return tiny_engine.load(tiny_engine.default_lens())

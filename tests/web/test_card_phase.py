@@ -26,7 +26,9 @@ def card(job_id: int) -> str:
 
 
 @pytest.mark.django_db(transaction=True)  # the worker closes its connections after each job
-def test_a_card_shows_its_place_then_its_phase_before_its_first_row(alice, bob, run_jobs, monkeypatch):
+def test_a_card_shows_its_place_then_its_phase_before_its_first_row(
+    alice, bob, run_jobs, monkeypatch, no_lens_held
+):
     run_jobs.worker.record = services.register_worker(device="cpu")  # a worker serves the lens: places count
     first = services.do_submit(bob, None, {"text": "Bees make honey."}, {})
     job = services.do_submit(alice, None, {"text": SLOW_TEXT}, {"best_of_k": 2})
@@ -35,12 +37,12 @@ def test_a_card_shows_its_place_then_its_phase_before_its_first_row(alice, bob, 
     assert "Position <strong>1</strong> in the queue" in card(job.pk)
 
     engine = run_jobs.worker.engine
-    real_load, real_analyze = engine.load, engine.analyze
+    real_acquire, real_analyze = engine.acquire, engine.analyze
     seen = {}
 
-    def load(spec):
+    def acquire(spec):
         seen["loading"] = card(job.pk)
-        return real_load(spec)
+        return real_acquire(spec)
 
     def analyze(lens, inp, options, **kwargs):
         on_batch = kwargs["on_batch"]
@@ -51,8 +53,7 @@ def test_a_card_shows_its_place_then_its_phase_before_its_first_row(alice, bob, 
 
         return real_analyze(lens, inp, options, **{**kwargs, "on_batch": first_batch_seen})
 
-    run_jobs.worker._lens = None  # this worker holds no lens: its first job loads one
-    monkeypatch.setattr(engine, "load", load)
+    monkeypatch.setattr(engine, "acquire", acquire)
     monkeypatch.setattr(engine, "analyze", analyze)
     assert run_jobs() == [("analysis", job.pk)]
     assert 'data-phase="loading"' in seen["loading"] and "loading lens tiny" in seen["loading"]

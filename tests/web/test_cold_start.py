@@ -60,7 +60,7 @@ WEB_PROCESS = textwrap.dedent(
         "warm": warm, "warm_s": warmed, "api": api.status_code, "form": page.status_code,
         "queued": services.Analysis.objects.filter(status="queued").count(),
         "first_post_s": t1 - t0, "form_post_s": t2 - t1,
-        "modules": len(models), "types": sorted({type(o).__module__ + "." + type(o).__name__ for o in models}), "engine_loaded": engine._loaded is not None,
+        "modules": len(models), "types": sorted({type(o).__module__ + "." + type(o).__name__ for o in models}), "engine_loaded": engine._cache is not None and engine._cache.on_device is not None,
     }))
     """
 )
