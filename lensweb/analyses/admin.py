@@ -11,7 +11,7 @@ from django.utils.html import format_html
 
 from . import services
 from .formatting import duration, size
-from .models import Analysis, AnalysisRow, Generation, WorkerRecord
+from .models import Analysis, AnalysisRow, Generation, LensEntry, WorkerRecord
 
 Status = Analysis.Status
 
@@ -189,6 +189,27 @@ class AnalysisRowAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(LensEntry)
+class LensEntryAdmin(admin.ModelAdmin):
+    """The registry's lenses as users meet them: staff rename, describe, hide or reserve them for staff, choose
+    the default and the order. Files and families stay in the registry file (LENSWEB_LENS_REGISTRY)."""
+
+    list_display = ("lens_id", "name", "visibility", "is_default", "order", "base_model", "layer", "t_text")
+    list_editable = ("visibility", "is_default", "order")
+    list_filter = ("visibility", "base_model")
+    search_fields = ("lens_id", "name", "base_model")
+    readonly_fields = ("lens_id", "base_model", "layer", "t_text")
+    ordering = ("base_model", "order", "lens_id")  # lenses sharing a base model side by side
+
+    def has_add_permission(self, request):
+        return False  # the registry seeds them
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if obj.is_default:  # one default: choosing one unchooses the others
+            LensEntry.objects.exclude(pk=obj.pk).update(is_default=False)
 
 
 @admin.register(WorkerRecord)

@@ -12,8 +12,7 @@ from django.http import Http404
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from . import services
-from .engine import get_engine
+from . import catalog, services
 from .errors import QueueFull, QuotaExceeded, SubmissionError
 from .fragments import CARD_SALIENCE_SCALE
 from .models import Probe
@@ -51,10 +50,10 @@ def vectors_from(text: str, upload) -> list:
 
 @require_http_methods(["GET", "POST"])
 def describe(request):
-    engine = get_engine()
+    lenses = catalog.lenses_for(request.user)
     context = {
-        "lenses": engine.lenses(),
-        "default_lens": engine.default_lens().id,
+        "lenses": lenses,
+        "default_lens": next((spec.id for spec in lenses if spec.default), ""),
         "vectors": "",
         "error": "",
     }

@@ -50,6 +50,36 @@ class WorkerRecord(models.Model):
         return cls.objects.filter(last_heartbeat__gte=cutoff, state__in=[cls.State.IDLE, cls.State.BUSY])
 
 
+class LensEntry(models.Model):
+    """A lens as users meet it. The registry (TOML: files and family) seeds one per lens id the first time it
+    is read (lensweb.analyses.catalog); staff edit it in admin: its name, description, who sees it, the default,
+    the order. Its base model, layer and T are filled in when a worker loads it (lenses sharing a base are
+    grouped by it)."""
+
+    class Visibility(models.TextChoices):
+        EVERYONE = "everyone", "everyone"
+        STAFF = "staff", "staff only"
+        HIDDEN = "hidden", "hidden (staff may still use it by id)"
+
+    lens_id = models.CharField(max_length=100, unique=True)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    visibility = models.CharField(max_length=20, choices=Visibility.choices, default=Visibility.EVERYONE)
+    is_default = models.BooleanField("default", default=False)
+    order = models.IntegerField(default=0, help_text="lower first; equal ones in the registry's order")
+    base_model = models.CharField(max_length=300, blank=True)  # its public name, once a worker loaded it
+    layer = models.IntegerField(null=True, blank=True)
+    t_text = models.IntegerField("T", null=True, blank=True)
+
+    class Meta:
+        verbose_name = "lens"
+        verbose_name_plural = "lenses"
+        ordering = ["order", "lens_id"]
+
+    def __str__(self):
+        return f"{self.name} ({self.lens_id})"
+
+
 class LensLoad(models.Model):
     """One load of a lens onto a worker's device: from its files ("disk") or the CPU cache. /metrics' load-time
     histograms and the README's switch times read these."""

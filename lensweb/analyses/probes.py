@@ -24,7 +24,14 @@ from .engine import get_engine
 from .errors import LensUnavailable, SubmissionError
 from .limits import limits
 from .models import Analysis, Probe
-from .submit import check_analysis_options, check_prepared_submission, check_queue_caps, lens_spec, lock_owner
+from .submit import (
+    check_analysis_options,
+    check_prepared_submission,
+    check_queue_caps,
+    lens_for,
+    lens_spec,
+    lock_owner,
+)
 from .workers import ring_doorbell
 
 log = logging.getLogger(__name__)
@@ -109,7 +116,7 @@ def do_submit_describe(user, lens_id: str | None, vectors, options_data: dict, t
     checked against the lens' here (read from its files, no weights), so a wrong one is refused at once."""
     engine = get_engine()
     bounds = limits()
-    spec = lens_spec(engine, lens_id)
+    spec = lens_spec(engine, lens_for(user, lens_id))
     options = _vector_options(options_data, bounds)
     width = _width(engine, spec)
     try:
@@ -169,7 +176,7 @@ def do_submit_compare(user, a, b, lens_id: str | None, options_data: dict) -> Pr
         raise SubmissionError(
             f"both sides must be of one lens; these name {', '.join(sorted(named))}", "lens"
         )
-    spec = lens_spec(engine, named.pop() if named else None)
+    spec = lens_spec(engine, lens_for(user, named.pop() if named else None))
     options = _vector_options(options_data, bounds)
     width = _width(engine, spec)
     for name, side in (("a", side_a), ("b", side_b)):

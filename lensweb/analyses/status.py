@@ -13,8 +13,7 @@ from dataclasses import asdict, dataclass
 
 from django.utils import timezone
 
-from . import notify
-from .engine import get_engine
+from . import catalog, notify
 from .models import Analysis, Generation, JobStatus, LensLoad, Phase, WorkerRecord
 from .rates import last_load_seconds, load_left
 from .services import live_workers
@@ -127,12 +126,13 @@ def lens_status(spec, live: list[WorkerRecord], queued: int, now) -> LensStatus:
     )
 
 
-def fleet_status() -> FleetStatus:
+def fleet_status(user=None) -> FleetStatus:
+    """The workers and the lenses listed to `user` (None: to everyone; catalog), with their states."""
     now = timezone.now()
     live = list(live_workers())  # the one liveness rule
     queued = _queued_by_lens()
     try:
-        specs = get_engine().lenses()
+        specs = catalog.lenses_for(user)
     except Exception:  # a broken registry: no lens to speak of; the workers still count
         specs = []
     return FleetStatus(

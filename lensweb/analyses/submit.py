@@ -15,7 +15,7 @@ from inference.limits import Limits
 from inference.options import option_names
 from inference.types import AnalysisInput, AnalysisOptions, GenerationOptions
 
-from . import notify, quotas, store
+from . import catalog, notify, quotas, store
 from .access import get_generation_for
 from .engine import get_engine
 from .errors import LensUnavailable, NoWorker, QueueFull, SubmissionError
@@ -38,6 +38,15 @@ GENERATION_OPTION_FIELDS = option_names(GenerationOptions)
 def _option_field(error: Exception, fields=OPTION_FIELDS) -> str | None:
     first = str(error).split(" ", 1)[0]
     return first if first in fields else None
+
+
+def lens_for(user, lens_id: str | None) -> str:
+    """The id of the lens `user` asked for (None: their default) if they may use it (catalog: staff-only and
+    hidden lenses are unknown to others), else SubmissionError on the lens field."""
+    try:
+        return catalog.check_usable(user, lens_id).id
+    except UnknownLensError as exc:
+        raise SubmissionError(str(exc), "lens") from exc
 
 
 def lens_spec(engine, lens_id: str | None):
@@ -161,6 +170,8 @@ def do_submit(
     tokenize once, ask the result cache, check the caps, create the row, ring the doorbell after commit.
     `limited=False` (the cache warmer's service user) skips the per-user caps and the daily quota;
     `require_worker` refuses (NoWorker) a job that would wait for a worker that is not there."""
+    if limited:  # the cache warmer (an operator's command) may warm any lens
+        lens_id = lens_for(user, lens_id)
     spec, inp, options, prepared = check_prepared_submission(lens_id, input_data, options_data)
     total = len(prepared.positions)
     key = store.result_store.key_for(spec, prepared, options, user)
@@ -198,7 +209,7 @@ def do_submit_generation(
 ) -> Generation:
     """Queue a generation; with `then_analyse` (analysis options) its result is analysed when it is done
     (the conversation with the reply, or the text continued), as one more submission by the same user."""
-    spec, inp, options = check_generation_submission(lens_id, input_data, options_data)
+    spec, inp, options = check_generation_submission(lens_for(user, lens_id), input_data, options_data)
     analysis_options = None
     if then_analyse is not None:
         if not isinstance(then_analyse, dict):

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from lensweb.accounts.ratelimits import retry_after
 
-from . import cards, fragments, rates, services
+from . import cards, catalog, fragments, rates, services
 from .engine import get_engine
 from .forms import NO_CHAT, Action, AnalysisForm, GenerationForm, analysis_options_from, rerun_initial
 from .models import Analysis, Generation
@@ -24,22 +24,23 @@ def _is_htmx(request) -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
-def _lenses():
+def _lenses(user):
+    """The lenses listed to `user` (catalog), each with what the page says of it."""
     engine = get_engine()
     try:
-        lenses = engine.lenses()
+        lenses = catalog.lenses_for(user)
     except Exception as exc:  # a broken registry must not take the page down; say what is wrong
         return [], str(exc)
     return [(spec, engine.lens_notes(spec)) for spec in lenses], ""
 
 
-def _form_context(form, submitted=None):
-    lenses, lens_error = _lenses()
+def _form_context(user, form, submitted=None):
+    lenses, lens_error = _lenses(user)
     return {"form": form, "submitted": submitted, "lenses": lenses, "lens_error": lens_error}
 
 
-def _new_form(data=None, initial=None):
-    lenses, _ = _lenses()
+def _new_form(user, data=None, initial=None):
+    lenses, _ = _lenses(user)
     return AnalysisForm(data, lenses=[spec for spec, _ in lenses], initial=initial)
 
 
@@ -56,8 +57,8 @@ def _chat_facts(lens_id) -> dict:
         return dict(NO_CHAT)
 
 
-def _new_generation_form(data=None, initial=None):
-    specs = [spec for spec, _ in _lenses()[0]]
+def _new_generation_form(user, data=None, initial=None):
+    specs = [spec for spec, _ in _lenses(user)[0]]
     # The builder's chat facts follow the lens chosen (the default lens' on a fresh page).
     lens_id = (data or {}).get(f"{GenerationForm.PREFIX}-lens") or (initial or {}).get("lens")
     return GenerationForm(
@@ -66,8 +67,8 @@ def _new_generation_form(data=None, initial=None):
 
 
 def _page_context(request, form=None, gen_form=None, tab="analyse") -> dict:
-    context = _form_context(form or _new_form())
-    context["gen_form"] = gen_form or _new_generation_form()
+    context = _form_context(request.user, form or _new_form(request.user))
+    context["gen_form"] = gen_form or _new_generation_form(request.user)
     context["tab"] = tab
     context.update(fragments.jobs_context(*cards.load_replay(request.user)))
     context["keep_finished"] = cards.recent_count()
@@ -81,9 +82,13 @@ def index(request):
     if "rerun" not in request.GET:
         return render(request, "analyses/index.html", _page_context(request))
     job = _get_job_for_user(request, _job_id(request.GET["rerun"]))
-    form = _new_form(initial=rerun_initial(job))
+    form = _new_form(request.user, initial=rerun_initial(job))
     if _is_htmx(request):
-        return render(request, "analyses/partials/analysis-form.html", {**_form_context(form), "rerun": job})
+        return render(
+            request,
+            "analyses/partials/analysis-form.html",
+            {**_form_context(request.user, form), "rerun": job},
+        )
     return render(request, "analyses/index.html", {**_page_context(request, form=form), "rerun": job})
 
 
@@ -106,7 +111,7 @@ TOO_FAST = "you are submitting too fast; wait a minute and try again"
 
 @require_POST
 def submit(request):
-    form = _new_form(request.POST)
+    form = _new_form(request.user, request.POST)
     submitted = None
     if _rate_limited(request):
         form.is_valid()
@@ -125,7 +130,9 @@ def submit(request):
             return redirect("analyses:index")
         return render(request, "analyses/index.html", _page_context(request, form=form), status=400)
     # 200 even with errors: htmx swaps only 2xx. Values stay for the next variation; the card comes over the socket.
-    return render(request, "analyses/partials/analysis-form.html", _form_context(form, submitted))
+    return render(
+        request, "analyses/partials/analysis-form.html", _form_context(request.user, form, submitted)
+    )
 
 
 def _refusal_reason(exc: services.SubmissionError) -> str:
@@ -207,10 +214,10 @@ def _submit_generation(request, form: GenerationForm):
 def generate(request):
     """The generation form's buttons: Generate, Get reply, Generate then analyse, Analyse the chat; and
     "refresh" (another lens chosen: the form again with that lens' chat facts, nothing submitted)."""
-    form = _new_generation_form(request.POST)
+    form = _new_generation_form(request.user, request.POST)
     generation = analysis = None
     if form.action == Action.REFRESH:
-        form = _new_generation_form(initial=form.carried())
+        form = _new_generation_form(request.user, initial=form.carried())
     elif _rate_limited(request):
         form.is_valid()
         form.add_error(None, TOO_FAST)

@@ -32,7 +32,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 from inference.errors import InputError, LensError, OptionError
 from inference.types import AnalysisInput, AnalysisOptions, GenerationOptions
 
-from . import prefixes, services, status, warmup
+from . import catalog, prefixes, services, status, warmup
 from .engine import get_engine
 from .models import Analysis, Generation, JobStatus, Phase, Probe
 from .notify import WORKER_CHANNEL
@@ -283,6 +283,7 @@ class LensWorker:
                 source = self.engine.last_load_source() if lens is not None else ""
                 status.worker_loaded(self.record.pk, spec.id if lens is not None else None, seconds, source)
             log.info("lens %s loaded (from %s) in %.1f s", spec.id, source, seconds)
+            catalog.record_loaded(spec.id, self.engine.metadata(lens))  # its base, layer and T for the lists
         self._acquired = spec
         return lens
 

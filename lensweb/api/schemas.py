@@ -439,6 +439,14 @@ class Lens(BaseModel):
         description="`lens`: a Consistency Lens (rows carry mse, relative_rmse, kl); `nla`: a Natural Language "
         "Autoencoder, a verbaliser and a reconstructor (rows add mse_nrm, cosine_similarity, fve_nrm)"
     )
+    base_model: str | None = Field(
+        description="the model it explains, by name (lenses sharing one share its weights' group); null until a "
+        "worker has loaded the lens"
+    )
+    layer: int | None = Field(description="the layer it reads; null until a worker has loaded the lens")
+    t_text: int | None = Field(
+        description="T, its explanations' length in tokens; null until loaded (or NLA)"
+    )
 
 
 class LensList(BaseModel):

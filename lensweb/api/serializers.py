@@ -115,7 +115,7 @@ def generation_json(request, generation: Generation) -> dict:
     }
 
 
-def lens_json(spec, notes: dict) -> dict:
+def lens_json(spec, notes: dict, entry=None) -> dict:
     return {
         "id": spec.id,
         "name": spec.name,
@@ -124,6 +124,10 @@ def lens_json(spec, notes: dict) -> dict:
         "untrained": bool(notes.get("untrained")),
         # "lens" (a Consistency Lens) or "nla" (a Natural Language Autoencoder): which metrics its rows carry
         "kind": getattr(spec, "kind", "lens"),
+        # lenses sharing a base model are grouped by it; these three are known once a worker has loaded it
+        "base_model": (entry.base_model or None) if entry else None,
+        "layer": entry.layer if entry else None,
+        "t_text": entry.t_text if entry else None,
     }
 
 

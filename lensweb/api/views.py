@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from lensweb.accounts.ratelimits import retry_after
+from lensweb.analyses import catalog
 from lensweb.analyses import services as analyses
 from lensweb.analyses.engine import get_engine
 from lensweb.analyses.errors import LensUnavailable, NoWorker, QueueFull, QuotaExceeded, SubmissionError
@@ -294,10 +295,13 @@ def export_analysis_csv(request, analysis_id: int, raw: bool = Query(False, desc
 def lenses(request):
     engine = get_engine()
     try:
-        specs = engine.lenses()
+        specs = catalog.lenses_for(request.user)
     except Exception as exc:  # a broken registry: say so rather than 500
         raise ApiError(503, "lenses_unavailable", f"the lens registry cannot be read: {exc}") from None
-    return {"lenses": [serializers.lens_json(spec, engine.lens_notes(spec)) for spec in specs]}
+    known = catalog.entries()
+    return {
+        "lenses": [serializers.lens_json(spec, engine.lens_notes(spec), known.get(spec.id)) for spec in specs]
+    }
 
 
 @router.get(
@@ -309,7 +313,7 @@ def lenses(request):
     tags=["lenses"],
 )
 def server_status(request):
-    return fleet_status().to_dict()
+    return fleet_status(request.user).to_dict()
 
 
 # --- generations ------------------------------------------------------------------------------------------

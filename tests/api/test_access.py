@@ -82,6 +82,9 @@ def test_lenses(api, request, who):
                     "default": True,
                     "untrained": False,
                     "kind": "lens",
+                    "base_model": None,  # known once a worker has loaded it
+                    "layer": None,
+                    "t_text": None,
                 }
             ]
         }

@@ -42,6 +42,10 @@ class Lens:
     default: bool
     untrained: bool
     kind: str  # "lens" (a Consistency Lens) or "nla" (a Natural Language Autoencoder)
+    # the model it explains, the layer it reads and T: None until a worker has loaded the lens
+    base_model: str | None = None
+    layer: int | None = None
+    t_text: int | None = None
 
 
 @dataclass(frozen=True)
@@ -307,6 +311,9 @@ class Client:
                 default=bool(item.get("default")),
                 untrained=bool(item.get("untrained")),
                 kind=item.get("kind") or "lens",
+                base_model=item.get("base_model"),
+                layer=item.get("layer"),
+                t_text=item.get("t_text"),
             )
             for item in answer.get("lenses") or []
         ]
