@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import weakref
 from pathlib import Path
 
 import torch
@@ -29,7 +30,39 @@ def pick_dtype(device: torch.device, requested: str | None = None) -> torch.dtyp
     return torch.float32
 
 
+# Models loaded lenses hold, by (files, dtype): lenses of one base model share its weights in memory, and a
+# lens loaded while another of its base is held reads no weights. Weak: the last lens gone, the model goes.
+_SHARED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
 def load_model(location: str, device: torch.device, dtype: torch.dtype):
+    """A causal LM from a local directory, frozen, on `device`; the one another loaded lens holds where its
+    files and dtype are the same (moved to `device` if it was elsewhere)."""
+    key = _share_key(location, dtype)
+    with _SHARED_LOCK:
+        shared = _SHARED.get(key) if key else None
+    if shared is not None:
+        return shared.to(device)
+    model = _read_model(location, device, dtype)
+    if key:
+        with _SHARED_LOCK:
+            _SHARED[key] = model
+    return model
+
+
+def _share_key(location: str, dtype: torch.dtype) -> tuple | None:
+    """The directory's resolved path and its files' names, sizes and mtimes (a model replaced in place is
+    another), with the dtype; None for what is not a readable directory."""
+    try:
+        path = Path(location).resolve()
+        files = tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir()))
+    except OSError:
+        return None
+    return str(path), files, str(dtype)
+
+
+def _read_model(location: str, device: torch.device, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 
     try:

@@ -1,6 +1,7 @@
 """Checkpoint reading (spec §9), registry files, and the errors each bad input gets."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -158,9 +159,11 @@ def test_unloadable_base_and_donor(tmp_path):
         load_lens(LensSpec(id="t", name="t", checkpoint=str(ckpt), base_model=str(tmp_path / "broken")))
 
 
-def test_a_donor_plays_orig(tiny_lens):
+def test_a_donor_plays_orig(tiny_lens, tmp_path):
     spec = tiny_spec("tiny_patch2_percur")
-    donor = LensSpec(**{**spec.__dict__, "donor_model": spec.base_model})
+    copy = tmp_path / "donor"  # the base's weights in another folder: a donor of its own, not shared
+    shutil.copytree(spec.base_model, copy, copy_function=lambda src, dst: Path(dst).symlink_to(src))
+    donor = LensSpec(**{**spec.__dict__, "donor_model": str(copy)})
     lens = load_lens(donor, device="cpu")
     assert lens.orig is not lens.model
     opts = AnalysisOptions(temperature=1.0, salience=False)

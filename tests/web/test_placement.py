@@ -64,3 +64,18 @@ def test_every_tensor_of_a_lens_moves(family):
 
 def _modules(lens) -> list[torch.nn.Module]:
     return [getattr(lens, name) for name in vars(lens) if isinstance(getattr(lens, name), torch.nn.Module)]
+
+
+def test_lenses_of_one_base_share_its_weights_and_let_go_of_them_together():
+    import dataclasses
+    import gc
+    import weakref
+
+    first = engine.load(lens_spec(), device="cpu")
+    second = engine.load(dataclasses.replace(lens_spec(), id="tiny-b"), device="cpu")
+    assert second.model is first.model  # one base in memory, read once
+    assert rows(second) == rows(first)
+    model = weakref.ref(first.model)
+    del first, second
+    gc.collect()
+    assert model() is None  # the last lens gone, its base goes too
