@@ -196,8 +196,18 @@ class LensEntryAdmin(admin.ModelAdmin):
     """The registry's lenses as users meet them: staff rename, describe, hide or reserve them for staff, choose
     the default and the order. Files and families stay in the registry file (LENSWEB_LENS_REGISTRY)."""
 
-    list_display = ("lens_id", "name", "visibility", "is_default", "order", "base_model", "layer", "t_text")
-    list_editable = ("visibility", "is_default", "order")
+    list_display = (
+        "lens_id",
+        "name",
+        "visibility",
+        "is_default",
+        "order",
+        "rows_budget",
+        "base_model",
+        "layer",
+        "t_text",
+    )
+    list_editable = ("visibility", "is_default", "order", "rows_budget")
     list_filter = ("visibility", "base_model")
     search_fields = ("lens_id", "name", "base_model")
     readonly_fields = ("lens_id", "base_model", "layer", "t_text")

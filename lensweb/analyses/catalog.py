@@ -106,3 +106,8 @@ def record_loaded(lens_id: str, metadata: dict) -> None:
         layer=metadata.get("layer") if isinstance(metadata.get("layer"), int) else None,
         t_text=metadata.get("t_text") if isinstance(metadata.get("t_text"), int) else None,
     )
+
+
+def rows_budget(lens_id: str) -> int | None:
+    """The rows per batch staff set for the lens in admin (None: the engine's own choice)."""
+    return LensEntry.objects.filter(lens_id=lens_id).values_list("rows_budget", flat=True).first()

@@ -67,6 +67,11 @@ class LensEntry(models.Model):
     visibility = models.CharField(max_length=20, choices=Visibility.choices, default=Visibility.EVERYONE)
     is_default = models.BooleanField("default", default=False)
     order = models.IntegerField(default=0, help_text="lower first; equal ones in the registry's order")
+    rows_budget = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="rows (positions × k) per batch on the workers; empty: LENSWEB_ROWS_BUDGET, else from free memory",
+    )
     base_model = models.CharField(max_length=300, blank=True)  # its public name, once a worker loaded it
     layer = models.IntegerField(null=True, blank=True)
     t_text = models.IntegerField("T", null=True, blank=True)

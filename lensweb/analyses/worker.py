@@ -316,6 +316,7 @@ class LensWorker:
             return go_on and not self._stopping and not self._is_cancelled(job)
 
         status, timings = "done", {}
+        budget = {"rows_budget": rows} if (rows := catalog.rows_budget(spec.id)) else {}  # staff's, in admin
         if remaining:
             result = self.engine.analyze(
                 lens,
@@ -327,6 +328,7 @@ class LensWorker:
                 on_progress=self._progress_reporter(job),
                 should_cancel=lambda: self._is_cancelled(job),
                 limits=limits,
+                **budget,
             )
             leftover = [row for row in result.rows if row.position not in persisted]
             if leftover:  # an engine may hand the last rows only in its result

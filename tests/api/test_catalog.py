@@ -87,3 +87,22 @@ def test_a_workers_load_fills_in_base_model_layer_and_t(api, alice_key, run_jobs
     assert run_jobs(record)
     tiny = listed(api, alice_key)["tiny"]
     assert tiny["base_model"] and isinstance(tiny["layer"], int) and isinstance(tiny["t_text"], int)
+
+
+def test_the_rows_budget_staff_set_is_what_the_worker_batches_by(api, alice_key, run_jobs, monkeypatch):
+    catalog.entries()
+    LensEntry.objects.filter(lens_id="tiny").update(rows_budget=1)
+    record = services.register_worker()
+    submitted = api.post(URL, {"text": "a b c d"}, key=alice_key).json_body
+    batches = []
+    engine = run_jobs.worker.engine
+    analyze = engine.analyze
+
+    def counting(lens, inp, options, **kwargs):
+        on_batch = kwargs["on_batch"]
+        kwargs["on_batch"] = lambda update: batches.append(len(update.rows)) or on_batch(update)
+        return analyze(lens, inp, options, **kwargs)
+
+    monkeypatch.setattr(engine, "analyze", counting)
+    assert run_jobs(record) == [("analysis", submitted["id"])]
+    assert batches == [1, 1, 1, 1]  # one position a batch (unset, the first batch takes two: LENSWEB_FIRST_BATCH)
