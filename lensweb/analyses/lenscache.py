@@ -129,15 +129,21 @@ class LensCache:
     def _step_down(self) -> None:
         """The device's lens into the CPU cache (moved to the CPU), or let go where it cannot fit."""
         held, self.on_device = self.on_device, None
-        if held is None or held.nbytes > self.cpu_budget:
-            self._free()
+        if held is None:
             return
-        if not held.on_cpu:
+        if held.nbytes > self.cpu_budget:
+            self._free()  # let go of: its memory back
+            return
+        moved = not held.on_cpu
+        if moved:
             held.lens = self.move(held.lens, "cpu")
         self.cpu[held.key] = held  # the most recently used: last
+        evicted = False
         while sum(h.nbytes for h in self.cpu.values()) > self.cpu_budget:
             self.cpu.popitem(last=False)
-        self._free()
+            evicted = True
+        if moved or evicted:  # device memory to give back, or a lens let go (a full collection costs ~0.1 s)
+            self._free()
 
     def _free(self) -> None:
         if self.free is not None:
