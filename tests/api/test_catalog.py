@@ -105,4 +105,9 @@ def test_the_rows_budget_staff_set_is_what_the_worker_batches_by(api, alice_key,
 
     monkeypatch.setattr(engine, "analyze", counting)
     assert run_jobs(record) == [("analysis", submitted["id"])]
-    assert batches == [1, 1, 1, 1]  # one position a batch (unset, the first batch takes two: LENSWEB_FIRST_BATCH)
+    assert batches == [
+        1,
+        1,
+        1,
+        1,
+    ]  # one position a batch (unset, the first batch takes two: LENSWEB_FIRST_BATCH)
