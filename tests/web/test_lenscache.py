@@ -172,3 +172,33 @@ def test_the_cpu_cache_never_holds_more_than_its_budget(budget):
     for lens_id in "abcdefabcabd":
         use(cache, lens_id)
         assert len(cache.cpu) * SIZE <= budget
+
+
+@pytest.mark.django_db
+def test_a_real_switch_waits_for_the_job_running_on_the_lens_it_replaces(tmp_path, monkeypatch, no_lens_held):
+    """The engine's adapter with the tiny lens and a second lens: a worker thread's job holds "tiny"; another's
+    job for "tiny-b" gets its lens only after that job released it."""
+    from lensweb.analyses.engine import get_engine
+    from tests.api.test_routing import write_two_lenses
+
+    monkeypatch.setenv("LENSWEB_LENS_REGISTRY", str(write_two_lenses(tmp_path)))
+    engine = get_engine()
+    tiny, second = engine.get_spec("tiny"), engine.get_spec("tiny-b")
+    events = []
+    lens = engine.acquire(tiny)  # a job is running on tiny
+    assert lens.spec.id == "tiny"
+
+    def other_job():
+        got = engine.acquire(second)
+        events.append(("tiny-b acquired", got.spec.id))
+        engine.release(second)
+
+    thread = threading.Thread(target=other_job)
+    thread.start()
+    thread.join(timeout=1.0)
+    assert thread.is_alive() and not events, "tiny-b was loaded while tiny's job was running"
+    events.append(("tiny's job ends",))
+    engine.release(tiny)
+    thread.join(timeout=60)
+    assert events == [("tiny's job ends",), ("tiny-b acquired", "tiny-b")]
+    assert engine.held()["lens_id"] == "tiny-b" and engine.held()["cached"] == ["tiny"]
