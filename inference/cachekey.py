@@ -52,9 +52,10 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def placement(device: str = "", dtype: str = "") -> tuple[str, str]:
-    """(device type, dtype) that `inference.lens.load_lens` picks given LENSWEB_DEVICE=`device` and
-    LENSWEB_DTYPE=`dtype` (empty: its defaults), worked out without initialising CUDA, for a web process
+def placement(device: str = "", dtype: str = "", quant: str = "") -> tuple[str, str]:
+    """(device type, dtype) that `inference.engine.load` picks given LENSWEB_DEVICE=`device`,
+    LENSWEB_DTYPE=`dtype` (empty: its defaults) and LENSWEB_CPU_QUANT=`quant` (on a CPU the dtype becomes
+    "float32+int8"), worked out without initialising CUDA, for a web process
     to key results by before any worker has loaded the lens.
 
     Mirrors `pick_device` / `pick_dtype`: CUDA if available, else CPU; bfloat16 on CUDA (`pick_dtype` falls
@@ -63,6 +64,7 @@ def placement(device: str = "", dtype: str = "") -> tuple[str, str]:
     only when the worker's own device and dtype match the key's (lensweb.cache.services._storable).
     """
     kind = device_type(device) if device else ("cuda" if _cuda_available() else "cpu")
-    if dtype:
-        return kind, dtype
-    return kind, "bfloat16" if kind == "cuda" else "float32"
+    dtype = dtype or ("bfloat16" if kind == "cuda" else "float32")
+    if kind == "cpu" and quant:  # LENSWEB_CPU_QUANT: inference.quant.dtype_name names it so
+        return kind, f"{dtype}+{quant}"
+    return kind, dtype

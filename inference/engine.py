@@ -29,8 +29,12 @@ from .registry import LensRegistry, LensSpec, load_registry
 
 
 def load(spec: LensSpec, device: str | None = None, dtype: str | None = None):
-    """The loaded lens of `spec`, of its family (slow: seconds; workers only)."""
-    return family(spec.kind).load(spec, device=device, dtype=dtype)
+    """The loaded lens of `spec`, of its family (slow: seconds; workers only); on a CPU, quantised as
+    LENSWEB_CPU_QUANT says (inference.quant)."""
+    from .quant import pick_quant, quantize
+
+    lens = family(spec.kind).load(spec, device=device, dtype=dtype)
+    return quantize(lens, pick_quant(lens.device))
 
 
 def tokenizer(spec: LensSpec):

@@ -32,6 +32,7 @@ from .models import (
     num_layers,
     run_prefix,
 )
+from .quant import dtype_name
 from .registry import LensSpec
 from .types import public_name
 
@@ -56,6 +57,7 @@ class Lens:
     encoder_prefix: KV = field(repr=False, default_factory=list)
     encoder_prefix_len: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    quant: str = ""  # "int8": its blocks' Linear layers quantised (inference.quant)
     kind = "lens"  # its family (inference.families)
 
     @property
@@ -88,7 +90,7 @@ class Lens:
             "identity": self.identity,
             "untrained": self.untrained,
             "device": str(self.device),
-            "dtype": str(self.dtype).replace("torch.", ""),
+            "dtype": dtype_name(self),
             "activation_norm_range": norm_range(
                 self
             ).to_dict(),  # the ‖A‖ flag's rule, for every page and export

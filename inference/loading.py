@@ -39,7 +39,7 @@ _SHARED_LOCK = threading.Lock()
 def load_model(location: str, device: torch.device, dtype: torch.dtype):
     """A causal LM from a local directory, frozen, on `device`; the one another loaded lens holds where its
     files and dtype are the same (moved to `device` if it was elsewhere)."""
-    key = _share_key(location, dtype)
+    key = _share_key(location, device, dtype)
     with _SHARED_LOCK:
         shared = _SHARED.get(key) if key else None
     if shared is not None:
@@ -51,15 +51,18 @@ def load_model(location: str, device: torch.device, dtype: torch.dtype):
     return model
 
 
-def _share_key(location: str, dtype: torch.dtype) -> tuple | None:
+def _share_key(location: str, device: torch.device, dtype: torch.dtype) -> tuple | None:
     """The directory's resolved path and its files' names, sizes and mtimes (a model replaced in place is
-    another), with the dtype; None for what is not a readable directory."""
+    another), with the dtype and the quantisation the engine will apply; None for what is not a readable
+    directory."""
+    from .quant import pick_quant
+
     try:
         path = Path(location).resolve()
         files = tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir()))
     except OSError:
         return None
-    return str(path), files, str(dtype)
+    return str(path), files, str(dtype), pick_quant(device)  # a quantised model is another model
 
 
 def _read_model(location: str, device: torch.device, dtype: torch.dtype):

@@ -45,6 +45,7 @@ from .nla_format import (
     parse_config,
     read_sidecar,
 )
+from .quant import dtype_name
 from .registry import LensSpec
 from .types import public_name
 
@@ -79,6 +80,7 @@ class NLALens:
     eos_ids: frozenset[int] = frozenset()
     embed_scale: float = 1.0
     timings: dict[str, float] = field(default_factory=dict)
+    quant: str = ""  # "int8": its models' blocks' Linear layers quantised (inference.quant)
 
     kind = "nla"
     untrained = False  # not known from the files; the sidecar's stage is provenance only
@@ -136,7 +138,7 @@ class NLALens:
             "identity": self.identity,
             "untrained": self.untrained,
             "device": str(self.device),
-            "dtype": str(self.dtype).replace("torch.", ""),
+            "dtype": dtype_name(self),
             "activation_norm_range": norm_range(
                 self
             ).to_dict(),  # the ‖A‖ flag's rule, for every page and export

@@ -113,7 +113,9 @@ def key_for(spec, prepared, options, owner=None) -> Key | None:
     identity = lens_identity(spec)
     if identity is None:
         return None
-    device, dtype = lens_engine.placement(settings.LENSWEB_DEVICE, settings.LENSWEB_DTYPE)
+    device, dtype = lens_engine.placement(
+        settings.LENSWEB_DEVICE, settings.LENSWEB_DTYPE, settings.LENSWEB_CPU_QUANT
+    )
     return make_key(identity, device, dtype, prepared, options, scope=scope_of(owner))
 
 

@@ -309,6 +309,9 @@ LENSWEB_RESULT_CACHE_SHARED = env.bool("LENSWEB_RESULT_CACHE_SHARED", default=Fa
 # by them, so where web and workers run on different machines, give both the workers' values.
 LENSWEB_DEVICE = env("LENSWEB_DEVICE", default="")
 LENSWEB_DTYPE = env("LENSWEB_DTYPE", default="")
+# "int8": CPU workers quantise their lenses' transformer blocks (inference.quant; faster, a measured fidelity
+# cost: README). Part of a result's identity too.
+LENSWEB_CPU_QUANT = env("LENSWEB_CPU_QUANT", default="")
 # Eviction after every store and by `manage.py evict_cache`: entries older than this, then the least
 # recently used until the total fits. 0 turns a limit off.
 LENSWEB_CACHE_MAX_AGE_DAYS = env.float("LENSWEB_CACHE_MAX_AGE_DAYS", default=30)

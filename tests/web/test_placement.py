@@ -50,8 +50,18 @@ def test_a_lens_moved_away_and_back_gives_the_same_rows(family):
     assert rows(lens) == before
 
 
+@pytest.fixture
+def own_models(monkeypatch):
+    """Models of this test's own: moving them must not move those other loaded lenses share."""
+    import weakref
+
+    from inference import loading
+
+    monkeypatch.setattr(loading, "_SHARED", weakref.WeakValueDictionary())
+
+
 @pytest.mark.parametrize("family", SPECS)
-def test_every_tensor_of_a_lens_moves(family):
+def test_every_tensor_of_a_lens_moves(family, own_models):
     lens = engine.load(SPECS[family](), device="cpu")
     modules = _modules(lens)
     shared_before = {id(m) for m in modules}
@@ -66,7 +76,7 @@ def _modules(lens) -> list[torch.nn.Module]:
     return [getattr(lens, name) for name in vars(lens) if isinstance(getattr(lens, name), torch.nn.Module)]
 
 
-def test_lenses_of_one_base_share_its_weights_and_let_go_of_them_together():
+def test_lenses_of_one_base_share_its_weights_and_let_go_of_them_together(own_models):
     import dataclasses
     import gc
     import weakref
