@@ -31,7 +31,7 @@ QUANTISED = torch.ao.nn.quantized.dynamic.Linear
 
 
 def linear_types(model) -> set[str]:
-    """"int8" and/or "float32": the kinds of the Linear layers in the model's blocks."""
+    """ "int8" and/or "float32": the kinds of the Linear layers in the model's blocks."""
     found = set()
     for module in blocks(model).modules():
         if isinstance(module, QUANTISED):
@@ -53,7 +53,9 @@ def test_int8_rows_stay_within_the_documented_bound_of_float32(family, monkeypat
     assert isinstance(model.get_output_embeddings(), torch.nn.Linear)  # the head stays float32
     assert quantised.metadata()["dtype"] == "float32+int8" and exact.metadata()["dtype"] == "float32"
     exact_model = exact.model if family == "lens" else exact.av
-    assert linear_types(exact_model) == {"float32"}  # not the quantised one: models are shared per quantisation
+    assert linear_types(exact_model) == {
+        "float32"
+    }  # not the quantised one: models are shared per quantisation
 
     a, b = greedy_rows(exact), greedy_rows(quantised)
     assert [r["position"] for r in a] == [r["position"] for r in b]
