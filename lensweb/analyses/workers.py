@@ -65,7 +65,8 @@ def register_worker(
         lenses=list(lenses or []),
         state=WorkerRecord.State.IDLE,
     )
-    notify.status_changed()
+    # the queued cards re-read whether a worker serves their lens (rates.attach's waiting note)
+    transaction.on_commit(notify.queue_moved)
     return record
 
 
@@ -79,7 +80,7 @@ def worker_stopped(worker_id: int) -> None:
     WorkerRecord.objects.filter(pk=worker_id).update(
         state=WorkerRecord.State.STOPPED, last_heartbeat=timezone.now(), loading_lens="", loading_since=None
     )
-    notify.status_changed()
+    transaction.on_commit(notify.queue_moved)  # its lenses may have no worker left: the cards say so
 
 
 def live_workers():

@@ -89,3 +89,26 @@ def test_a_job_for_an_unserved_lens_waits_says_so_and_runs_once_a_worker_serves_
     done = api.get(f"{URL}/{waiting['id']}", key=alice_key).json_body
     assert done["status"] == "done" and done["status_detail"] is None and len(done["rows"]) == 3
     assert Analysis.objects.get(pk=waiting["id"]).worker_id == serves_b.pk
+
+
+def test_a_queued_card_learns_when_a_worker_for_its_lens_starts_and_stops(
+    alice, monkeypatch, django_capture_on_commit_callbacks
+):
+    from lensweb.analyses import notify
+
+    sent = []
+    monkeypatch.setattr(notify, "_group_send", lambda group, message: sent.append(message))
+    job = submit(alice, "tiny-b")
+
+    def queue_lines():
+        return [
+            m["html"] for m in sent if m.get("type") == "analysis.queue" and f"queue-{job.pk}" in m["html"]
+        ]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        serves_b = services.register_worker(lenses=["tiny-b"])
+    assert queue_lines() and "Waiting for a worker" not in queue_lines()[-1]
+    sent.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.worker_stopped(serves_b.pk)
+    assert "Waiting for a worker that serves lens tiny-b" in queue_lines()[-1]
