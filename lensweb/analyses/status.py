@@ -1,9 +1,10 @@
 """What workers hold and what each lens' state is, from the workers' own records: the status strip, the API's
 /status and the cards' "loading lens" all read it here.
 
-A lens is `loaded` when a live worker holds it, `loading` while one loads it, `cold` when live workers serve
-it but none holds it (the first job loads it, taking about its last measured load time), and `unserved` when
-no live worker serves it. A worker counts as live while its heartbeat is fresher than LENSWEB_STALE_AFTER.
+A lens is `loaded` when a live worker holds it, `loading` while one loads it, `cached` when one keeps it in CPU
+memory (lenscache: the next job moves it to the device), `cold` when live workers serve it but none holds it
+(the first job loads it, taking about its last measured load time), and `unserved` when no live worker serves
+it. A worker counts as live while its heartbeat is fresher than LENSWEB_STALE_AFTER.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .services import live_workers
 class LensState:
     LOADED = "loaded"
     LOADING = "loading"
+    CACHED = "cached"
     COLD = "cold"
     UNSERVED = "unserved"
 
@@ -113,6 +115,8 @@ def lens_status(spec, live: list[WorkerRecord], queued: int, now) -> LensStatus:
     elif loading := [w for w in serving if w.loading_lens == spec.id and w.loading_since]:
         state = LensState.LOADING
         left = load_left(load_seconds, max(w.loading_since for w in loading), now)  # the latest to start
+    elif any(spec.id in (w.cached_lenses or []) for w in serving):
+        state = LensState.CACHED
     else:
         state = LensState.COLD
     return LensStatus(

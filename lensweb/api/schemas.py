@@ -456,10 +456,11 @@ class LensList(BaseModel):
 class LensStatus(BaseModel):
     id: str
     name: str
-    state: Literal["loaded", "loading", "cold", "unserved"] = Field(
-        description="`loaded`: a live worker holds it; `loading`: one is loading it; `cold`: live workers "
-        "serve it but none holds it, so the next job loads it first (about `load_seconds`); `unserved`: no "
-        "live worker serves it, so its jobs wait"
+    state: Literal["loaded", "loading", "cached", "cold", "unserved"] = Field(
+        description="`loaded`: a live worker holds it on its device; `loading`: one is loading it; `cached`: "
+        "one keeps it in CPU memory, so the next job takes it from there (faster than from disk); `cold`: live "
+        "workers serve it but none holds it, so the next job loads it first (about `load_seconds`); "
+        "`unserved`: no live worker serves it, so its jobs wait"
     )
     workers: int = Field(description="live workers that serve this lens")
     queued: int = Field(description="jobs waiting for this lens")

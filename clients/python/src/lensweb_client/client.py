@@ -52,7 +52,9 @@ class Lens:
 class LensStatus:
     id: str
     name: str
-    state: str  # "loaded", "loading", "cold" (the next job loads it first) or "unserved" (no live worker)
+    # "loaded", "loading", "cached" (in a worker's CPU memory), "cold" (the next job loads it first) or
+    # "unserved" (no live worker)
+    state: str
     workers: int
     queued: int
     load_seconds: float | None  # its last measured load time
