@@ -88,8 +88,8 @@ def worker_loaded(
 
 
 def lenses_changed(worker_id: int) -> None:
-    """The worker let go of a lens (idle, or staff unloaded it): its record says so at the next heartbeat;
-    the strips re-read now."""
+    """The worker let go of a lens (idle, or staff unloaded it) and its heartbeat recorded it: the strips
+    re-read now."""
     notify.status_changed()
 
 

@@ -197,7 +197,7 @@ class LensWorker:
             job = self._job
             kind, job_id = job if job else (Analysis.kind, None)
             try:
-                held = await sync_to_async(self._tidy, thread_sensitive=False)()
+                held = await self.tidy()
                 cancel = await database_sync_to_async(services.worker_heartbeat)(
                     self.record.pk,
                     job_id,
@@ -207,21 +207,28 @@ class LensWorker:
                     kind,
                     held["cached"],
                 )
+                if held["changed"]:  # recorded just now: the status strips read it again
+                    await database_sync_to_async(status.lenses_changed)(self.record.pk)
             except Exception:
                 log.exception("heartbeat failed")
                 continue
             if cancel and job is not None:
                 self._cancelled.add(job)
 
-    def _tidy(self) -> dict:
+    async def tidy(self) -> dict:
         """Staff's pins and unloads (admin) applied, an idle device copy let go (LENSWEB_IDLE_UNLOAD_S), and
-        what this process holds now, for the heartbeat."""
-        pinned, unload = services.worker_directives(self.record.pk)
-        if self.engine.tidy(pinned=pinned, unload=unload):
-            status.lenses_changed(self.record.pk)
+        what this process holds now, for the heartbeat. The lens cache's work runs off the event loop and off
+        Django's one sync thread (it may wait for a load in progress)."""
+        pinned, unload = await database_sync_to_async(services.worker_directives)(self.record.pk)
+        held = await sync_to_async(self._tidy_lenses, thread_sensitive=False)(pinned, unload)
         if unload:
-            services.unloads_done(self.record.pk, unload)
-        return self.engine.held()
+            await database_sync_to_async(services.unloads_done)(self.record.pk, unload)
+        return held
+
+    def _tidy_lenses(self, pinned: set[str], unload: set[str]) -> dict:
+        """What the process holds after the tidy; `changed`: it let go of something (the strips re-read)."""
+        changed = self.engine.tidy(pinned=pinned, unload=unload)
+        return {**self.engine.held(), "changed": changed}
 
     # --- one job, in a worker thread ---------------------------------------------------------------------
 

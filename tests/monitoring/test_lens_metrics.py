@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.urls import reverse
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -35,7 +36,7 @@ def loaded(worker: WorkerRecord, where: str, lens: str = "tiny") -> float:
 
 def heartbeat(worker) -> None:
     """One heartbeat of the worker, as its loop sends it: staff's word applied, idle lenses let go, reported."""
-    held = worker._tidy()
+    held = async_to_sync(worker.tidy)()
     services.worker_heartbeat(
         worker.record.pk, None, held["lens_id"], held["device"], None, "analysis", held["cached"]
     )
