@@ -59,8 +59,12 @@ def _chat_facts(lens_id) -> dict:
 
 def _new_generation_form(user, data=None, initial=None):
     specs = [spec for spec, _ in _lenses(user)[0]]
-    # The builder's chat facts follow the lens chosen (the default lens' on a fresh page).
-    lens_id = (data or {}).get(f"{GenerationForm.PREFIX}-lens") or (initial or {}).get("lens")
+    # The builder's chat facts follow the lens chosen (the user's default lens' on a fresh page).
+    lens_id = (
+        (data or {}).get(f"{GenerationForm.PREFIX}-lens")
+        or (initial or {}).get("lens")
+        or next((spec.id for spec in specs if spec.default), None)
+    )
     return GenerationForm(
         data, lenses=specs, limits=services.limits(), chat=_chat_facts(lens_id), initial=initial
     )
