@@ -63,6 +63,7 @@ bench: install
 	$(PY) bench/results_page.py
 	$(PY) bench/demo_prompts.py
 	$(PY) bench/fleet.py
+	$(PY) bench/concurrency.py
 
 screenshots: install
 	$(PY) bench/screenshots.py
