@@ -34,7 +34,12 @@ def quantize(lens, quant: str):
     quantised once); `lens.quant` says so. "" leaves it as it is."""
     if not quant:
         return lens
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+    try:
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+    except ImportError as exc:  # torch says it will drop torch.ao.quantization for torchao
+        raise ModelLoadError(
+            f"LENSWEB_CPU_QUANT={quant} needs torch.ao.quantization, which this torch lacks"
+        ) from exc
 
     seen: set[int] = set()
     for name in vars(lens):
@@ -46,8 +51,9 @@ def quantize(lens, quant: str):
             stack = blocks(module)
         except AttributeError:  # not a causal LM (a value head, a projection): left as it is
             continue
-        with warnings.catch_warnings():  # torch.ao's quantised tensors are deprecated, not yet replaced
+        with warnings.catch_warnings():  # torch.ao's quantisation is deprecated (for torchao), still here
             warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
             # per output channel: a little closer to float32 than one scale a tensor, as fast (measured)
             quantize_dynamic(stack, {torch.nn.Linear: per_channel_dynamic_qconfig}, inplace=True)
     lens.quant = quant
