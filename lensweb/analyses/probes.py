@@ -98,6 +98,11 @@ def do_submit_probe(user, analysis_id: int, what: str, data: dict) -> Probe:
         analysis.lens_id, analysis.input, analysis.options
     )
     request = CHECKS[What(what)](data, len(prepared.token_ids))
+    return _queue_on(user, analysis, spec, inp, options, what, request)
+
+
+def _queue_on(user, analysis, spec, inp, options, what: str, request: dict) -> Probe:
+    """A probe of `analysis`, on its text and options: answered in one step."""
     return _queue(
         user,
         analysis=analysis,
@@ -230,16 +235,7 @@ def activations_probe(user, analysis_id: int, positions) -> Probe:
     for probe in recent.order_by("-id")[:50]:
         if probe.request == request:
             return probe
-    return _queue(
-        user,
-        analysis=analysis,
-        lens_id=spec.id,
-        input=inp.to_dict(),
-        options=options.to_dict(),
-        what=What.ACTIVATIONS,
-        request=request,
-        progress_total=1,
-    )
+    return _queue_on(user, analysis, spec, inp, options, What.ACTIVATIONS, request)
 
 
 def get_probe_for(user, probe_id) -> Probe:

@@ -87,12 +87,6 @@ def worker_loaded(
     notify.status_changed()
 
 
-def lenses_changed(worker_id: int) -> None:
-    """The worker let go of a lens (idle, or staff unloaded it) and its heartbeat recorded it: the strips
-    re-read now."""
-    notify.status_changed()
-
-
 # --- what the pages and the API read ----------------------------------------------------------------------
 
 

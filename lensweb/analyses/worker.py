@@ -32,7 +32,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 from inference.errors import InputError, LensError, OptionError
 from inference.types import AnalysisInput, AnalysisOptions, GenerationOptions
 
-from . import catalog, prefixes, services, status, warmup
+from . import catalog, notify, prefixes, services, status, warmup
 from .engine import get_engine
 from .models import Analysis, Generation, JobStatus, Phase, Probe
 from .notify import WORKER_CHANNEL
@@ -207,8 +207,8 @@ class LensWorker:
                     kind,
                     held["cached"],
                 )
-                if held["changed"]:  # recorded just now: the status strips read it again
-                    await database_sync_to_async(status.lenses_changed)(self.record.pk)
+                if held["changed"]:  # a lens let go, recorded just now: the status strips read it again
+                    await sync_to_async(notify.status_changed)()
             except Exception:
                 log.exception("heartbeat failed")
                 continue
