@@ -3,17 +3,20 @@ loopback and polling until done (bounded loops), against `manage.py serve` with 
 cache off and the rate limits off. Throughput (positions/s) and p50/p95 time to the first row and to done,
 with the machine's float32 matmul rate measured in the same run.
 
-The worker runs one job at a time today: this is the baseline that cross-request batching (issue 30) is to be
-measured against, side by side, in one run.
+Two modes side by side in one run, alternating per user count, each against its own server: one job at a time
+(LENSWEB_SHARED_JOBS=1) and batches shared across jobs (LENSWEB_SHARED_JOBS, default 8: queued analyses of one
+lens and option set share the worker's batches, owners taking turns).
 
 Prints a table and writes bench/results/concurrency.md (or --out).
 
-usage: python bench/concurrency.py [--lens demo|tiny] [--users 1,4,16] [--jobs-per-user N] [--out PATH]
+usage: python bench/concurrency.py [--lens demo|tiny] [--users 1,4,16] [--jobs-per-user N] [--shared-jobs N]
+                                  [--out PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -120,6 +123,7 @@ def main():
     parser.add_argument("--lens", choices=("demo", "tiny"), default="demo")
     parser.add_argument("--users", default="1,4,16")
     parser.add_argument("--jobs-per-user", type=int, default=2)
+    parser.add_argument("--shared-jobs", type=int, default=8, help="LENSWEB_SHARED_JOBS of the shared mode")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "concurrency.md"))
     args = parser.parse_args()
     counts = [int(n) for n in args.users.split(",")]
@@ -128,7 +132,6 @@ def main():
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
     env.update(
         DJANGO_SETTINGS_MODULE="lensweb.settings.base",
-        DATABASE_URL=f"sqlite:///{directory / 'bench.sqlite3'}",
         SECRET_KEY="concurrency-bench",
         LENSWEB_RESULT_CACHE="false",  # every job computes
         LENSWEB_SUBMIT_RATE="",
@@ -144,41 +147,66 @@ def main():
             f'[[lens]]\nid = "tiny"\nname = "tiny"\ncheckpoint = "{tiny.checkpoint}"\nbase_model = "{tiny.base}"\n'
         )
         env["LENSWEB_LENS_REGISTRY"] = str(registry)
+    modes = {"one job at a time": 1, "shared batches": args.shared_jobs}
     rows = []
-    with Stack("embedded", env) as stack:
-        done = subprocess.run(
-            [sys.executable, "manage.py", "shell", "-c", KEYS % {"n": max(counts)}],
-            cwd=ROOT,
-            env=stack.env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        keys = json.loads(done.stdout.strip().splitlines()[-1])
-        one_user(stack.base, keys[0], 1, [])  # warm-up: the worker loads the lens
+    with contextlib.ExitStack() as running:
+        served = {}
+        for mode, shared_jobs in modes.items():  # both up at once: one is idle while the other is measured
+            own = {
+                **env,
+                "DATABASE_URL": f"sqlite:///{directory / f'bench-{shared_jobs}.sqlite3'}",
+                "LENSWEB_SHARED_JOBS": str(shared_jobs),
+            }
+            stack = running.enter_context(Stack(mode, own))
+            done = subprocess.run(
+                [sys.executable, "manage.py", "shell", "-c", KEYS % {"n": max(counts)}],
+                cwd=ROOT,
+                env=stack.env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            keys = json.loads(done.stdout.strip().splitlines()[-1])
+            one_user(stack.base, keys[0], 1, [])  # warm-up: the worker loads the lens
+            served[mode] = (stack, keys)
         for n in counts:
-            rows.append(run(stack.base, keys[:n], args.jobs_per_user))
-            print(rows[-1], flush=True)
+            for mode, (stack, keys) in served.items():
+                rows.append({"mode": mode, **run(stack.base, keys[:n], args.jobs_per_user)})
+                print(rows[-1], flush=True)
     lines = [
         "# Concurrent users on one worker (bench/concurrency.py)",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; float32 matmul rate "
         f"measured in the same run: {peak:.1f} GFLOP/s. `manage.py serve` with its embedded worker (SQLite), "
         f"lens `{args.lens}`, result cache off, k = 1, salience off; each user submits {args.jobs_per_user} short "
-        "texts (6–9 tokens) one after another through the API and follows each job's event stream.",
+        "texts (6–9 tokens) one after another through the API and follows each job's event stream. Two servers, "
+        f"one per mode (LENSWEB_SHARED_JOBS = 1 and {args.shared_jobs}), measured alternately per user count.",
         "",
         "| mode | users | jobs | positions/s | first row p50 s | first row p95 s | done p50 s | done p95 s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| one job at a time | {r['users']} | {r['jobs']} | {r['positions_per_s']:.1f} | {r['first_p50']:.2f} | "
+            f"| {r['mode']} | {r['users']} | {r['jobs']} | {r['positions_per_s']:.1f} | {r['first_p50']:.2f} | "
             f"{r['first_p95']:.2f} | {r['done_p50']:.2f} | {r['done_p95']:.2f} |"
+        )
+    by = {(r["mode"], r["users"]): r for r in rows}
+    lines += [
+        "",
+        "| users | positions/s, shared ÷ one at a time | first row p50, one at a time ÷ shared |",
+        "|---:|---:|---:|",
+    ]
+    for n in counts:
+        one, shared = by[("one job at a time", n)], by[("shared batches", n)]
+        lines.append(
+            f"| {n} | {shared['positions_per_s'] / one['positions_per_s']:.2f}× | "
+            f"{one['first_p50'] / shared['first_p50']:.2f}× |"
         )
     lines += [
         "",
-        "One job at a time: the worker's batches hold positions of one job only, so with 16 users a job waits for "
-        "those ahead of it. Batches filled from several jobs (issue 30) are to be measured beside this, in one run.",
+        "One job at a time, a job waits for every job ahead of it; with shared batches the queued jobs of one lens "
+        "and option set join the running batches, each starting with a small share, so a newcomer's first row "
+        "comes after one batch rather than after the jobs ahead of it.",
     ]
     report = "\n".join(lines) + "\n"
     print(report)

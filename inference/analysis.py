@@ -14,7 +14,7 @@ import torch
 
 from . import ENGINE_VERSION
 from .decoding import decode
-from .driver import Work, analyze  # noqa: F401  (analyze: this module's entry)
+from .driver import analyze  # noqa: F401  (analyze: this module's entry)
 from .encoding import cosine_similarity, encode, mse, relative_rmse, salience
 from .errors import OptionError
 from .families import Family
@@ -23,7 +23,7 @@ from .lens import Lens, lens_files, lens_width, load_lens, load_tokenizer, spec_
 from .metrics import activation_norms, kl_divergences, logit_lens_top, norm_range
 from .models import text_config
 from .rows import Row
-from .sampling import uniforms_for_rows
+from .sharing import Items, Work
 from .types import AnalysisOptions
 
 DEFAULT_CPU_ROWS = 256
@@ -60,13 +60,12 @@ def analysis_metadata(
     }
 
 
-def _analyze_batch(lens, prepared, orig, positions, options, work: Work) -> list[dict]:
+def _analyze_batch(lens, items: Items, options, work: Work) -> list[Row]:
     budget, ticker = work.budget, work.ticker
-    k = options.best_of_k
-    pos = torch.tensor(positions, device=lens.device)
-    acts = orig.acts[pos]  # (B, d) float32
-    current = orig.ids[pos] if lens.ckpt.add_current_token else None
-    uniforms = uniforms_for_rows(options.seed, positions, k, lens.t_text) if options.temperature > 0 else None
+    k, n = options.best_of_k, len(items)
+    acts = items.acts  # (B, d) float32
+    current = items.ids if lens.ckpt.add_current_token else None
+    uniforms = items.uniforms(k, lens.t_text) if options.temperature > 0 else None
 
     t0 = time.perf_counter()
     tokens = decode(lens, acts, k, options.temperature, uniforms, ticker.step)  # (B·k, T)
@@ -74,11 +73,11 @@ def _analyze_batch(lens, prepared, orig, positions, options, work: Work) -> list
     ticker.phase("encoding")
     cur_k = None if current is None else current.repeat_interleave(k)
     recon = encode(lens, tokens, cur_k, chunk=budget)
-    all_mse = mse(acts.repeat_interleave(k, dim=0), recon).view(len(positions), k)
+    all_mse = mse(acts.repeat_interleave(k, dim=0), recon).view(n, k)
     best = all_mse.argmin(dim=1)  # first on ties
     best_mse = all_mse.gather(1, best.unsqueeze(1)).squeeze(1)
-    best_tokens = tokens.view(len(positions), k, -1)[torch.arange(len(positions)), best]
-    best_recon = recon.view(len(positions), k, -1)[torch.arange(len(positions)), best]
+    best_tokens = tokens.view(n, k, -1)[torch.arange(n), best]
+    best_recon = recon.view(n, k, -1)[torch.arange(n), best]
     scores = {
         "rel": relative_rmse(acts, best_mse),
         "cos": cosine_similarity(acts, best_recon),
@@ -93,18 +92,14 @@ def _analyze_batch(lens, prepared, orig, positions, options, work: Work) -> list
     kl = None
     if options.kl:
         ticker.phase("kl")
-        kl = kl_divergences(lens, orig, positions, best_recon)
+        kl = items.kl(lens, best_recon)
     t4 = time.perf_counter()
     ll = logit_lens_top(lens, acts) if options.logit_lens else None
     work.spent(t0, t1, t2, t3, t4)
-    return _rows(
-        lens, prepared, positions, tokens, all_mse, best, best_tokens, best_mse, scores, sal, kl, ll, options
-    )
+    return _rows(lens, items, tokens, all_mse, best, best_tokens, best_mse, scores, sal, kl, ll, options)
 
 
-def _rows(
-    lens, prepared, positions, tokens, all_mse, best, best_tokens, best_mse, scores, sal, kl, ll, options
-):
+def _rows(lens, items, tokens, all_mse, best, best_tokens, best_mse, scores, sal, kl, ll, options):
     """One host transfer per batch, then plain Python. `scores`: relative RMSE, cos and ‖A‖ per position."""
     k = options.best_of_k
     best_tokens_l = best_tokens.tolist()
@@ -117,13 +112,13 @@ def _rows(
     all_mse_l = all_mse.tolist() if options.keep_candidates else None
     decode_one = _token_decoder(lens.tokenizer)
     rows = []
-    for i, p in enumerate(positions):
+    for i, p in enumerate(items.positions):
         expl_ids = best_tokens_l[i]
         expl_tokens = [decode_one(t) for t in expl_ids]
         row = Row(
             position=p,
-            token=prepared.tokens[p],
-            token_id=prepared.token_ids[p],
+            token=items.token(i),
+            token_id=items.token_id(i),
             explanation=lens.tokenizer.decode(expl_ids),  # whole decode: multi-byte characters stay intact
             explanation_tokens=expl_tokens,
             explanation_token_ids=expl_ids,

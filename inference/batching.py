@@ -28,7 +28,7 @@ def batches(todo: list[int], largest: int, first: int | None = None) -> Iterator
     while start < len(todo):
         yield todo[start : start + size]
         start += size
-        size = min(largest, size * 2)
+        size = next_size(size, largest)
 
 
 @dataclass(frozen=True)
@@ -44,46 +44,29 @@ class Progress:
 OnProgress = Callable[[Progress], None]
 
 
-def ticked_batches(
-    todo: list[int],
-    largest: int,
-    first: int | None,
-    check_cancel: Callable[[], None],
-    on_progress: OnProgress | None,
-    *,
-    done_before: int,
-    total: int,
-    steps: int,
-) -> Iterator[tuple[list[int], BatchTicker]]:
-    """What both drivers loop over: each batch of `batches` (after a cancel check) with the ticker its
-    decode steps and phases report through; `done_before` grows by each batch, one row a position."""
-    for batch in batches(todo, largest, first):
-        check_cancel()
-        yield (
-            batch,
-            BatchTicker(
-                check_cancel, on_progress, done_before=done_before, size=len(batch), total=total, steps=steps
-            ),
-        )
-        done_before += len(batch)
+def next_size(size: int, largest: int) -> int:
+    """The size after a batch of `size`: twice it, up to `largest` (the rule `batches` follows)."""
+    return min(largest, size * 2)
+
+
+@dataclass(frozen=True)
+class Share:
+    """One job's part of a running batch, for its progress: `size` of its positions, after `done_before`
+    of its `total` were done."""
+
+    on_progress: OnProgress | None
+    done_before: int
+    size: int
+    total: int
 
 
 class BatchTicker:
-    """Check for a cancel and report progress at every decode step and phase of one batch: the drivers pass
-    `step` where they passed their cancel check, and call `phase` between phases."""
+    """Check for a cancel and report progress at every decode step and phase of one batch, to each job whose
+    positions it holds (inference.sharing): the families call `step` before each decode step and `phase`
+    between phases."""
 
-    def __init__(
-        self,
-        check_cancel: Callable[[], None],
-        on_progress: OnProgress | None,
-        *,
-        done_before: int,
-        size: int,
-        total: int,
-        steps: int,
-    ):
-        self._check_cancel, self._on_progress = check_cancel, on_progress
-        self._done_before, self._size, self._total, self._steps = done_before, size, total, max(1, steps)
+    def __init__(self, check_cancel: Callable[[], None], shares: list[Share], *, steps: int):
+        self._check_cancel, self._shares, self._steps = check_cancel, shares, max(1, steps)
         self._step = 0
 
     def step(self) -> None:
@@ -98,5 +81,6 @@ class BatchTicker:
         self._report(name, PHASE_STARTS[name])
 
     def _report(self, phase: str, share: float) -> None:
-        if self._on_progress is not None:
-            self._on_progress(Progress(phase, self._done_before + share * self._size, self._total))
+        for part in self._shares:
+            if part.on_progress is not None:
+                part.on_progress(Progress(phase, part.done_before + share * part.size, part.total))

@@ -9,11 +9,10 @@ Incremental: rows are handed out per finished batch. Cancellation is checked bet
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import torch
 
-from .batching import BatchTicker, OnProgress, ticked_batches
+from .batching import OnProgress
 from .errors import InputError, OptionError
 from .families import family_of
 from .inputs import activation_vectors, prepare_input, vector_options, vector_token_ids
@@ -22,39 +21,8 @@ from .metrics import OrigPass, norm_range, orig_forward
 from .models import hidden_size, text_config
 from .options import short
 from .rows import Row
-from .types import (
-    AnalysisInput,
-    AnalysisOptions,
-    AnalysisResult,
-    BatchUpdate,
-    OnBatch,
-    PreparedInput,
-    ShouldCancel,
-)
-
-
-@dataclass(frozen=True)
-class Work:
-    """What a batch step is given besides the lens, the input and its positions."""
-
-    steps: int  # explanation tokens decoded per row
-    budget: int  # rows (positions × k) per batch: also the chunk of the encoder's passes
-    timings: dict[str, float]  # seconds per phase, added to by each step
-    ticker: BatchTicker  # the batch's progress: ticker.step() per decode step, ticker.phase(name)
-
-    def spent(self, t0: float, t1: float, t2: float, t3: float, t4: float) -> None:
-        """A batch's clock readings at the start and after decoding, encoding, salience and KL."""
-        for phase, start, end in (
-            ("decode", t0, t1),
-            ("encode", t1, t2),
-            ("salience", t2, t3),
-            ("kl", t3, t4),
-        ):
-            self.timings[phase] += end - start
-
-
-class Cancelled(Exception):
-    """should_cancel() said so: the driver ends with the rows so far."""
+from .sharing import Task, run_alone
+from .types import AnalysisInput, AnalysisOptions, AnalysisResult, OnBatch, PreparedInput, ShouldCancel
 
 
 def analyze(
@@ -62,100 +30,63 @@ def analyze(
     inp: AnalysisInput,
     options: AnalysisOptions,
     *,
+    rows_budget: int | None = None,
+    **task,
+) -> AnalysisResult:
+    """Rows for every analysed position (or, resuming, the `remaining` ones), handed out per batch through
+    `on_batch` (returning False stops); the batches start at `first_batch` positions (inference.batching) and
+    grow to the rows budget, and `on_progress` hears every decode step and phase in between. The other
+    keywords are begin()'s. One text alone: inference.sharing runs several in shared batches."""
+    return run_alone(begin(lens, inp, options, **task), lens, rows_budget)
+
+
+def begin(
+    lens,
+    inp: AnalysisInput,
+    options: AnalysisOptions,
+    *,
     remaining: list[int] | None = None,
     on_batch: OnBatch | None = None,
     should_cancel: ShouldCancel | None = None,
-    rows_budget: int | None = None,
     limits: Limits = DEFAULT_LIMITS,
     on_progress: OnProgress | None = None,
     first_batch: int | None = None,
     max_new_tokens: int | None = None,
     prepared=None,
-) -> AnalysisResult:
-    """Rows for every analysed position (or, resuming, the `remaining` ones), handed out per batch through
-    `on_batch` (returning False stops); the batches start at `first_batch` positions (inference.batching) and
-    grow to the rows budget, and `on_progress` hears every decode step and phase in between. `prepared`: the
-    input already tokenised by the caller (else it is, here). `max_new_tokens`: an NLA's explanation bound
-    (its setting by default)."""
+    owner=None,
+) -> Task:
+    """One text's analysis, ready to run alone (analyze) or in batches shared with other texts
+    (inference.sharing.SharedBatches): its options checked, its text tokenised (unless the caller did:
+    `prepared`) and run once through the orig model. `max_new_tokens`: an NLA's explanation bound (its
+    setting by default); `owner`: whom shared batches take turns between."""
     family = family_of(lens)
-    t_start = time.perf_counter()
+    started = time.perf_counter()
     options.validate(limits)
     steps = family.steps(lens, max_new_tokens, limits)
     prepared = prepared or prepare_input(lens.tokenizer, inp, options, limits)
     todo = positions_to_run(prepared.positions, remaining)
-    timings = {"activations": 0.0, "decode": 0.0, "encode": 0.0, "salience": 0.0, "kl": 0.0}
     with torch.inference_mode():
         ids = torch.tensor(prepared.token_ids, device=lens.device)
         t0 = time.perf_counter()
         orig = orig_forward(lens, ids, full=options.kl)  # once per text
         norm_range(lens)  # once per loaded lens: one forward of a short text, with the activations' time
-        timings["activations"] += time.perf_counter() - t0
-        status, rows = _batches(
-            family,
-            lens,
-            prepared,
-            orig,
-            todo,
-            options,
-            steps,
-            rows_budget,
-            first_batch,
-            timings,
-            on_batch,
-            on_progress,
-            should_cancel,
-        )
-    timings["total"] = time.perf_counter() - t_start
-    metadata = family.metadata(lens, prepared, options, steps)
-    return AnalysisResult(status=status, rows=rows, metadata=metadata, timings=timings)
-
-
-def _batches(
-    family,
-    lens,
-    prepared,
-    orig,
-    todo,
-    options,
-    steps,
-    rows_budget,
-    first_batch,
-    timings,
-    on_batch,
-    on_progress,
-    should_cancel,
-) -> tuple[str, list[Row]]:
-    """The batches of `todo` through the family's step: (done, stopped or cancelled; the rows)."""
-    already = len(prepared.positions) - len(todo)
-    budget = rows_budget or family.rows_budget(lens, steps)
-    per_batch = max(1, budget // options.best_of_k)
-
-    def check_cancel():
-        if should_cancel is not None and should_cancel():
-            raise Cancelled
-
-    rows: list[Row] = []
-    try:
-        for batch, ticker in ticked_batches(
-            todo,
-            per_batch,
-            first_batch,
-            check_cancel,
-            on_progress,
-            done_before=already,
-            total=len(prepared.positions),
-            steps=steps,
-        ):
-            new_rows = family.batch(
-                lens, prepared, orig, batch, options, Work(steps, budget, timings, ticker)
-            )
-            rows.extend(new_rows)
-            update = BatchUpdate(rows=new_rows, done=already + len(rows), total=len(prepared.positions))
-            if on_batch is not None and on_batch(update) is False:
-                return ("stopped" if len(rows) < len(todo) else "done"), rows
-    except Cancelled:
-        return "cancelled", rows
-    return "done", rows
+        spent = time.perf_counter() - t0
+    task = Task(
+        prepared=prepared,
+        orig=orig,
+        options=options,
+        steps=steps,
+        todo=todo,
+        owner=owner,
+        on_batch=on_batch,
+        on_progress=on_progress,
+        should_cancel=should_cancel,
+        first_batch=first_batch,
+        metadata=family.metadata(lens, prepared, options, steps),
+        started=started,
+    )
+    task.timings["activations"] += spent
+    return task
 
 
 def describe(
@@ -192,35 +123,29 @@ def describe(
         positions=list(range(len(acts))),
         rendered_text="",
     )
-    timings = {"activations": 0.0, "decode": 0.0, "encode": 0.0, "salience": 0.0, "kl": 0.0}
     with torch.inference_mode():
         orig = OrigPass(
             ids=torch.tensor(ids, device=lens.device),
             acts=torch.tensor(acts, dtype=torch.float32, device=lens.device),
         )
         norm_range(lens)
-        status, rows = _batches(
-            family,
-            lens,
-            prepared,
-            orig,
-            prepared.positions,
-            options,
-            steps,
-            rows_budget,
-            None,
-            timings,
-            on_batch,
-            None,
-            should_cancel,
-        )
-    timings["total"] = time.perf_counter() - t_start
     metadata = {
         **family.metadata(lens, prepared, options, steps),
         "described": "vectors: row i explains vector i as the activation at a position",
         "token_ids_given": given,
     }
-    return AnalysisResult(status=status, rows=rows, metadata=metadata, timings=timings)
+    task = Task(
+        prepared=prepared,
+        orig=orig,
+        options=options,
+        steps=steps,
+        todo=list(prepared.positions),
+        on_batch=on_batch,
+        should_cancel=should_cancel,
+        metadata=metadata,
+        started=t_start,
+    )
+    return run_alone(task, lens, rows_budget)
 
 
 def activations(

@@ -86,6 +86,20 @@ def analyze(lens, inp, options, **kwargs):
     return drive(lens, inp, options, **kwargs)
 
 
+def begin(lens, inp, options, **kwargs):
+    """inference.driver.begin: one text's analysis (a sharing.Task), to run in batches shared with others."""
+    from .driver import begin as run
+
+    return run(lens, inp, options, **kwargs)
+
+
+def shared_batches(lens, options, steps: int, rows_budget: int | None = None):
+    """inference.sharing.SharedBatches: tasks of one lens and option set, batch by batch, owners in turn."""
+    from .sharing import SharedBatches
+
+    return SharedBatches(lens, options, steps, rows_budget)
+
+
 def score(lens, inp, options, position: int, **kwargs):
     """inference.driver.score: the caller's explanation at a position, through the lens' encoder (a Row)."""
     from .driver import score as run
@@ -123,6 +137,7 @@ __all__ = [
     "activation_vectors",
     "activations",
     "analyze",
+    "begin",
     "chat_template_info",
     "chosen_positions",
     "common_prefix",
@@ -143,6 +158,7 @@ __all__ = [
     "prepare_input",
     "result_key",
     "score",
+    "shared_batches",
     "tokenizer",
     "vector_options",
     "vector_token_ids",

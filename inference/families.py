@@ -29,7 +29,8 @@ class Family:
     # (lens, the caller's max_new_tokens or None, limits) → explanation tokens per row
     steps: Callable[[Any, int | None, Any], int]
     rows_budget: Callable[[Any, int], int]  # (lens, steps) → rows per batch when the caller names none
-    batch: Callable[..., list[dict]]  # (lens, prepared, orig, positions, options, driver.Work) → rows
+    # (lens, sharing.Items: positions of one or more texts, options, sharing.Work) → a Row per item
+    batch: Callable[..., list]
     metadata: Callable[..., dict]  # (lens, prepared, options, steps) → the result's metadata
     # (lens, prepared, orig, position, explanation, explanation_token_ids, options, limits) → a Row
     score: Callable[..., Any]

@@ -18,7 +18,6 @@ from typing import Any
 import torch
 
 from . import ENGINE_VERSION
-from .driver import Work
 from .encoding import relative_rmse
 from .errors import InputError
 from .families import Family
@@ -29,7 +28,8 @@ from .nla import NLALens, load_nla, nla_files, nla_spec_identity, nla_tokenizer,
 from .nla_format import STOP_STRING, explanation_words, fill, parse_explanation, without_word
 from .options import check_int
 from .rows import Row
-from .sampling import sample_tokens, uniforms_for_rows
+from .sampling import sample_tokens
+from .sharing import Items, Work
 from .types import (
     AnalysisOptions,
 )
@@ -90,13 +90,13 @@ def analysis_metadata(nla: NLALens, prepared, options: AnalysisOptions, steps: i
     }
 
 
-def _analyze_batch(nla, prepared, orig, positions, options, work: Work) -> list[dict]:
+def _analyze_batch(nla, items: Items, options, work: Work) -> list[Row]:
     steps, ticker = work.steps, work.ticker
-    k, n = options.best_of_k, len(positions)
-    acts = orig.acts[torch.tensor(positions, device=nla.device)]  # (B, d) float32
+    k, n = options.best_of_k, len(items)
+    acts = items.acts  # (B, d) float32
     if not torch.isfinite(acts).all():
         raise InputError("an activation at block K is not finite; the base model overflowed on this text")
-    uniforms = uniforms_for_rows(options.seed, positions, k, steps) if options.temperature > 0 else None
+    uniforms = items.uniforms(k, steps) if options.temperature > 0 else None
 
     t0 = time.perf_counter()
     generated = generate_explanations(nla, acts, k, options.temperature, uniforms, steps, ticker.step)
@@ -123,7 +123,7 @@ def _analyze_batch(nla, prepared, orig, positions, options, work: Work) -> list[
         ticker.phase("kl")
         best_recon = recon[chosen]
         norms = acts.norm(dim=-1, keepdim=True) / best_recon.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        kl = kl_divergences(nla, orig, positions, best_recon * norms).tolist()
+        kl = items.kl(nla, best_recon * norms).tolist()
     t4 = time.perf_counter()
     ll = logit_lens_top(nla, acts) if options.logit_lens else None
     work.spent(t0, t1, t2, t3, t4)
@@ -132,13 +132,13 @@ def _analyze_batch(nla, prepared, orig, positions, options, work: Work) -> list[
     rel_l = rel.tolist()
     norm_l, usual = activation_norms(acts).tolist(), norm_range(nla)
     rows = []
-    for i, p in enumerate(positions):
+    for i, p in enumerate(items.positions):
         c = chosen[i]
         explanation, matched = parsed[c]
         row = Row(
             position=p,
-            token=prepared.tokens[p],
-            token_id=prepared.token_ids[p],
+            token=items.token(i),
+            token_id=items.token_id(i),
             explanation=explanation,
             explanation_tokens=explanation_words(explanation),
             explanation_token_ids=generated[c].ids,

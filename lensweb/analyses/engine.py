@@ -173,6 +173,14 @@ class InferenceEngine:
     def analyze(self, lens, inp, options, **kwargs):
         return core.analyze(lens, inp, options, **kwargs)
 
+    def begin(self, lens, inp, options, **kwargs):
+        """One text's analysis as a task for shared batches (inference.sharing): analyze()'s keywords."""
+        return core.begin(lens, inp, options, **kwargs)
+
+    def shared_batches(self, lens, task, rows_budget=None):
+        """Batches that `task` and later tasks of its lens and option set share, owners taking turns."""
+        return core.shared_batches(lens, task.options, task.steps, rows_budget)
+
     def score(self, lens, inp, options, position, **kwargs):
         return core.score(lens, inp, options, position, **kwargs)
 

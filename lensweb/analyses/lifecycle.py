@@ -41,13 +41,16 @@ GREW_WHILE_RUNNING = "grew_while_running"
 KEPT_METADATA = (GREW_WHILE_RUNNING, "reused_positions", "reused_from")
 
 
-def claim_next_job(worker: WorkerRecord) -> Analysis | Generation | None:
-    """Take the first job (of any kind) of a lens the worker serves, in fair order. The conditional UPDATE is the lock: of several
-    workers racing for one job exactly one sees rowcount 1 (PostgreSQL re-checks the WHERE after the row
-    lock). The claim counts an attempt (a crash cannot report itself); a graceful hand-back gives it back
-    (do_requeue_job). One transaction: a database that fails between the claim and reading the job back
-    undoes the claim."""
+def claim_next_job(worker: WorkerRecord, joins=None) -> Analysis | Generation | None:
+    """Take the first job (of any kind) of a lens the worker serves, in fair order. The conditional UPDATE is
+    the lock: of several workers racing for one job exactly one sees rowcount 1 (PostgreSQL re-checks the WHERE
+    after the row lock). The claim counts an attempt (a crash cannot report itself); a graceful hand-back gives
+    it back (do_requeue_job). One transaction: a database that fails between the claim and reading the job
+    back undoes the claim. `joins(kind, job_id)`: a running shared batch's test; a job joins it only from the
+    head of the queue, so sharing never takes a job ahead of one that cannot join."""
     for kind, job_id in fair_queue(worker.lenses or []):
+        if joins is not None and not joins(kind, job_id):
+            return None
         model = JOB_MODELS[kind]
         now = timezone.now()
         with transaction.atomic():
@@ -268,9 +271,14 @@ def do_finish_job(
             error=error[:2000],
             **changes,
         )
-        WorkerRecord.objects.filter(pk=worker_id).update(state=WorkerRecord.State.IDLE, last_heartbeat=now)
         if not finished:
             return False
+        if not any(
+            m.objects.filter(worker_id=worker_id, status=Status.RUNNING).exists() for m in JOB_MODELS.values()
+        ):
+            WorkerRecord.objects.filter(pk=worker_id).update(
+                state=WorkerRecord.State.IDLE, last_heartbeat=now
+            )
         job.refresh_from_db()
         if model is Analysis:
             if status == Status.DONE:
@@ -398,27 +406,29 @@ def requeue_stale_jobs(now=None) -> list[int]:
 
 def worker_heartbeat(
     worker_id: int,
-    job_id: int | None,
+    jobs=(),
     lens_id: str = "",
     device: str = "",
     memory_bytes: int | None = None,
-    kind: str = Analysis.kind,
     cached_lenses: list[str] | None = None,
-) -> bool:
-    """Refresh the worker's and its job's heartbeat, with what it holds (on the device, in its CPU cache).
-    Returns whether a cancel was requested for the job."""
+) -> set[tuple[str, int]]:
+    """Refresh the worker's heartbeat and its running jobs' (`jobs`: their (kind, id); several share its
+    batches), with what it holds (on the device, in its CPU cache). Returns the jobs whose cancel was asked."""
     now = timezone.now()
+    jobs = list(jobs)
     WorkerRecord.objects.filter(pk=worker_id).update(
         last_heartbeat=now,
-        state=WorkerRecord.State.BUSY if job_id else WorkerRecord.State.IDLE,
+        state=WorkerRecord.State.BUSY if jobs else WorkerRecord.State.IDLE,
         lens_id=lens_id,
         device=device,
         memory_bytes=memory_bytes,
         cached_lenses=list(cached_lenses or []),
     )
-    if job_id is None:
-        return False
-    JOB_MODELS[kind].objects.filter(pk=job_id, worker_id=worker_id, status=Status.RUNNING).update(
-        heartbeat_at=now
-    )
-    return is_cancel_requested(job_id, kind)
+    cancelled = set()
+    for kind in {kind for kind, _ in jobs}:
+        ids = [job_id for k, job_id in jobs if k == kind]
+        mine = JOB_MODELS[kind].objects.filter(pk__in=ids, worker_id=worker_id, status=Status.RUNNING)
+        mine.update(heartbeat_at=now)
+        asked = JOB_MODELS[kind].objects.filter(pk__in=ids, cancel_requested=True)
+        cancelled |= {(kind, job_id) for job_id in asked.values_list("pk", flat=True)}
+    return cancelled

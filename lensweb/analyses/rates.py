@@ -29,7 +29,8 @@ def record(job: Analysis) -> None:
     """A finished analysis' measured seconds per position, folded into its lens and option set's rate."""
     timings = job.timings or {}
     positions = job.progress_done - job.attempt_base
-    work = (timings.get("attempt_s") or 0) - (timings.get("load_s") or 0)
+    # work_s: a job that shared its batches with others is charged its share of their time, not the wall time
+    work = timings.get("work_s") or (timings.get("attempt_s") or 0) - (timings.get("load_s") or 0)
     if positions <= 0 or work <= 0 or (job.metadata or {}).get("cached"):
         return
     measured = work / positions

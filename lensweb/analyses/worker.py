@@ -1,4 +1,5 @@
-"""The inference worker: one per process, one job at a time (a model wants the whole device).
+"""The inference worker: one per process (a model wants the whole device), one job at a time, except that
+queued analyses of the lens and options it is running join its batches (lensweb.analyses.runs).
 
 It polls the queue (doorbells only cut latency), claims jobs in fair order, runs the engine in a thread
 so that cancel and doorbell messages keep arriving, persists each batch before announcing it, heartbeats,
@@ -32,10 +33,11 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 from inference.errors import InputError, LensError, OptionError
 from inference.types import AnalysisInput, AnalysisOptions, GenerationOptions
 
-from . import catalog, notify, prefixes, services, status, warmup
+from . import catalog, notify, services, status, warmup
 from .engine import get_engine
-from .models import Analysis, Generation, JobStatus, Phase, Probe
+from .models import Analysis, Generation, JobStatus, Probe
 from .notify import WORKER_CHANNEL
+from .runs import AnalysisRun
 
 log = logging.getLogger("lensweb.worker")
 
@@ -98,7 +100,7 @@ class LensWorker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._cancelled: set[tuple[str, int]] = set()  # (kind, id)
-        self._job: tuple[str, int] | None = None
+        self._jobs: dict[tuple[str, int], None] = {}  # the running jobs' (kind, id), in the order taken
         self._task: asyncio.Task | None = None
         self._acquired = None  # the spec whose lens the running job holds (released when it ends)
 
@@ -138,12 +140,16 @@ class LensWorker:
         return self._stopping
 
     @property
-    def current_job_id(self) -> int | None:
-        return self._job[1] if self._job else None
+    def current_jobs(self) -> list[tuple[str, int]]:
+        """The running jobs' (kind, id): one, or the analyses sharing its batches."""
+        return list(self._jobs)
 
-    @property
-    def current_job(self) -> tuple[str, int] | None:
-        return self._job
+    def running(self, job) -> None:
+        self._jobs[(job.kind, job.pk)] = None
+
+    def ended(self, job) -> None:
+        self._jobs.pop((job.kind, job.pk), None)
+        self._cancelled.discard((job.kind, job.pk))
 
     # --- the loop --------------------------------------------------------------------------------------
 
@@ -182,29 +188,27 @@ class LensWorker:
         job = await database_sync_to_async(services.claim_next_job)(self.record)
         if job is None:
             return False
-        self._job = (job.kind, job.pk)
+        self.running(job)
         try:
             # Off the event loop, and not in Django's one sync thread: requests and heartbeats go on.
             await sync_to_async(self._execute, thread_sensitive=False)(job)
         finally:
-            self._job = None
-            self._cancelled.discard((job.kind, job.pk))
+            for key in list(self._jobs):
+                self._cancelled.discard(key)
+            self._jobs.clear()
         return True
 
     async def _heartbeat_forever(self) -> None:
         while True:
             await asyncio.sleep(settings.LENSWEB_HEARTBEAT_INTERVAL)
-            job = self._job
-            kind, job_id = job if job else (Analysis.kind, None)
             try:
                 held = await self.tidy()
                 cancel = await database_sync_to_async(services.worker_heartbeat)(
                     self.record.pk,
-                    job_id,
+                    self.current_jobs,
                     held["lens_id"],
                     held["device"],
                     memory_in_use(),
-                    kind,
                     held["cached"],
                 )
                 if held["changed"]:  # a lens let go, recorded just now: the status strips read it again
@@ -212,8 +216,7 @@ class LensWorker:
             except Exception:
                 log.exception("heartbeat failed")
                 continue
-            if cancel and job is not None:
-                self._cancelled.add(job)
+            self._cancelled |= cancel
 
     async def tidy(self) -> dict:
         """Staff's pins and unloads (admin) applied, an idle device copy let go (LENSWEB_IDLE_UNLOAD_S), and
@@ -233,33 +236,43 @@ class LensWorker:
     # --- one job, in a worker thread ---------------------------------------------------------------------
 
     def _execute(self, job: Analysis | Generation) -> None:
-        worker_id, kind = self.record.pk, job.kind
-        run = {Generation.kind: self._run_generation, Probe.kind: self._run_probe}.get(kind, self._run_job)
         try:
-            run(job)
-        except LensError as exc:
-            error = public_error(exc, job.lens_id)
-            self._write_outcome(
-                job, "fail", lambda: services.do_fail_job(job.pk, worker_id, error, kind=kind)
-            )
-        except DATABASE_AWAY as exc:
-            # Not the job's fault: back to the queue, to resume after its persisted rows. The attempt counts.
-            error = f"{type(exc).__name__}: {exc}"
-            log.warning("%s %s: database error (%s); handing it back to the queue", kind, job.pk, error)
-            self._write_outcome(
-                job, "hand back", lambda: services.do_requeue_job(job.pk, worker_id, error=error, kind=kind)
-            )
-        except Exception as exc:
-            log.exception("%s %s failed", kind, job.pk)
-            error = f"internal error ({type(exc).__name__}): {exc}"
-            self._write_outcome(
-                job, "fail", lambda: services.do_fail_job(job.pk, worker_id, error, kind=kind)
-            )
+            if job.kind == Analysis.kind:
+                AnalysisRun(self, job).run()  # it ends each of its jobs, on an error too
+            else:
+                run = {Generation.kind: self._run_generation, Probe.kind: self._run_probe}[job.kind]
+                try:
+                    run(job)
+                except Exception as exc:
+                    self.job_failed(job, exc)
         finally:
             if self._acquired is not None:
                 self.engine.release(self._acquired)
                 self._acquired = None
             connections.close_all()  # this pool thread's connections; the next job opens fresh ones
+
+    def job_failed(self, job, exc: Exception) -> None:
+        """End a job on an error: the engine's (the input's, or the lens') fails it; the database away hands
+        it back to the queue, to resume after its persisted rows (the attempt counts); anything else fails it
+        as an internal error. Called where the error was caught."""
+        worker_id, kind = self.record.pk, job.kind
+        if isinstance(exc, LensError):
+            error = public_error(exc, job.lens_id)
+            self._write_outcome(
+                job, "fail", lambda: services.do_fail_job(job.pk, worker_id, error, kind=kind)
+            )
+        elif isinstance(exc, DATABASE_AWAY):
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning("%s %s: database error (%s); handing it back to the queue", kind, job.pk, error)
+            self._write_outcome(
+                job, "hand back", lambda: services.do_requeue_job(job.pk, worker_id, error=error, kind=kind)
+            )
+        else:
+            log.error("%s %s failed", kind, job.pk, exc_info=exc)
+            error = f"internal error ({type(exc).__name__}): {exc}"
+            self._write_outcome(
+                job, "fail", lambda: services.do_fail_job(job.pk, worker_id, error, kind=kind)
+            )
 
     def _write_outcome(self, job, what: str, action) -> None:
         """Write how a job ended, retrying while the database is away. Past LENSWEB_STALE_AFTER (or when
@@ -268,16 +281,16 @@ class LensWorker:
             action, f"{what} {job.kind} {job.pk}", settings.LENSWEB_STALE_AFTER, lambda: self._stopping
         )
 
-    def _is_cancelled(self, job) -> bool:
+    def is_cancelled(self, job) -> bool:
         return (job.kind, job.pk) in self._cancelled
 
-    def _holds(self, spec) -> bool:
+    def holds(self, spec) -> bool:
         return self.engine.holds(spec)
 
-    def _load(self, spec):
+    def load(self, spec):
         """The job's lens on the device, in use until the job ends (_execute releases it): a switch from another
         lens waits for the jobs running on that one (lenscache)."""
-        if self._holds(spec):
+        if self.holds(spec):
             lens = self.engine.acquire(spec)
         else:
             warmup.wait_until_warm(timeout=600)  # an embedded worker: after the web process' tokenizer reads
@@ -294,64 +307,7 @@ class LensWorker:
         self._acquired = spec
         return lens
 
-    def _run_job(self, job: Analysis) -> None:
-        close_old_connections()
-        started = time.monotonic()
-        worker_id = self.record.pk
-        spec = self.engine.get_spec(job.lens_id)
-        inp, options = AnalysisInput.from_dict(job.input), AnalysisOptions.from_dict(job.options)
-        limits = services.limits()
-        prepared = self.engine.prepare(spec, inp, options, limits)
-        persisted = services.persisted_positions(job.pk)
-        # Resume after the persisted rows: results are deterministic per position.
-        remaining = [p for p in prepared.positions if p not in persisted]
-        if not self._holds(spec):
-            self._report_progress(job, Phase.LOADING, None)  # the card says so while the model loads
-        lens = self._load(spec)
-        loaded = time.monotonic()
-        metadata = self.engine.metadata(lens, prepared)
-        services.do_record_metadata(job.pk, worker_id, metadata, total=len(prepared.positions))
-        if remaining and not persisted:  # a first attempt: an earlier analysis may hold a prefix's rows
-            reused = prefixes.do_reuse_prefix(job.pk, worker_id, prepared.token_ids, remaining, metadata)
-            persisted.update(reused)
-            remaining = [p for p in remaining if p not in reused]
-
-        def on_batch(update) -> bool:
-            fresh = [row for row in update.rows if row.position not in persisted]
-            go_on = services.do_record_batch(job.pk, worker_id, fresh)
-            persisted.update(row["position"] for row in fresh)
-            return go_on and not self._stopping and not self._is_cancelled(job)
-
-        status, timings = "done", {}
-        budget = {"rows_budget": rows} if (rows := catalog.rows_budget(spec.id)) else {}  # staff's, in admin
-        if remaining:
-            result = self.engine.analyze(
-                lens,
-                inp,
-                options,
-                remaining=remaining,
-                prepared=prepared,  # tokenised once per attempt: here, not again in the engine
-                on_batch=on_batch,
-                on_progress=self._progress_reporter(job),
-                should_cancel=lambda: self._is_cancelled(job),
-                limits=limits,
-                **budget,
-            )
-            leftover = [row for row in result.rows if row.position not in persisted]
-            if leftover:  # an engine may hand the last rows only in its result
-                services.do_record_batch(job.pk, worker_id, leftover)
-            status, timings = result.status, dict(result.timings or {})
-        timings.update(load_s=round(loaded - started, 3), attempt_s=round(time.monotonic() - started, 3))
-        if self._is_cancelled(job) or services.is_cancel_requested(job.pk):
-            # A cancelled job never shows as done, even if its last batch completed it.
-            services.do_finish_job(job.pk, worker_id, Analysis.Status.CANCELLED, timings=timings)
-        elif status == "done":
-            services.do_finish_job(job.pk, worker_id, Analysis.Status.DONE, timings=timings)
-        elif self._stopping:
-            services.do_requeue_job(job.pk, worker_id)  # graceful: the attempt is given back
-        # else: the job was taken from this worker (re-queued as stale); its new worker carries on.
-
-    def _progress_reporter(self, job):
+    def progress_reporter(self, job):
         """The engine's on_progress for `job`: written at most every LENSWEB_PROGRESS_EVERY seconds (a
         decode step of a small lens takes milliseconds)."""
         last = [-float("inf")]
@@ -360,11 +316,11 @@ class LensWorker:
             now = time.monotonic()
             if now - last[0] >= settings.LENSWEB_PROGRESS_EVERY:
                 last[0] = now
-                self._report_progress(job, progress.phase, progress.done)
+                self.report_progress(job, progress.phase, progress.done)
 
         return on_progress
 
-    def _report_progress(self, job, phase: str, partial: float | None) -> None:
+    def report_progress(self, job, phase: str, partial: float | None) -> None:
         try:
             services.do_record_progress(job.pk, self.record.pk, phase, partial)
         except Exception as exc:  # progress is a courtesy: the job goes on without it
@@ -375,7 +331,7 @@ class LensWorker:
         on its analysis' text and options: answered in one step, so an attempt after a crash starts again."""
         close_old_connections()
         started = time.monotonic()
-        lens = self._load(self.engine.get_spec(probe.lens_id))
+        lens = self.load(self.engine.get_spec(probe.lens_id))
         loaded = time.monotonic()
         inp, limits, asked = AnalysisInput.from_dict(probe.input), services.limits(), probe.request
         if probe.what == Probe.What.SCORE:
@@ -399,7 +355,7 @@ class LensWorker:
                 AnalysisOptions.from_dict(probe.options),
                 token_ids=asked.get("token_ids"),
                 limits=limits,
-                should_cancel=lambda: self._is_cancelled(probe),
+                should_cancel=lambda: self.is_cancelled(probe),
             )
             left_out = ("token_ids", "positions", "rendered_text")  # the caller's vectors say it all
             metadata = {k: v for k, v in described.metadata.items() if k not in left_out}
@@ -437,7 +393,7 @@ class LensWorker:
         started = time.monotonic()
         worker_id, pk = self.record.pk, generation.pk
         spec = self.engine.get_spec(generation.lens_id)
-        lens = self._load(spec)
+        lens = self.load(spec)
         loaded = time.monotonic()
         tokenizer = lens.tokenizer
         state = {"at": 0.0, "go_on": True}
@@ -455,7 +411,7 @@ class LensWorker:
             state["go_on"] = services.do_record_tokens(pk, worker_id, samples, steps)
 
         def should_cancel() -> bool:
-            return bool(self._is_cancelled(generation) or self._stopping or not state["go_on"])
+            return bool(self.is_cancelled(generation) or self._stopping or not state["go_on"])
 
         result = self.engine.generate(
             lens,
@@ -470,7 +426,7 @@ class LensWorker:
             "generate_s": round(time.monotonic() - loaded, 3),
             "attempt_s": round(time.monotonic() - started, 3),
         }
-        if self._is_cancelled(generation) or services.is_cancel_requested(pk, Generation.kind):
+        if self.is_cancelled(generation) or services.is_cancel_requested(pk, Generation.kind):
             services.do_finish_job(
                 pk, worker_id, JobStatus.CANCELLED, timings, kind=Generation.kind, result=result
             )

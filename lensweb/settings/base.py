@@ -182,6 +182,9 @@ LENSWEB_WORKER_LENSES = env.list("LENSWEB_WORKER_LENSES", default=[])
 # none), and lets go of its device copy after this many seconds without work (0: never).
 LENSWEB_CPU_CACHE_BYTES = env.int("LENSWEB_CPU_CACHE_BYTES", default=8 * 1024**3)
 LENSWEB_IDLE_UNLOAD_S = env.float("LENSWEB_IDLE_UNLOAD_S", default=900.0)
+# Queued analyses of one lens and option set a worker runs at once, their positions sharing its batches,
+# owners taking turns (inference.sharing); 1: one job at a time.
+LENSWEB_SHARED_JOBS = env.int("LENSWEB_SHARED_JOBS", default=8)
 # A job whose worker died this many times is failed rather than retried (it may be what kills them).
 LENSWEB_MAX_ATTEMPTS = env.int("LENSWEB_MAX_ATTEMPTS", default=3)
 LENSWEB_DEMO_USERNAME = "demo"

@@ -96,14 +96,14 @@ def test_the_rows_budget_staff_set_is_what_the_worker_batches_by(api, alice_key,
     submitted = api.post(URL, {"text": "a b c d"}, key=alice_key).json_body
     batches = []
     engine = run_jobs.worker.engine
-    analyze = engine.analyze
+    begin = engine.begin
 
     def counting(lens, inp, options, **kwargs):
         on_batch = kwargs["on_batch"]
         kwargs["on_batch"] = lambda update: batches.append(len(update.rows)) or on_batch(update)
-        return analyze(lens, inp, options, **kwargs)
+        return begin(lens, inp, options, **kwargs)
 
-    monkeypatch.setattr(engine, "analyze", counting)
+    monkeypatch.setattr(engine, "begin", counting)
     assert run_jobs(record) == [("analysis", submitted["id"])]
     assert batches == [
         1,

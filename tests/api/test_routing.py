@@ -116,7 +116,7 @@ def test_a_queued_card_learns_when_a_worker_for_its_lens_starts_and_stops(
 
 def test_a_lens_in_a_workers_cpu_memory_is_cached_in_the_status(api, alice_key, settings):
     worker = services.register_worker(lenses=["tiny", "tiny-b"])
-    services.worker_heartbeat(worker.pk, None, "tiny", "cpu", None, "analysis", ["tiny-b"])
+    services.worker_heartbeat(worker.pk, [], "tiny", "cpu", None, ["tiny-b"])
     lenses = {
         lens["id"]: lens["state"] for lens in api.get("/api/v1/status", key=alice_key).json_body["lenses"]
     }

@@ -45,9 +45,17 @@ def run_queue(cache_on):
             workers[-1].record = services.register_worker(device="cpu")
         worker = workers[-1]
         ran = []
+        took = LensWorker.running.__get__(worker)
+
+        def running(job):  # the claimed job, and analyses that joined its batches
+            if job.pk not in ran:
+                ran.append(job.pk)
+            took(job)
+
+        worker.running = running
         while (job := services.claim_next_job(worker.record)) is not None:
+            worker.running(job)
             worker._execute(job)
-            ran.append(job.pk)
         return ran
 
     return run

@@ -37,9 +37,7 @@ def loaded(worker: WorkerRecord, where: str, lens: str = "tiny") -> float:
 def heartbeat(worker) -> None:
     """One heartbeat of the worker, as its loop sends it: staff's word applied, idle lenses let go, reported."""
     held = async_to_sync(worker.tidy)()
-    services.worker_heartbeat(
-        worker.record.pk, None, held["lens_id"], held["device"], None, "analysis", held["cached"]
-    )
+    services.worker_heartbeat(worker.record.pk, [], held["lens_id"], held["device"], None, held["cached"])
 
 
 @pytest.fixture

@@ -157,7 +157,8 @@ def describe(predicate) -> str:
 @pytest.fixture
 def run_jobs(tiny_engine):
     """Run every claimable job, of either kind, to its end with one worker in this thread (the worker's own
-    code: claim, execute, record); returns the (kind, id) it ran."""
+    code: claim, execute, record); returns the (kind, id) it ran, in the order it took them (analyses that
+    joined a running one's batches included)."""
     from lensweb.analyses import services
     from lensweb.analyses.worker import LensWorker
 
@@ -166,9 +167,17 @@ def run_jobs(tiny_engine):
     def run(record=None) -> list[tuple[str, int]]:
         worker.record = record or worker.record or services.register_worker(device="cpu")
         ran = []
+        took = LensWorker.running.__get__(worker)
+
+        def running(job):  # the claimed job, and analyses that joined its batches
+            if (job.kind, job.pk) not in ran:
+                ran.append((job.kind, job.pk))
+            took(job)
+
+        worker.running = running
         while not worker.stopping and (job := services.claim_next_job(worker.record)) is not None:
+            worker.running(job)
             worker._execute(job)
-            ran.append((job.kind, job.pk))
         return ran
 
     run.worker = worker

@@ -37,24 +37,24 @@ def test_a_card_shows_its_place_then_its_phase_before_its_first_row(
     assert "Position <strong>1</strong> in the queue" in card(job.pk)
 
     engine = run_jobs.worker.engine
-    real_acquire, real_analyze = engine.acquire, engine.analyze
+    real_acquire, real_begin = engine.acquire, engine.begin
     seen = {}
 
     def acquire(spec):
         seen["loading"] = card(job.pk)
         return real_acquire(spec)
 
-    def analyze(lens, inp, options, **kwargs):
+    def begin(lens, inp, options, **kwargs):
         on_batch = kwargs["on_batch"]
 
         def first_batch_seen(update):
             seen.setdefault("before_rows", card(job.pk))  # progress is written, the batch not yet
             return on_batch(update)
 
-        return real_analyze(lens, inp, options, **{**kwargs, "on_batch": first_batch_seen})
+        return real_begin(lens, inp, options, **{**kwargs, "on_batch": first_batch_seen})
 
     monkeypatch.setattr(engine, "acquire", acquire)
-    monkeypatch.setattr(engine, "analyze", analyze)
+    monkeypatch.setattr(engine, "begin", begin)
     assert run_jobs() == [("analysis", job.pk)]
     assert 'data-phase="loading"' in seen["loading"] and "loading lens tiny" in seen["loading"]
     before = seen["before_rows"]

@@ -267,6 +267,6 @@ def test_a_cancel_reaches_the_worker_with_its_kind(tiny_engine):
     consumer._worker = lambda: worker  # the process' worker, without starting its loop
 
     asyncio.run(consumer.analysis_cancel({"type": "analysis.cancel", "job": 5, "kind": "generation"}))
-    assert worker._is_cancelled(Generation(pk=5)) and not worker._is_cancelled(Analysis(pk=5))
+    assert worker.is_cancelled(Generation(pk=5)) and not worker.is_cancelled(Analysis(pk=5))
     asyncio.run(consumer.analysis_cancel({"type": "analysis.cancel", "job": 6}))  # an older sender: analysis
-    assert worker._is_cancelled(Analysis(pk=6)) and not worker._is_cancelled(Generation(pk=6))
+    assert worker.is_cancelled(Analysis(pk=6)) and not worker.is_cancelled(Generation(pk=6))

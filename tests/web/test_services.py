@@ -221,9 +221,9 @@ def test_requeue_on_stop_keeps_rows_and_honours_a_cancel(alice, worker):
 def test_heartbeat_reports_cancel_and_live_workers(alice, worker):
     job = submit(alice)
     services.claim_next_job(worker)
-    assert services.worker_heartbeat(worker.pk, job.pk, "tiny", "cpu", 123) is False
+    assert services.worker_heartbeat(worker.pk, [("analysis", job.pk)], "tiny", "cpu", 123) == set()
     services.do_cancel(alice, job.pk)
-    assert services.worker_heartbeat(worker.pk, job.pk) is True
+    assert services.worker_heartbeat(worker.pk, [("analysis", job.pk)]) == {("analysis", job.pk)}
     assert list(services.live_workers()) == [worker]
     services.worker_stopped(worker.pk)
     assert not services.live_workers().exists()

@@ -114,8 +114,8 @@ def exit_if_busy(embedded: EmbeddedWorker | None) -> None:
     """After the reactor stopped: a batch still running in its thread would hold the interpreter's exit
     forever, so leave at once (the job is re-queued once stale)."""
     worker = embedded.worker if embedded is not None else None
-    if worker is not None and worker.current_job_id is not None:
-        log.warning("exiting with analysis %s unfinished; it is re-queued once stale", worker.current_job_id)
+    if worker is not None and worker.current_jobs:
+        log.warning("exiting with %s unfinished; re-queued once stale", worker.current_jobs)
         os._exit(0)
 
 
