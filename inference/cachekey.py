@@ -52,11 +52,11 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def placement(device: str = "", dtype: str = "", quant: str = "") -> tuple[str, str]:
+def placement(device: str = "", dtype: str = "", quant: str = "", lens_quant: str = "") -> tuple[str, str]:
     """(device type, dtype) that `inference.engine.load` picks given LENSWEB_DEVICE=`device`,
-    LENSWEB_DTYPE=`dtype` (empty: its defaults) and LENSWEB_CPU_QUANT=`quant` (on a CPU the dtype becomes
-    "float32+int8"), worked out without initialising CUDA, for a web process
-    to key results by before any worker has loaded the lens.
+    LENSWEB_DTYPE=`dtype` (empty: its defaults), LENSWEB_CPU_QUANT=`quant` (on a CPU the dtype becomes
+    "float32+int8") and the lens' own registry `lens_quant` (on any device), worked out without initialising
+    CUDA, for a web process to key results by before any worker has loaded the lens.
 
     Mirrors `pick_device` / `pick_dtype`: CUDA if available, else CPU; bfloat16 on CUDA (`pick_dtype` falls
     back to float32 only on a GPU where torch cannot even emulate bf16, which it can tell only by
@@ -65,6 +65,5 @@ def placement(device: str = "", dtype: str = "", quant: str = "") -> tuple[str, 
     """
     kind = device_type(device) if device else ("cuda" if _cuda_available() else "cpu")
     dtype = dtype or ("bfloat16" if kind == "cuda" else "float32")
-    if kind == "cpu" and quant:  # LENSWEB_CPU_QUANT: inference.quant.dtype_name names it so
-        return kind, f"{dtype}+{quant}"
-    return kind, dtype
+    quant = lens_quant or (quant if kind == "cpu" else "")  # as inference.quant.pick_quant
+    return kind, f"{dtype}+{quant}" if quant else dtype  # as inference.quant.dtype_name names it

@@ -29,12 +29,12 @@ from .registry import LensRegistry, LensSpec, load_registry
 
 
 def load(spec: LensSpec, device: str | None = None, dtype: str | None = None):
-    """The loaded lens of `spec`, of its family (slow: seconds; workers only); on a CPU, quantised as
-    LENSWEB_CPU_QUANT says (inference.quant)."""
+    """The loaded lens of `spec`, of its family (slow: seconds; workers only), with 8-bit weights where its
+    registry entry or, on a CPU, LENSWEB_CPU_QUANT asks (inference.quant)."""
     from .quant import pick_quant, quantize
 
     lens = family(spec.kind).load(spec, device=device, dtype=dtype)
-    return quantize(lens, pick_quant(lens.device))
+    return quantize(lens, pick_quant(lens.device, spec.quant))
 
 
 def tokenizer(spec: LensSpec):
@@ -59,9 +59,13 @@ def identity(spec: LensSpec) -> str:
 
 
 def move(lens, device: str):
-    """inference.placement.move: the loaded lens with its weights on `device` (a worker's CPU cache)."""
+    """inference.placement.move: the loaded lens with its weights on `device` (a worker's CPU cache); None
+    for a lens that cannot leave its GPU (bitsandbytes' int8 weights: inference.quant), to be let go."""
     from .placement import move as run
+    from .quant import stays_on_device
 
+    if stays_on_device(lens) and str(device) != str(lens.device):
+        return None
     return run(lens, device)
 
 

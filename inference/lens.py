@@ -170,18 +170,18 @@ def load_lens(spec: LensSpec, device: str | None = None, dtype: str | None = Non
         from .demo_base import ensure_demo_base
 
         base = str(ensure_demo_base())
-        model = load_model(base, dev, dt)
+        model = load_model(base, dev, dt, spec.quant)
         tokenizer = load_tokenizer_from(base)
         ckpt = demo_checkpoint(model, tokenizer)
         untrained = True
     else:
         ckpt = read_checkpoint(spec.checkpoint)
         base = _base_location(spec, ckpt)
-        model = load_model(base, dev, dt)
+        model = load_model(base, dev, dt, spec.quant)
         tokenizer = load_tokenizer_from(base)
         untrained = False
     t_model = time.perf_counter()
-    orig = load_model(spec.donor_model, dev, dt) if spec.donor_model else model
+    orig = load_model(spec.donor_model, dev, dt, spec.quant) if spec.donor_model else model
     if orig is not model:
         _check_same_architecture(model, orig, spec.donor_model)
     ckpt.check_against(hidden_size(model), num_layers(model))

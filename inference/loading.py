@@ -36,10 +36,11 @@ _SHARED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 _SHARED_LOCK = threading.Lock()
 
 
-def load_model(location: str, device: torch.device, dtype: torch.dtype):
+def load_model(location: str, device: torch.device, dtype: torch.dtype, quant: str = ""):
     """A causal LM from a local directory, frozen, on `device`; the one another loaded lens holds where its
-    files and dtype are the same (moved to `device` if it was elsewhere)."""
-    key = _share_key(location, device, dtype)
+    files, dtype and quantisation (its registry's `quant`: inference.quant) are the same (moved to `device` if
+    it was elsewhere)."""
+    key = _share_key(location, device, dtype, quant)
     with _SHARED_LOCK:
         shared = _SHARED.get(key) if key else None
     if shared is not None:
@@ -51,7 +52,7 @@ def load_model(location: str, device: torch.device, dtype: torch.dtype):
     return model
 
 
-def _share_key(location: str, device: torch.device, dtype: torch.dtype) -> tuple | None:
+def _share_key(location: str, device: torch.device, dtype: torch.dtype, quant: str) -> tuple | None:
     """The directory's resolved path and its files' names, sizes and mtimes (a model replaced in place is
     another), with the dtype and the quantisation the engine will apply; None for what is not a readable
     directory."""
@@ -62,7 +63,7 @@ def _share_key(location: str, device: torch.device, dtype: torch.dtype) -> tuple
         files = tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir()))
     except OSError:
         return None
-    return str(path), files, str(dtype), pick_quant(device)  # a quantised model is another model
+    return str(path), files, str(dtype), pick_quant(device, quant)  # a quantised model is another model
 
 
 def _read_model(location: str, device: torch.device, dtype: torch.dtype):

@@ -266,10 +266,10 @@ def load_nla(spec: LensSpec, device: str | None = None, dtype: str | None = None
 
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
-    base = load_model(base_path, dev, dt)
+    base = load_model(base_path, dev, dt, spec.quant)
     check_base(cfg, hidden_size(base), num_layers(base), base_path)
-    av = load_model(str(av_dir), dev, dt)
-    ar = load_model(str(ar_dir), dev, dt)
+    av = load_model(str(av_dir), dev, dt, spec.quant)
+    ar = load_model(str(ar_dir), dev, dt, spec.quant)
     _drop_unused_head(ar)
     from safetensors.torch import load_file
 

@@ -14,6 +14,7 @@ from .families import KINDS
 DEMO_CHECKPOINT = "demo"
 LENS_KINDS = KINDS  # a Consistency Lens checkpoint ("lens"); a Natural Language Autoencoder pair ("nla")
 NLA_ONLY_KEYS = ("av", "ar", "nla_baseline_rawvar", "max_new_tokens")
+QUANTS = ("", "int8")  # a lens' `quant`, and LENSWEB_CPU_QUANT (inference.quant applies them)
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class LensSpec:
     ar: str | None = None  # NLA: the activation reconstructor's directory
     nla_baseline_rawvar: float | None = None  # NLA: fve_nrm's variance constant (else the sidecar's)
     max_new_tokens: int | None = None  # NLA: the longest explanation (else inference.nla's default)
+    # "int8": 8-bit weights for this lens wherever it runs (inference.quant: bitsandbytes on CUDA, torch's
+    # dynamic int8 on a CPU); "": as LENSWEB_CPU_QUANT says on a CPU, full precision on a GPU
+    quant: str = ""
 
     @property
     def is_demo(self) -> bool:
@@ -125,7 +129,15 @@ def _spec_from_table(entry: dict, index: int, base_dir: Path) -> LensSpec:
         donor_model=_maybe_path(base_dir, entry.get("donor_model")),
         default=bool(entry.get("default", False)),
         description=str(entry.get("description", "")),
+        quant=_quant(entry, where),
     )
+
+
+def _quant(entry: dict, where: str) -> str:
+    quant = entry.get("quant", "")
+    if quant not in QUANTS:
+        raise RegistryError(f"{where}: 'quant' is {quant!r}; expected \"int8\" (8-bit weights) or none")
+    return quant
 
 
 def _nla_spec_from_table(entry: dict, where: str, base_dir: Path) -> LensSpec:
@@ -176,6 +188,7 @@ def _nla_spec_from_table(entry: dict, where: str, base_dir: Path) -> LensSpec:
         ar=str(_relative_to(base_dir, entry["ar"])) if has_pair else None,
         nla_baseline_rawvar=None if var is None else float(var),
         max_new_tokens=steps,
+        quant=_quant(entry, where),
     )
 
 

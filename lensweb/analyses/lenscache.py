@@ -44,7 +44,7 @@ class Loaded:
 @dataclass
 class LensCache:
     load: Any  # spec -> lens (from its files)
-    move: Any  # (lens, device) -> lens
+    move: Any  # (lens, device) -> lens, or None for one that cannot leave its device (let go instead)
     nbytes: Any  # lens -> int
     free: Any = None  # () -> None: returns freed memory to the device (gc, the CUDA allocator's cache)
     cpu_budget: int = 0
@@ -137,6 +137,9 @@ class LensCache:
         moved = not held.on_cpu
         if moved:
             held.lens = self.move(held.lens, "cpu")
+            if held.lens is None:  # it cannot leave its device (8-bit CUDA weights): let go of
+                self._free()
+                return
         self.cpu[held.key] = held  # the most recently used: last
         evicted = False
         while sum(h.nbytes for h in self.cpu.values()) > self.cpu_budget:

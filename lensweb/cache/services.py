@@ -114,7 +114,7 @@ def key_for(spec, prepared, options, owner=None) -> Key | None:
     if identity is None:
         return None
     device, dtype = lens_engine.placement(
-        settings.LENSWEB_DEVICE, settings.LENSWEB_DTYPE, settings.LENSWEB_CPU_QUANT
+        settings.LENSWEB_DEVICE, settings.LENSWEB_DTYPE, settings.LENSWEB_CPU_QUANT, spec.quant
     )
     return make_key(identity, device, dtype, prepared, options, scope=scope_of(owner))
 

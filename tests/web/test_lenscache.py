@@ -95,6 +95,15 @@ def test_a_budget_of_zero_keeps_nothing_and_a_lens_over_the_budget_is_let_go():
     assert small.state()["cpu_cache"] == []
 
 
+def test_a_lens_that_cannot_leave_its_device_is_let_go_at_a_switch():
+    cache, world, _ = make(budget=10 * SIZE)
+    cache.move = lambda lens, device: None if lens["id"] == "a" else world.move(lens, device)  # 8-bit CUDA
+    use(cache, "a"), use(cache, "b"), use(cache, "c")
+    assert cache.state() == {"device": ["c"], "cpu_cache": ["b"]}  # a was let go, b moved to the CPU
+    use(cache, "a")
+    assert cache.last.source == "disk"
+
+
 def test_a_cpu_worker_moves_nothing_and_keeps_an_idle_lens_only_within_its_budget():
     cache, world, clock = make(budget=SIZE, idle=10, home="cpu")
     use(cache, "a")
