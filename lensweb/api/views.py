@@ -256,13 +256,28 @@ def _file_doc(media: str) -> dict:
     exclude_unset=True,  # optional row and result fields the engine did not give stay absent
     url_name="analysis_export_json",
     operation_id="exportAnalysisJson",
-    summary="The analysis in the research file format (the browser's JSON download, byte for byte)",
+    summary="The analysis as JSON: what was computed, null for what was not (the browser's JSON download)",
     response={200: None, 404: s.Error} | COMMON,
     openapi_extra=_file_doc("application/json"),
     tags=["analyses"],
 )
 def export_analysis_json(request, analysis_id: int):
     return as_download(*results.analysis_download(_get_analysis_for_user(request, analysis_id), "json"))
+
+
+@router.get(
+    "/analyses/{id:analysis_id}/export.research.json",
+    exclude_unset=True,
+    url_name="analysis_export_research_json",
+    operation_id="exportAnalysisResearchJson",
+    summary='The analysis in the research site\'s shape: "[token]" after explanations, -1.0 for KL not computed',
+    response={200: None, 404: s.Error} | COMMON,
+    openapi_extra=_file_doc("application/json"),
+    tags=["analyses"],
+)
+def export_analysis_research_json(request, analysis_id: int):
+    job = _get_analysis_for_user(request, analysis_id)
+    return as_download(*results.analysis_download(job, "research"))
 
 
 @router.get(

@@ -2,12 +2,15 @@
 and the JSON API expose the same bytes. Reading it back is `imports.py`.
 
     export_json(analysis, rows) -> bytes       {"metadata": {...}, "data": [row, ...]}
+    export_json(analysis, rows, research=True) the research site's shape, its conventions kept
     export_csv(analysis, rows, raw=False)      one line per position, spreadsheet-safe unless raw
 
-A research row has `position, token, explanation, explanation_structured, token_salience, mse,
-relative_rmse, kl_divergence` (golden README §5): `explanation` is the decoded explanation plus
-"[token]" when the lens adds the current token, `explanation_structured` the per-token decodes (plus
-"[token]"), `kl_divergence` -1.0 when not computed. Our own fields follow under names that do not clash.
+A row has `position, token, explanation, explanation_structured, token_salience, mse, relative_rmse,
+kl_divergence` (golden README §5), then our own fields under names that do not clash. Our files write what was
+computed and nothing else: `explanation` is the explanation, `kl_divergence` null where KL was not computed.
+The research-shape file keeps the research site's conventions (CONVENTIONS): "[token]" after the explanation
+(and as the last of `explanation_structured`) when the lens adds the current token, and -1.0 for a KL not
+computed; each file's metadata says which it is (`research_shape`) and what its conventions are.
 
 Every row then has its fidelity columns (FIDELITY_FIELDS): `cosine_similarity` (cos of A and Â),
 `activation_norm` (‖A‖₂) and `activation_norm_outlier` (‖A‖ far outside the lens' usual range: position 0,
@@ -31,7 +34,21 @@ from lensweb.analyses.families import NLA_ONLY_FIELDS, is_nla  # noqa: F401  (is
 
 FORMAT = "lensweb-analysis"
 FORMAT_VERSION = 1
-KL_NOT_COMPUTED = -1.0
+KL_NOT_COMPUTED = -1.0  # the research site's "not computed"
+# What each shape writes where the research format forces a convention (metadata "conventions"; README).
+CONVENTIONS = {
+    False: {
+        "explanation": "the explanation alone (add_current_token says whether the lens also reads the token)",
+        "kl_divergence": "null where KL was not computed",
+    },
+    True: {
+        "explanation": (
+            'the explanation followed by "[token]" where the lens adds the current token, and "[token]" the '
+            "last item of explanation_structured: the research site's convention"
+        ),
+        "kl_divergence": "-1.0 where KL was not computed: the research site's convention",
+    },
+}
 
 # Research row fields first (their order), then ours.
 RESEARCH_FIELDS = (
@@ -80,7 +97,17 @@ NLA_CSV_FIELDS = NLA_METRIC_FIELDS
 LENS_CSV_EXTRA = FIDELITY_FIELDS
 NLA_CSV_EXTRA = NLA_CSV_FIELDS + NORM_FIELDS
 # Metadata keys that become Analysis fields on import (and are rebuilt from them on export).
-ENVELOPE_KEYS = ("format", "format_version", "analysis_id", "status", "input", "options", "timings")
+ENVELOPE_KEYS = (
+    "format",
+    "format_version",
+    "research_shape",
+    "conventions",
+    "analysis_id",
+    "status",
+    "input",
+    "options",
+    "timings",
+)
 
 
 # --- export ----------------------------------------------------------------------------------------
@@ -90,10 +117,12 @@ def current_token_suffix(row: dict, add_current_token: bool) -> str | None:
     return f"[{row.get('token', '')}]" if add_current_token else None
 
 
-def research_row(row: dict, add_current_token: bool, nla: bool = False) -> dict[str, Any]:
-    """One of our rows in the research site's shape (+ our fields), in EXPORT_FIELDS order, then an NLA's
-    fields when `nla`."""
-    suffix = current_token_suffix(row, add_current_token)
+def research_row(
+    row: dict, add_current_token: bool, nla: bool = False, research: bool = True
+) -> dict[str, Any]:
+    """One of our rows in the research site's field order (+ our fields), in EXPORT_FIELDS order, then an NLA's
+    fields when `nla`; with the research site's conventions where `research` (CONVENTIONS)."""
+    suffix = current_token_suffix(row, add_current_token) if research else None
     tokens = row.get("explanation_tokens")
     structured = list(tokens) if isinstance(tokens, list) else None
     if structured is not None and suffix is not None:
@@ -108,7 +137,7 @@ def research_row(row: dict, add_current_token: bool, nla: bool = False) -> dict[
         "token_salience": row.get("token_salience"),
         "mse": row.get("mse"),
         "relative_rmse": row.get("relative_rmse"),
-        "kl_divergence": kl if kl is not None else KL_NOT_COMPUTED,
+        "kl_divergence": KL_NOT_COMPUTED if kl is None and research else kl,
         "token_id": row.get("token_id"),
         "explanation_token_ids": row.get("explanation_token_ids"),
         "explanation_tokens": tokens,
@@ -128,13 +157,15 @@ def research_row(row: dict, add_current_token: bool, nla: bool = False) -> dict[
     return out
 
 
-def export_metadata(analysis) -> dict[str, Any]:
-    """The analysis' engine metadata plus its envelope (input, options, timings, status)."""
+def export_metadata(analysis, research: bool = False) -> dict[str, Any]:
+    """The analysis' engine metadata plus its envelope (input, options, timings, status, the file's shape)."""
     meta = dict(analysis.metadata or {})
     options = analysis.options or {}
     envelope = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        "research_shape": research,
+        "conventions": CONVENTIONS[research],
         "analysis_id": analysis.pk,
         "status": analysis.status,
         "input": analysis.input,
@@ -155,13 +186,15 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, allow_nan=False)
 
 
-def export_json(analysis, rows: list[dict], user_scores: list[dict] = ()) -> bytes:
+def export_json(analysis, rows: list[dict], user_scores: list[dict] = (), *, research: bool = False) -> bytes:
     """`{"metadata": {...}, "data": [...]}`, one row per line (diffable; a 1,000-row file stays readable);
-    then, where its owner scored explanations of their own (analyses.probes), `"user_scores": [...]`."""
+    then, where its owner scored explanations of their own (analyses.probes), `"user_scores": [...]`.
+    `research`: the research site's shape, its conventions kept (CONVENTIONS)."""
     add_current = bool((analysis.metadata or {}).get("add_current_token"))
     nla = is_nla(analysis.metadata, rows)
-    lines = [f'{{"metadata": {_dumps(export_metadata(analysis))},', ' "data": [']
-    body = [_dumps(research_row(r, add_current, nla)) for r in sorted(rows, key=lambda r: r["position"])]
+    lines = [f'{{"metadata": {_dumps(export_metadata(analysis, research))},', ' "data": [']
+    ordered = sorted(rows, key=lambda r: r["position"])
+    body = [_dumps(research_row(r, add_current, nla, research)) for r in ordered]
     lines.append(",\n".join(body))
     if user_scores:
         lines.append('], "user_scores": [')
@@ -172,7 +205,7 @@ def export_json(analysis, rows: list[dict], user_scores: list[dict] = ()) -> byt
 
 # A spreadsheet runs a cell that starts with one of these as a formula (=HYPERLINK(...) or a DDE call
 # opened from a shared link), so the default CSV prefixes such a text cell with "'" (OWASP, "CSV
-# Injection"). Only text cells: a number we write as a number (-0.5, -1.0 for "KL not computed") is read
+# Injection"). Only text cells: a number we write as a number (-0.5, a negative score) is read
 # as a number, cannot be a formula, and must stay numeric for whoever sums the column. List cells are
 # JSON and start with "[" or "{". `raw=True` writes every cell unchanged (the JSON export is always exact).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -204,7 +237,7 @@ def export_csv(analysis, rows: list[dict], *, raw: bool = False) -> bytes:
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(fields)
     for row in sorted(rows, key=lambda r: r["position"]):
-        out = research_row(row, add_current, nla)
+        out = research_row(row, add_current, nla, research=False)
         cells = [_csv_cell(out[k]) for k in fields]
         writer.writerow(cells if raw else [spreadsheet_safe(c) for c in cells])
     return buffer.getvalue().encode("utf-8")

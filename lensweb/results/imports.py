@@ -430,7 +430,10 @@ def _our_row(
     add_current: bool,
     max_candidates: int = DEFAULT_MAX_CANDIDATES,
     nla: bool = False,
+    research: bool = True,
 ) -> dict[str, Any]:
+    """A file's row as ours; `research`: the file is in the research site's shape ("[token]" after the
+    explanation, -1.0 for a KL not computed: export.CONVENTIONS), which is undone here."""
     _check(isinstance(raw, dict), where, "row", "an object", raw)
     for name in ("position", "token", "mse"):
         if name not in raw:
@@ -503,7 +506,7 @@ def _our_row(
     nla_fields = _nla_fields(raw, where) if nla else {}
     fidelity = _fidelity_fields(raw, where, nla)
 
-    suffix = current_token_suffix(raw, add_current)
+    suffix = current_token_suffix(raw, add_current) if research else None  # our own files add none
     tokens = raw.get("explanation_tokens")
     if tokens is None and structured is not None:
         tokens = (
@@ -542,7 +545,7 @@ def _our_row(
         **fidelity,
     }
     # Whatever our shape cannot reproduce exactly is kept as it came, to be written back on export.
-    rebuilt = research_row(row, add_current, nla)
+    rebuilt = research_row(row, add_current, nla, research)
     kept = {k: v for k, v in raw.items() if k not in rebuilt or (k in EXPORT_FIELDS and rebuilt[k] != v)}
     kept.pop("kl", None)
     if kept:
@@ -662,9 +665,10 @@ def parse_import(
             _check(isinstance(raw, dict), f"{here}, row {j + 1}", "row", "an object", raw)
         add_current = _detect_add_current(metadata, raw_rows)
         nla = is_nla(metadata, raw_rows)
+        research = metadata.get("research_shape") is not False  # the research site's files, our older ones
         rows, seen = [], set()
         for j, raw in enumerate(raw_rows):
-            row = _our_row(raw, f"{here}, row {j + 1}", add_current, max_candidates, nla)
+            row = _our_row(raw, f"{here}, row {j + 1}", add_current, max_candidates, nla, research)
             if row["position"] in seen:
                 raise ImportFormatError(f"{here}, row {j + 1}: position {row['position']} appears twice")
             seen.add(row["position"])

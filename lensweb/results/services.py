@@ -158,12 +158,17 @@ def history_page(
 
 
 def analysis_download(analysis: Analysis, kind: str, raw: bool = False) -> tuple[bytes, str, str]:
-    """(content, content type, file name) of an analysis' JSON or CSV export. CSV cells are spreadsheet-safe
-    unless `raw` (export.FORMULA_STARTS): a shared link's cells reach other people."""
+    """(content, content type, file name) of an analysis' JSON, research-shape JSON ("research") or CSV
+    export. CSV cells are spreadsheet-safe unless `raw` (export.FORMULA_STARTS): a shared link's cells reach
+    other people."""
     rows = rows_of(analysis)
-    if kind == "json":
-        content = export.export_json(analysis, rows, analyses_services.user_scores(analysis))
-        return content, "application/json", f"analysis-{analysis.pk}.json"
+    if kind in ("json", "research"):
+        research = kind == "research"
+        content = export.export_json(
+            analysis, rows, analyses_services.user_scores(analysis), research=research
+        )
+        name = f"analysis-{analysis.pk}.research.json" if research else f"analysis-{analysis.pk}.json"
+        return content, "application/json", name
     return (
         export.export_csv(analysis, rows, raw=raw),
         "text/csv; charset=utf-8",

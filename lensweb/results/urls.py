@@ -14,6 +14,11 @@ urlpatterns = [
     path("analyses/<id:analysis_id>/export.json", views.export_json, name="export_json"),
     path("analyses/<id:analysis_id>/export.csv", views.export_csv, name="export_csv"),
     path(
+        "analyses/<id:analysis_id>/export.research.json",
+        views.export_research_json,
+        name="export_research_json",
+    ),
+    path(
         "generations/<id:generation_id>/export.json",
         views.generation_export_json,
         name="generation_export_json",
@@ -34,4 +39,9 @@ urlpatterns = [
     path("s/<str:token>/candidates/<id:position>/", views.shared_candidates, name="shared_candidates"),
     path("s/<str:token>/export.json", views.shared_export_json, name="shared_export_json"),
     path("s/<str:token>/export.csv", views.shared_export_csv, name="shared_export_csv"),
+    path(
+        "s/<str:token>/export.research.json",
+        views.shared_export_research_json,
+        name="shared_export_research_json",
+    ),
 ]

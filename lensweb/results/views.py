@@ -119,12 +119,14 @@ def _results_context(request, analysis: Analysis, *, shared_token: str | None = 
         scores_url = ""
         export_json = reverse("results:shared_export_json", args=[shared_token])
         export_csv = reverse("results:shared_export_csv", args=[shared_token])
+        export_research = reverse("results:shared_export_research_json", args=[shared_token])
     else:
         base_url = reverse("results:detail", args=[analysis.pk])
         candidates_url = base_url + "candidates/"
         scores_url = base_url + "scores/"
         export_json = reverse("results:export_json", args=[analysis.pk])
         export_csv = reverse("results:export_csv", args=[analysis.pk])
+        export_research = reverse("results:export_research_json", args=[analysis.pk])
     is_owner = request.user.is_authenticated and analysis.owner_id == request.user.pk and not shared_token
     return {
         "cells": cells,
@@ -170,6 +172,7 @@ def _results_context(request, analysis: Analysis, *, shared_token: str | None = 
         "scores_url": scores_url if is_owner else "",
         "export_json_url": export_json,
         "export_csv_url": export_csv,
+        "export_research_url": export_research,
         "shared_token": shared_token,
         "is_owner": is_owner,
         "can_save_preferences": request.user.is_authenticated,
@@ -366,6 +369,11 @@ def export_csv(request, analysis_id):
     return _export(request, _get_analysis_for_user(request, analysis_id), "csv")
 
 
+@require_GET
+def export_research_json(request, analysis_id):
+    return _export(request, _get_analysis_for_user(request, analysis_id), "research")
+
+
 def _get_generation_for_user(request, generation_id) -> Generation:
     try:
         return analyses_services.get_generation_for(request.user, generation_id)
@@ -396,6 +404,12 @@ def shared_export_json(request, token):
 @require_GET
 def shared_export_csv(request, token):
     return _export(request, _get_shared_analysis(token), "csv")
+
+
+@login_not_required
+@require_GET
+def shared_export_research_json(request, token):
+    return _export(request, _get_shared_analysis(token), "research")
 
 
 # --- history, delete, import ---------------------------------------------------------------------------

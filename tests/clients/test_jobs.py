@@ -296,6 +296,10 @@ def test_exports_are_bytes_from_the_right_route(server, client):
     assert client.export(4, kind="generation") == b'{"kind": "generation"}'
     with pytest.raises(ValueError):
         client.export(7, "xlsx")  # type: ignore[arg-type]
+    server.on("GET", f"{API}/analyses/7/export.research.json", Reply(200, body=b'{"metadata": {}}'))
+    assert client.export(7, "research.json") == b'{"metadata": {}}'
+    with pytest.raises(ValueError, match="no research-shape file"):
+        client.export(generation, "research.json")
 
 
 def test_a_generation_is_polled_until_done(server, client, sleeps):

@@ -44,7 +44,7 @@ def hostile_result():
                 "token_salience": [-0.5] * len(words),
                 "mse": 0.5 + position,
                 "relative_rmse": 0.25,
-                "kl": -0.25 if position == 0 else None,  # a negative number, and -1.0 ("not computed")
+                "kl": -0.25 if position == 0 else None,  # a negative number, and "not computed"
                 "logit_lens_top": ["=1+1", "ok"] if position == 0 else None,
                 "candidates": None,
             }
@@ -114,7 +114,7 @@ def test_owner_csv_escapes_every_formula_cell(client, alice, hostile):
     ]
     assert rows[0]["logit_lens_top"] == "'=1+1ok"
     # numbers written as numbers stay numbers, negative ones included
-    assert rows[0]["kl_divergence"] == "-0.25" and rows[1]["kl_divergence"] == "-1.0"
+    assert rows[0]["kl_divergence"] == "-0.25" and rows[1]["kl_divergence"] == ""  # not computed: empty
     assert json.loads(rows[1]["token_salience"]) == [-0.5, -0.5]
     assert json.loads(rows[1]["explanation_structured"]) == ["\tfoo", " bar"]  # JSON cells: exact
 

@@ -11,6 +11,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
+from lensweb.accounts import keys
 from lensweb.analyses.models import Analysis
 from lensweb.results import services
 from lensweb.results.export import export_csv, export_json
@@ -58,9 +59,11 @@ def test_export_json_has_the_research_row_fields_and_ours(analysis):
         "relative_rmse",
         "kl_divergence",
     ]
-    # the tiny lens adds the current token: the research explanation carries "[token]"
-    assert first["explanation"] == source["explanation"] + f"[{source['token']}]"
-    assert first["explanation_structured"] == source["explanation_tokens"] + [f"[{source['token']}]"]
+    # the explanation is the explanation, though the tiny lens adds the current token (the research file
+    # carries "[token]": below)
+    assert meta["research_shape"] is False and "null" in meta["conventions"]["kl_divergence"]
+    assert first["explanation"] == source["explanation"] and meta["add_current_token"] is True
+    assert first["explanation_structured"] == source["explanation_tokens"]
     assert first["token_salience"] == source["token_salience"] and len(first["token_salience"]) == 6
     assert first["mse"] == source["mse"] and first["kl_divergence"] == source["kl"]
     assert first["token_id"] == source["token_id"]
@@ -70,11 +73,45 @@ def test_export_json_has_the_research_row_fields_and_ours(analysis):
     assert first["candidates"] == source["candidates"]
 
 
-def test_kl_divergence_is_minus_one_when_not_computed(alice, tiny_result_k1):
+def api_get(client, user, path):
+    key = keys.create_key(user, "test")[1]
+    return client.get(f"/api/v1/{path}", HTTP_AUTHORIZATION=f"Bearer {key}")
+
+
+def test_a_kl_not_computed_is_null_and_minus_one_only_in_the_research_file(alice, tiny_result_k1, client):
     analysis = create_analysis(alice, tiny_result_k1)
-    data = data_part(export_json(analysis, services.rows_of(analysis)))
-    assert all(row["kl_divergence"] == -1.0 for row in data)
-    assert all(row["logit_lens_tokens"] is None and row["logit_lens_top"] == "" for row in data)
+    rows = services.rows_of(analysis)
+    ours = data_part(export_json(analysis, rows))
+    # the export agrees with the API: no number for what was not computed
+    from_api = api_get(client, alice, f"analyses/{analysis.pk}").json()["rows"]
+    assert all(row["kl_divergence"] is None for row in ours) and all(r.get("kl") is None for r in from_api)
+    assert [r["explanation"] for r in ours] == [r["explanation"] for r in from_api]
+    assert all(row["logit_lens_tokens"] is None and row["logit_lens_top"] == "" for row in ours)
+    table = list(csv.DictReader(io.StringIO(export_csv(analysis, rows).decode("utf-8"))))
+    assert {row["kl_divergence"] for row in table} == {""}
+    assert [r["explanation"] for r in table] == [r["explanation"] for r in ours]
+    document = json.loads(export_json(analysis, rows, research=True))
+    research = document["data"]
+    assert all(row["kl_divergence"] == -1.0 for row in research)
+    assert [r["explanation"] for r in research] == [f"{r['explanation']}[{r['token']}]" for r in ours]
+    meta = document["metadata"]
+    assert meta["research_shape"] is True and "-1.0" in meta["conventions"]["kl_divergence"]
+    # both read back to the same rows
+    (mine,), (theirs,) = (
+        parse_import(export_json(analysis, rows, research=r), "a.json") for r in (False, True)
+    )
+    assert mine.rows == theirs.rows and mine.rows[1]["explanation"] == rows[1]["explanation"]
+
+
+def test_the_research_file_is_served_beside_the_others(client, alice, analysis):
+    client.force_login(alice)
+    page = client.get(reverse("results:detail", args=[analysis.pk])).content.decode()
+    url = reverse("results:export_research_json", args=[analysis.pk])
+    assert url in page
+    response = client.get(url)
+    assert response["Content-Disposition"] == f'attachment; filename="analysis-{analysis.pk}.research.json"'
+    from_api = api_get(client, alice, f"analyses/{analysis.pk}/export.research.json")
+    assert from_api.content == response.content and json.loads(response.content)["metadata"]["research_shape"]
 
 
 def test_export_csv_one_line_per_position(analysis):
@@ -143,7 +180,7 @@ def test_several_transcripts_per_file_jsonl_concatenated_and_lists(alice, analys
 
 def test_research_site_files_without_our_fields(alice, analysis):
     """A file as the research site writes it: research fields only, column-oriented or row lists."""
-    rows = data_part(export_json(analysis, services.rows_of(analysis)))
+    rows = data_part(export_json(analysis, services.rows_of(analysis), research=True))
     research = [{k: r[k] for k in list(r)[:8]} for r in rows]
     (t,) = parse_import(
         json.dumps({"metadata": {"model_name": "gemma"}, "data": research}).encode(), "x.json"
@@ -157,7 +194,7 @@ def test_research_site_files_without_our_fields(alice, analysis):
     assert [r["mse"] for r in c.rows] == [r["mse"] for r in research]
     # and back out: the research fields come back as they went in
     (imported,) = services.do_import(alice, [t], "x.json")
-    again = data_part(export_json(imported, services.rows_of(imported)))
+    again = data_part(export_json(imported, services.rows_of(imported), research=True))
     assert [{k: r[k] for k in list(r)[:8]} for r in again] == research
 
 
@@ -169,7 +206,7 @@ def test_a_golden_research_output_imports(alice):
     assert t.rows[3]["explanation_token_ids"] == golden["rows"][3]["explanation_token_ids"]
     assert t.rows[3]["kl"] is None  # -1.0 there: not computed
     (imported,) = services.do_import(alice, [t], path.name)
-    out = data_part(export_json(imported, services.rows_of(imported)))
+    out = data_part(export_json(imported, services.rows_of(imported), research=True))
     for mine, theirs in zip(out, golden["rows"], strict=True):
         for key in (
             "position",

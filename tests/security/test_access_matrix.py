@@ -52,6 +52,7 @@ SITE: dict[str, list] = {
     "results:detail": [site("GET", LOGIN, 200, 404, 200)],
     "results:export_json": [site("GET", LOGIN, 200, 404, 200)],
     "results:export_csv": [site("GET", LOGIN, 200, 404, 200)],
+    "results:export_research_json": [site("GET", LOGIN, 200, 404, 200)],
     "results:candidates": [site("GET", LOGIN, 200, 404, 200)],
     "results:generation_export_json": [site("GET", LOGIN, 200, 404, 200)],
     "results:generation_export_csv": [site("GET", LOGIN, 200, 404, 200)],
@@ -72,6 +73,7 @@ SITE: dict[str, list] = {
     "results:shared_candidates": [site("GET", 200, 200, 200, 200)],
     "results:shared_export_json": [site("GET", 200, 200, 200, 200)],
     "results:shared_export_csv": [site("GET", 200, 200, 200, 200)],
+    "results:shared_export_research_json": [site("GET", 200, 200, 200, 200)],
     # monitoring (LENSWEB_METRICS_TOKEN set: no loopback exception)
     "healthz": [site("GET", 200, 200, 200, 200)],
     "readyz": [site("GET", 200, 200, 200, 200)],
@@ -96,6 +98,7 @@ API: dict[str, list] = {
     "api:analysis_events": [api("GET", 401, 401, 200, 404, 200)],  # the world's analysis is done: ends
     "api:analysis_export_json": [api("GET", 401, 401, 200, 404, 200)],
     "api:analysis_export_csv": [api("GET", 401, 401, 200, 404, 200)],
+    "api:analysis_export_research_json": [api("GET", 401, 401, 200, 404, 200)],
     "api:lenses": [api("GET", 401, 401, 200, 200, 200)],
     "api:status": [api("GET", 401, 401, 200, 200, 200)],
     "api:generations": [api("POST", 401, 401, 400, 400, 400, data={})],

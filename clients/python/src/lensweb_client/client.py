@@ -30,7 +30,8 @@ from .jobs import Analysis, Generation, Job, Probe
 BATCH_LIMIT = 100  # the batch endpoint's most items per request
 PAGE_LIMIT = 100  # GET analyses' largest `limit`
 
-ExportFormat = Literal["json", "csv"]
+# "research.json": an analysis in the research site's shape ("[token]" after explanations, -1.0 for KL not computed)
+ExportFormat = Literal["json", "csv", "research.json"]
 JobKind = Literal["analysis", "generation"]
 
 
@@ -328,15 +329,17 @@ class Client:
         kind: JobKind = "analysis",
     ) -> bytes:
         """The job's export file, the bytes the browser's download gives. A Generation object needs no
-        `kind`."""
-        if format not in ("json", "csv"):
-            raise ValueError(f"format is 'json' or 'csv', not {format!r}")
+        `kind`. "research.json" (analyses only): the research site's file shape."""
+        if format not in ("json", "csv", "research.json"):
+            raise ValueError(f"format is 'json', 'csv' or 'research.json', not {format!r}")
         if isinstance(job_or_id, Generation):
             kind = "generation"
         elif isinstance(job_or_id, Analysis):
             kind = "analysis"
         elif kind not in ("analysis", "generation"):
             raise ValueError(f"kind is 'analysis' or 'generation', not {kind!r}")
+        if kind == "generation" and format == "research.json":
+            raise ValueError("a generation has no research-shape file; its formats are 'json' and 'csv'")
         job_id = job_or_id.id if isinstance(job_or_id, Job) else int(job_or_id)
         collection = "generations" if kind == "generation" else "analyses"
         return self._request("GET", f"{collection}/{job_id}/export.{format}", accept="*/*")

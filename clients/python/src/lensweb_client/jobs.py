@@ -80,7 +80,7 @@ class Job:
         self._update(self._client._json("DELETE", self._path))
         return self
 
-    def export(self, format: Literal["json", "csv"] = "json") -> bytes:
+    def export(self, format: Literal["json", "csv", "research.json"] = "json") -> bytes:
         return self._client.export(self, format)
 
     def _poll(self, timeout: float | None, poll: float) -> None:
