@@ -193,6 +193,26 @@ class Job(models.Model):
     def phase_label(self) -> str:
         return Phase(self.phase).label if self.phase in Phase.values else ""
 
+    def silence(self, now=None) -> dict | None:
+        """For a running job: how long ago its worker was last heard from (`age`, seconds), from when that
+        counts as "stopped answering" (`after`: 2.5 heartbeats missed) and when the job goes back to the
+        queue (`requeue`: LENSWEB_STALE_AFTER); `silent` now. A dead worker sends nothing: the card counts on
+        from `age` by itself (static/js/app.js) and says so instead of an ETA."""
+        if self.status != self.Status.RUNNING:
+            return None
+        heard = self.heartbeat_at or self.attempt_started_at
+        if heard is None:
+            return None
+        age = max(0.0, ((now or timezone.now()) - heard).total_seconds())
+        after = 2.5 * settings.LENSWEB_HEARTBEAT_INTERVAL
+        return {
+            "age": age,
+            "after": after,
+            "requeue": float(settings.LENSWEB_STALE_AFTER),
+            "silent": age >= after,
+            "requeue_in": max(0.0, settings.LENSWEB_STALE_AFTER - age),
+        }
+
     def eta_seconds(self, now=None) -> float | None:
         """Remaining seconds: from the seconds per position measured on earlier jobs of this lens and option
         set (`expected_rate`, attached by lensweb.analyses.rates), blended with this attempt's own speed as

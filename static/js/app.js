@@ -353,6 +353,28 @@
   document.addEventListener("htmx:load", endFlashes);
   document.addEventListener("DOMContentLoaded", jobsChanged);
 
+  // --- a running job whose worker stopped answering -------------------------------------------------
+  // A dead worker sends nothing, so each card counts its silence on from the age the server rendered
+  // (partials/silent-note.html): past `after` seconds the note replaces the ETA until the job is re-queued
+  // (whose card then arrives) or its worker speaks again (a fresh render resets the count).
+
+  function tickSilence() {
+    var now = performance.now();
+    document.querySelectorAll(".silent-note[data-age]").forEach(function (note) {
+      if (!note._since) note._since = now;
+      var age = parseFloat(note.dataset.age) + (now - note._since) / 1000;
+      var silent = age >= parseFloat(note.dataset.after);
+      note.hidden = !silent;
+      var eta = note.parentElement && note.parentElement.querySelector(".eta");
+      if (eta) eta.hidden = silent;
+      if (!silent) return;
+      note.querySelector(".silent-for").textContent = String(Math.round(age));
+      var left = parseFloat(note.dataset.requeue) - age, when = note.querySelector(".requeue-in");
+      when.textContent = left > 0 ? when.dataset.in.replace("{n}", String(Math.ceil(left))) : when.dataset.soon;
+    });
+  }
+  setInterval(tickSilence, 1000);
+
   // --- "Re-run with changes": the analysis form, refilled --------------------------------------------
 
   function openRerun(form) {
