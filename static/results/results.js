@@ -181,6 +181,23 @@
     showChosen();
   });
 
+  // --- the full text's hover box, kept on screen ----------------------------------------------------
+  // It opens under its token; near the right edge it moves left by what would spill over (CSSOM, which the
+  // CSP allows), near the left edge right.
+  function placeTip(e) {
+    var token = e.target.closest && e.target.closest(".fulltext .tb");
+    var box = token && token.querySelector(".tip");
+    if (!box) return;
+    box.style.left = "0px";
+    var rect = box.getBoundingClientRect(), room = document.documentElement.clientWidth - 8;
+    if (rect.width === 0) return;
+    var shift = rect.right > room ? room - rect.right : 0;
+    if (rect.left + shift < 8) shift = 8 - rect.left;
+    box.style.left = shift + "px";
+  }
+  document.addEventListener("mouseover", placeTip);
+  document.addEventListener("focusin", placeTip);
+
   // --- copy the share link ------------------------------------------------------------------------
   document.addEventListener("click", function (e) {
     var button = e.target.closest && e.target.closest("[data-copy]");

@@ -1,0 +1,187 @@
+"""What a researcher meets on a phone and in a long text: every page fits 390 px with no horizontal scroll, the
+full-text view wraps like prose at 1280 px with its hover box on screen, and dark mode applies."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.live import REPO, chromium, live_server
+
+from .conftest import scaled, write_tiny_registry
+
+pytestmark = [pytest.mark.browser]
+
+PARAGRAPH = (
+    "The old lighthouse keeper climbed the spiral stairs every evening, carrying a brass lantern and a flask of "
+    "tea, and from the top he watched the fishing boats come home across the grey water of the bay."
+)
+SEED = """
+import json
+from django.contrib.auth import get_user_model
+from lensweb.analyses import services
+from lensweb.results import services as results
+demo = get_user_model().objects.get(username="demo")
+long = services.do_submit(demo, None, {"text": %(long)r}, {"kl": True, "logit_lens": True})
+other = services.do_submit(demo, None, {"text": "Bees make honey."}, {})
+generation = services.do_submit_generation(demo, None, {"text": "Once upon a time"}, {"max_new_tokens": 4})
+link = results.do_share(demo, long.pk)
+print(json.dumps({"long": long.pk, "other": other.pk, "generation": generation.pk, "token": link.token}))
+"""
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("layout")
+    env = {"LENSWEB_LENS_REGISTRY": str(write_tiny_registry(tmp)), "LENSWEB_POLL_INTERVAL": "0.5"}
+    with live_server(tmp, setup=[["ensure_demo_user"]], **env) as base:
+        shell = {
+            **{k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")},
+            "DJANGO_SETTINGS_MODULE": "lensweb.settings.base",
+            "DATABASE_URL": f"sqlite:///{tmp / 'live.sqlite3'}",
+            "SECRET_KEY": "browser-test",
+            **env,
+        }
+        done = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", SEED % {"long": " ".join([PARAGRAPH] * 3)}],
+            cwd=REPO,
+            env=shell,
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        yield base, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as browser:
+        yield browser
+
+
+def signed_in(browser, base, **context):
+    page = browser.new_context(**context).new_page()
+    page.set_default_timeout(scaled(60) * 1000)
+    page.goto(f"{base}/")
+    page.fill("#id_username", "demo")
+    page.fill("#id_password", "lensweb-demo")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#analysis-form")
+    return page
+
+
+def pages(ids) -> list[str]:
+    long, other, generation, token = ids["long"], ids["other"], ids["generation"], ids["token"]
+    return [
+        "/",
+        f"/analyses/{long}/",
+        f"/analyses/{long}/?view=transposed",
+        f"/analyses/{long}/?view=fulltext",
+        f"/s/{token}/",
+        "/analyses/history/",
+        f"/analyses/compare/?a={long}&b={other}",
+        "/analyses/import/",
+        "/describe/",
+        f"/generations/{generation}/",
+        "/accounts/settings/",
+        "/accounts/password/",
+    ]
+
+
+def wait_done(page, base, ids):
+    """Both analyses have finished (the embedded worker runs them; their results pages say so on reload)."""
+    deadline = time.monotonic() + scaled(240)
+    for job in (ids["long"], ids["other"]):
+        while True:
+            page.goto(f"{base}/analyses/{job}/")
+            if page.locator(".badge-done").count():
+                break
+            assert time.monotonic() < deadline, f"analysis {job} did not finish"
+            page.wait_for_timeout(1000)
+
+
+OVERFLOW = """() => {
+  const width = document.documentElement.clientWidth;
+  const wide = [...document.querySelectorAll('body *')].filter(el => {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 || r.right <= width + 1) return false;
+    for (let up = el.parentElement; up; up = up.parentElement) {  // inside a box that scrolls by itself
+      const s = getComputedStyle(up);
+      if (['auto', 'scroll', 'hidden'].includes(s.overflowX) && up.getBoundingClientRect().right <= width + 1) return false;
+    }
+    return true;
+  });
+  return {scroll: document.documentElement.scrollWidth, width,
+          wide: wide.slice(0, 5).map(el => el.tagName + '.' + el.className + '#' + el.id + ' ' + Math.round(el.getBoundingClientRect().right))};
+}"""
+
+
+def test_every_page_fits_a_390_px_phone_without_horizontal_scroll(site, browser):
+    base, ids = site
+    page = signed_in(browser, base, viewport={"width": 390, "height": 844})
+    wait_done(page, base, ids)
+    too_wide = {}
+    for path in pages(ids):
+        page.goto(f"{base}{path}")
+        page.wait_for_load_state("networkidle")
+        found = page.evaluate(OVERFLOW)
+        if found["scroll"] > found["width"] or found["wide"]:
+            too_wide[path] = found
+    assert not too_wide, json.dumps(too_wide, indent=1)
+
+
+def test_the_full_text_wraps_like_prose_and_its_hover_box_stays_on_screen(site, browser):
+    base, ids = site
+    page = signed_in(browser, base, viewport={"width": 1280, "height": 900})
+    wait_done(page, base, ids)
+    page.goto(f"{base}/analyses/{ids['long']}/?view=fulltext")
+    # htmx's settle step copies no style attribute (one an extension adds would trip the CSP at every swap)
+    assert "style" not in page.evaluate("htmx.config.attributesToSettle")
+    box = page.locator(".fulltext").first
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    tokens = page.locator(".fulltext .tb")
+    tops = {round(t["y"]) for t in tokens.evaluate_all("els => els.map(e => e.getBoundingClientRect())")}
+    assert len(tops) > 3, "the full text did not wrap onto several lines"
+    assert box.bounding_box()["width"] <= 1280
+    last = tokens.nth(tokens.count() - 1)
+    rightmost = max(range(tokens.count()), key=lambda i: tokens.nth(i).bounding_box()["x"])
+    for token in (tokens.nth(rightmost), last):
+        token.hover()
+        tip = token.locator(".tip")
+        tip.wait_for(state="visible")
+        where = tip.bounding_box()
+        assert where["x"] >= 0 and where["x"] + where["width"] <= 1280, where
+
+
+def test_dark_mode_follows_the_system_setting(site, browser):
+    base, ids = site
+    light = signed_in(browser, base, color_scheme="light")
+    dark = signed_in(browser, base, color_scheme="dark")
+    background = "getComputedStyle(document.documentElement).backgroundColor"
+    luminance = "c => { const [r, g, b] = c.match(/\\d+/g).map(Number); return (r + g + b) / 3; }"
+
+    def lum(page):
+        return page.evaluate(f"({luminance})({background})")
+
+    assert lum(light) > 180 and lum(dark) < 70
+    for page in (light, dark):
+        page.goto(f"{base}/analyses/{ids['long']}/")
+        page.wait_for_selector(".results-table")
+    ink = "getComputedStyle(document.querySelector('.results-table td')).color"
+    assert dark.evaluate(f"({luminance})({ink})") > 150  # light text on the dark page
+    # the colour scales stay readable: a data cell's text contrasts with its own background
+    contrast = """() => {
+      const cell = document.querySelector('.results-table [class*=" q"], .results-table [class*=" d"]');
+      if (!cell) return null;
+      const lum = c => { const [r, g, b] = c.match(/\\d+/g).map(Number); return (r + g + b) / 3; };
+      const s = getComputedStyle(cell);
+      return Math.abs(lum(s.color) - lum(s.backgroundColor));
+    }"""
+    for page in (light, dark):
+        found = page.evaluate(contrast)
+        assert found is None or found > 60, found
