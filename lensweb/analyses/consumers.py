@@ -316,9 +316,13 @@ class AnalysisConsumer(SessionBound, AsyncWebsocketConsumer):
             await self._send_html([event["html"]])
 
     async def analysis_queue(self, event):
+        """Queue lines for the cards on this page only (a line without its card would be an htmx error)."""
         if not await self._session_valid():
             return
-        await self._send_html([event["html"]])
+        shown = {Analysis.kind: self.shown, Generation.kind: self.gen_shown}
+        lines = [html for kind, job_id, html in event["lines"] if job_id in shown.get(kind, {})]
+        if lines:
+            await self._send_html(lines)
 
     # generations: the card (state), and its samples so far (tokens); both whole, swapped by id
 

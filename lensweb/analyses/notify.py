@@ -138,8 +138,11 @@ def queue_moved() -> None:
         for job in jobs:
             by_owner.setdefault(job.owner_id, []).append(job)
     for owner_id, jobs in by_owner.items():
-        html = "".join(fragments.render_queue(job, positions[(job.kind, job.pk)]) for job in jobs)
-        _group_send(user_group(owner_id), {"type": "analysis.queue", "html": html})
+        # one line per job: each page sends on only those of the cards it shows
+        lines = [
+            [job.kind, job.pk, fragments.render_queue(job, positions[(job.kind, job.pk)])] for job in jobs
+        ]
+        _group_send(user_group(owner_id), {"type": "analysis.queue", "lines": lines})
     status_changed()  # the strips' queue length
 
 

@@ -102,7 +102,11 @@ def test_a_queued_card_learns_when_a_worker_for_its_lens_starts_and_stops(
 
     def queue_lines():
         return [
-            m["html"] for m in sent if m.get("type") == "analysis.queue" and f"queue-{job.pk}" in m["html"]
+            html
+            for m in sent
+            if m.get("type") == "analysis.queue"
+            for kind, job_id, html in m["lines"]
+            if (kind, job_id) == ("analysis", job.pk)
         ]
 
     with django_capture_on_commit_callbacks(execute=True):

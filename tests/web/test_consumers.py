@@ -7,10 +7,12 @@ import re
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
 from lensweb.analyses import services
+from lensweb.analyses.notify import user_group
 from lensweb.analyses.worker import LensWorker
 from lensweb.asgi import application
 
@@ -175,6 +177,26 @@ async def test_queue_positions_follow_the_queue(alice, bob):
         await submit(bob, None, {"text": "y"}, {})
         await database_sync_to_async(services.do_cancel)(alice, mine.pk)
         await receive_until(communicator, is_final(mine.pk))
+
+
+async def test_queue_lines_go_only_to_pages_that_show_their_card(alice):
+    async with socket(alice) as communicator:
+        assert (await communicator.connect())[0]
+        await communicator.receive_from(timeout=scaled(10))
+        shown = await submit(alice, None, {"text": "x"}, {})
+        await receive_until(communicator, lambda m: f'id="queue-{shown.pk}"' in m)
+        elsewhere = [["analysis", shown.pk + 1000, '<p id="queue-0">not on this page</p>']]
+        layer = get_channel_layer()
+        await layer.group_send(user_group(alice.pk), {"type": "analysis.queue", "lines": elsewhere})
+        await layer.group_send(
+            user_group(alice.pk),
+            {
+                "type": "analysis.queue",
+                "lines": [["analysis", shown.pk, f'<p id="queue-{shown.pk}">moved</p>']],
+            },
+        )
+        messages = await receive_until(communicator, lambda m: "moved" in m)
+        assert not any("not on this page" in m for m in messages)
 
 
 async def test_cancel_over_the_socket_checks_ownership(alice, bob):

@@ -170,7 +170,9 @@ def test_twenty_jobs_from_three_users_complete_exactly_once_in_fair_order(stack)
     plan += [("bob", f"bob job {i}") for i in range(6)] + [("carol", f"carol job {i}") for i in range(4)]
     ids = submit(stack["env"], plan)
     owner_of = dict(zip(ids, [n for n, _ in plan], strict=True))
-    workers = [start_worker(stack, "fair-1"), start_worker(stack, "fair-2")]
+    # The claim order, one job per worker: jobs that share a worker's batches take turns inside them instead
+    # (tests/web/test_shared_batches.py).
+    workers = [start_worker(stack, f"fair-{i}", LENSWEB_SHARED_JOBS="1") for i in (1, 2)]
     try:
         wait_until(
             lambda: all(j["status"] == "done" for j in jobs_by_id(url, ids).values()), what="all 20 jobs done"

@@ -28,6 +28,7 @@ def server(tmp_path_factory):
         LENSWEB_ROWS_BUDGET="1",  # one position per batch: a long text stays running while we cancel
         LENSWEB_POLL_INTERVAL="0.5",
         LENSWEB_HEARTBEAT_INTERVAL="1",
+        LENSWEB_SHARED_JOBS="1",  # a second job waits in the queue (else it joins the first one's batches)
     ) as base:
         yield base
 
