@@ -5,7 +5,7 @@ from . import views
 from .ratelimits import login_throttled
 
 # Per client IP and per username, POSTs only (the admin's login shares the counters: lensweb/urls.py).
-login_view = login_throttled(auth_views.LoginView.as_view(redirect_authenticated_user=True))
+login_view = login_throttled(views.LoginView.as_view(redirect_authenticated_user=True))
 
 urlpatterns = [
     path("login/", login_view, name="login"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.forms import UserCreationForm
 from django.http import Http404
@@ -15,9 +16,17 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import keys
+from .demo import published_demo_login
 from .forms import ApiKeyForm
 from .models import ApiKey
 from .ratelimits import ratelimit_page
+
+
+class LoginView(auth_views.LoginView):
+    """Django's, saying the demo login while a development server still has it (accounts.demo)."""
+
+    def get_context_data(self, **kwargs):
+        return {**super().get_context_data(**kwargs), "demo_login": published_demo_login()}
 
 
 def _is_htmx(request) -> bool:

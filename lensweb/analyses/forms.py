@@ -121,9 +121,15 @@ def analysis_options_from(data) -> tuple[dict | None, str]:
     return form.options(), ""
 
 
+# A first visit's text: a value to submit at once (a placeholder would have to be typed over first).
+SAMPLE_TEXT = "The capital of France is Paris."
+SAMPLE_PROMPT = "Once upon a time"
+
+
 class AnalysisForm(AnalysisOptionsForm):
     text = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 5, "placeholder": "The capital of France is Paris."}),
+        initial=SAMPLE_TEXT,
+        widget=forms.Textarea(attrs={"rows": 5}),
         strip=False,
         help_text="A text, or a chat as JSON messages.",
     )
@@ -280,7 +286,8 @@ class GenerationForm(forms.Form):
     prompt = forms.CharField(
         required=False,
         strip=False,
-        widget=forms.Textarea(attrs={"rows": 4, "placeholder": "Once upon a time"}),
+        initial=SAMPLE_PROMPT,
+        widget=forms.Textarea(attrs={"rows": 4}),
         label="Text to continue",
     )
     # Never an input: the chat builder's turns arrive as gen-role / gen-content lists; their errors go here.

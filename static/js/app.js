@@ -353,6 +353,18 @@
   document.addEventListener("htmx:load", endFlashes);
   document.addEventListener("DOMContentLoaded", jobsChanged);
 
+  // --- Copy buttons (a share link, a new API key): data-copy names the field whose value they copy ------
+  document.addEventListener("click", function (e) {
+    var button = e.target.closest && e.target.closest("[data-copy]");
+    if (!button) return;
+    var input = document.querySelector(button.dataset.copy);
+    if (!input) return;
+    input.select();
+    if (navigator.clipboard) {
+      navigator.clipboard.writeText(input.value).then(function () { button.textContent = "Copied"; });
+    }
+  });
+
   // --- a running job whose worker stopped answering -------------------------------------------------
   // A dead worker sends nothing, so each card counts its silence on from the age the server rendered
   // (partials/silent-note.html): past `after` seconds the note replaces the ETA until the job is re-queued

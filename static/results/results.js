@@ -1,4 +1,4 @@
-// Results pages: word tooltips, sortable headers, transposed column width, copy buttons.
+// Results pages: word tooltips, sortable headers, transposed column width, the full text's hover box.
 // No inline scripts or handlers anywhere (CSP without unsafe-inline); everything is delegated from here.
 (function () {
   "use strict";
@@ -198,15 +198,4 @@
   document.addEventListener("mouseover", placeTip);
   document.addEventListener("focusin", placeTip);
 
-  // --- copy the share link ------------------------------------------------------------------------
-  document.addEventListener("click", function (e) {
-    var button = e.target.closest && e.target.closest("[data-copy]");
-    if (!button) return;
-    var input = document.querySelector(button.dataset.copy);
-    if (!input) return;
-    input.select();
-    if (navigator.clipboard) {
-      navigator.clipboard.writeText(input.value).then(function () { button.textContent = "Copied"; });
-    }
-  });
 })();

@@ -334,6 +334,21 @@ def test_a_generation_is_polled_until_done(server, client, sleeps):
     assert isinstance(follow_up, Analysis) and follow_up.id == 7 and follow_up.status == "running"
 
 
+def test_a_generation_waits_with_a_progress_bar_over_its_tokens(server, client, sleeps, capsys):
+    running = {
+        "id": 4,
+        "status": "running",
+        "result": None,
+        "error": None,
+        "progress": {"done": 3, "total": 8},
+    }
+    done = {**running, "status": "done", "progress": {"done": 8, "total": 8}}
+    server.on("GET", f"{API}/generations/4", Reply(200, running), Reply(200, running), Reply(200, done))
+    assert client.generation(4).wait(progress=True, poll=0.1).status == "done"
+    err = capsys.readouterr().err
+    assert "generation 4" in err and "8/8" in err and "tok" in err
+
+
 def test_a_failed_generation_raises_and_a_slow_one_times_out(server, client):
     server.on(
         "GET", f"{API}/generations/4", Reply(200, {"id": 4, "status": "failed", "error": "out of memory"})

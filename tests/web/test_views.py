@@ -200,8 +200,37 @@ def test_ensure_demo_user_is_idempotent(capsys, settings, django_user_model):
     call_command("ensure_demo_user")
     assert f"password {settings.LENSWEB_DEMO_PASSWORD!r}" in capsys.readouterr().out
     call_command("ensure_demo_user")
-    assert "exists" in capsys.readouterr().out
+    again = capsys.readouterr().out
+    assert (
+        "exists" in again and "Log in as 'demo' with password 'lensweb-demo'" in again
+    )  # `make run` says it
     assert django_user_model.objects.filter(username="demo").count() == 1
+    user = django_user_model.objects.get(username="demo")
+    user.set_password("my-own")
+    user.save()
+    call_command("ensure_demo_user")
+    assert "password" not in capsys.readouterr().out  # an operator's own is never printed
+
+
+def test_a_first_visit_has_a_sample_text_to_submit_as_it_is(client, alice):
+    client.force_login(alice)
+    page = client.get("/").content.decode()
+    assert re.search(r"<textarea[^>]*id=\"id_text\"[^>]*>\s*The capital of France is Paris.</textarea>", page)
+    assert 'placeholder="The capital' not in page
+
+
+def test_the_login_page_says_the_demo_login_on_a_development_server_only(client, settings, django_user_model):
+    assert "demo-login" not in client.get("/accounts/login/").content.decode()  # no demo user yet
+    call_command("ensure_demo_user")
+    page = client.get("/accounts/login/").content.decode()
+    assert 'id="demo-login"' in page and "<code>lensweb-demo</code>" in page
+    settings.LENSWEB_REFUSE_DEMO_PASSWORD = True  # production
+    assert "demo-login" not in client.get("/accounts/login/").content.decode()
+    settings.LENSWEB_REFUSE_DEMO_PASSWORD = False
+    user = django_user_model.objects.get(username="demo")
+    user.set_password("changed-now")
+    user.save()
+    assert "demo-login" not in client.get("/accounts/login/").content.decode()
 
 
 def test_production_refuses_the_demo_password(settings, django_user_model):

@@ -83,15 +83,31 @@ class Job:
     def export(self, format: Literal["json", "csv", "research.json"] = "json") -> bytes:
         return self._client.export(self, format)
 
-    def _poll(self, timeout: float | None, poll: float) -> None:
-        """Refresh every `poll` seconds until final; then raise unless done (TimeoutError after `timeout`)."""
+    def _poll(self, timeout: float | None, poll: float, bar_unit: str | None = None) -> None:
+        """Refresh every `poll` seconds until final; then raise unless done (TimeoutError after `timeout`).
+        `bar_unit`: draw a tqdm bar over the job's progress, counted in that unit."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.is_final:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"{self._noun} {self.id} is still {self.status} after {timeout} s")
-            delay = poll if deadline is None else min(poll, max(0.0, deadline - time.monotonic()))
-            self._client.sleep(delay)
-            self.refresh()
+        bar = None
+        if bar_unit and not self.is_final:
+            from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
+
+            done, total = self.progress
+            bar = tqdm(total=total or None, initial=done, unit=bar_unit, desc=f"{self._noun} {self.id}")
+        try:
+            while not self.is_final:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"{self._noun} {self.id} is still {self.status} after {timeout} s")
+                delay = poll if deadline is None else min(poll, max(0.0, deadline - time.monotonic()))
+                self._client.sleep(delay)
+                self.refresh()
+                if bar is not None:
+                    done, total = self.progress
+                    bar.total = total or bar.total
+                    bar.update(done - bar.n)
+                    bar.set_postfix_str(self.status, refresh=True)
+        finally:
+            if bar is not None:
+                bar.close()
         self._raise_unless_done()
 
     def _raise_unless_done(self) -> None:
@@ -324,10 +340,11 @@ class Generation(Job):
         super().cancel()
         return self
 
-    def wait(self, timeout: float | None = None, poll: float = 0.5) -> Generation:
-        """Poll every `poll` seconds until the generation is final. Raises JobFailed or JobCancelled if it
-        did not end done, TimeoutError after `timeout` seconds."""
-        self._poll(timeout, poll)
+    def wait(self, progress: bool = False, timeout: float | None = None, poll: float = 0.5) -> Generation:
+        """Poll every `poll` seconds until the generation is final; `progress=True` draws a tqdm bar over its
+        tokens, as Analysis.wait does over positions. Raises JobFailed or JobCancelled if it did not end done,
+        TimeoutError after `timeout` seconds."""
+        self._poll(timeout, poll, "tok" if progress else None)
         return self
 
 

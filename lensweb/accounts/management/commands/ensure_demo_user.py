@@ -6,6 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from lensweb.accounts.checks import PUBLISHED_DEMO_PASSWORD
+from lensweb.accounts.demo import published_demo_login
 
 
 class Command(BaseCommand):
@@ -19,6 +20,10 @@ class Command(BaseCommand):
         users = get_user_model().objects
         if users.filter(username=username).exists():
             self.stdout.write(f"User {username!r} exists; left as it is.")
+            if published_demo_login():  # still the published password, on a development server: say it
+                self.stdout.write(
+                    self.style.SUCCESS(f"Log in as {username!r} with password {PUBLISHED_DEMO_PASSWORD!r}.")
+                )
             return
         users.create_user(username=username, password=password)
         if password == PUBLISHED_DEMO_PASSWORD:
