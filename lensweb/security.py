@@ -39,8 +39,11 @@ def socket_origin(request) -> str | None:
     return f"{'wss' if request.is_secure() else 'ws'}://{host}"
 
 
-def policy_for(request) -> str:
+def policy_for(request, extra: dict[str, str] | None = None) -> str:
+    """The policy for this request; `extra`: sources one view adds to a directive (say why where it does)."""
     directives = {name: list(sources) for name, sources in POLICY.items()}
+    for name, source in (extra or {}).items():
+        directives[name].append(source)
     origin = socket_origin(request)
     if origin:
         directives["connect-src"].append(origin)
@@ -50,6 +53,14 @@ def policy_for(request) -> str:
     return "; ".join(f"{name} {' '.join(sources)}" for name, sources in directives.items())
 
 
+def apply(response, request, extra: dict[str, str] | None = None):
+    """The policy (with a view's `extra` sources) on the response, enforced or report-only as configured; the
+    middleware then leaves it as it is."""
+    header = REPORT_ONLY_HEADER if getattr(settings, "LENSWEB_CSP_REPORT_ONLY", False) else HEADER
+    response[header] = policy_for(request, extra)
+    return response
+
+
 class ContentSecurityPolicyMiddleware(MiddlewareMixin):
     """Adds the policy to every response (JSON and downloads too: nothing of ours may run as a page).
     A view that set its own policy keeps it. MiddlewareMixin: it runs in the ASGI stack without a thread hop."""
@@ -57,6 +68,4 @@ class ContentSecurityPolicyMiddleware(MiddlewareMixin):
     def process_response(self, request, response):
         if HEADER in response or REPORT_ONLY_HEADER in response:
             return response
-        header = REPORT_ONLY_HEADER if getattr(settings, "LENSWEB_CSP_REPORT_ONLY", False) else HEADER
-        response[header] = policy_for(request)
-        return response
+        return apply(response, request)

@@ -181,6 +181,51 @@
     showChosen();
   });
 
+  // --- the chart as a file: SVG as drawn (it carries its own colours and fonts), PNG at twice its size ----
+  function save(blob, name) {
+    var link = document.createElement("a");
+    link.href = URL.createObjectURL(blob);
+    link.download = name;
+    document.body.appendChild(link);
+    link.click();
+    link.remove();
+    setTimeout(function () { URL.revokeObjectURL(link.href); }, 10000);
+  }
+  function chartSvg(button) {
+    var svg = button.closest(".chart-box").querySelector("svg.chart");
+    var copy = svg.cloneNode(true);
+    var box = svg.viewBox.baseVal;
+    copy.setAttribute("width", String(box.width));
+    copy.setAttribute("height", String(box.height));
+    copy.removeAttribute("class");
+    var back = document.createElementNS("http://www.w3.org/2000/svg", "rect");  // a figure on white paper
+    back.setAttribute("width", "100%");
+    back.setAttribute("height", "100%");
+    back.setAttribute("fill", "#fff");
+    copy.insertBefore(back, copy.firstChild);
+    return { text: '<?xml version="1.0" encoding="UTF-8"?>\n' + new XMLSerializer().serializeToString(copy),
+             width: box.width, height: box.height };
+  }
+  document.addEventListener("click", function (e) {
+    var button = e.target.closest && e.target.closest("[data-chart-download]");
+    if (!button) return;
+    var chart = chartSvg(button), name = button.dataset.name;
+    var svgBlob = new Blob([chart.text], { type: "image/svg+xml" });
+    if (button.dataset.chartDownload === "svg") { save(svgBlob, name + ".svg"); return; }
+    var image = new Image(), scale = 2;  // a blob: image: the results page's policy allows it (img-src)
+    image.onload = function () {
+      var canvas = document.createElement("canvas");
+      canvas.width = chart.width * scale;
+      canvas.height = chart.height * scale;
+      var context = canvas.getContext("2d");
+      context.scale(scale, scale);
+      context.drawImage(image, 0, 0, chart.width, chart.height);
+      URL.revokeObjectURL(image.src);
+      canvas.toBlob(function (png) { save(png, name + ".png"); }, "image/png");
+    };
+    image.src = URL.createObjectURL(svgBlob);
+  });
+
   // --- the full text's hover box, kept on screen ----------------------------------------------------
   // It opens under its token; near the right edge it moves left by what would spill over (CSSOM, which the
   // CSP allows), near the left edge right.

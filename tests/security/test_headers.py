@@ -85,6 +85,17 @@ def test_the_shared_page_keeps_its_stricter_referrer_policy(world):
     assert "Content-Security-Policy" in response
 
 
+def test_only_results_pages_allow_blob_images_for_the_chart_download(world, settings):
+    page = world.client("anonymous").get(reverse("results:shared", args=[world.share_token]))
+    assert directives(page["Content-Security-Policy"])["img-src"] == ["'self'", "blob:"]
+    assert directives(page["Content-Security-Policy"])["script-src"] == ["'self'"]
+    other = world.client("anonymous").get("/accounts/login/")
+    assert directives(other["Content-Security-Policy"])["img-src"] == ["'self'"]
+    settings.LENSWEB_CSP_REPORT_ONLY = True  # the view's own policy follows the setting too
+    page = world.client("anonymous").get(reverse("results:shared", args=[world.share_token]))
+    assert "Content-Security-Policy" not in page and "blob:" in page["Content-Security-Policy-Report-Only"]
+
+
 # --- templates and scripts: nothing inline for the policy to block -------------------------------------------
 
 INLINE = [

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -185,3 +187,41 @@ def test_dark_mode_follows_the_system_setting(site, browser):
     for page in (light, dark):
         found = page.evaluate(contrast)
         assert found is None or found > 60, found
+
+
+def test_the_chart_downloads_as_svg_and_png(site, browser):
+    base, ids = site
+    page = signed_in(browser, base, viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    wait_done(page, base, ids)
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(f"{base}/analyses/{ids['long']}/")
+    with page.expect_download() as got:
+        page.click("[data-chart-download=svg]")
+    assert got.value.suggested_filename == f"analysis-{ids['long']}-chart.svg"
+    svg = Path(got.value.path()).read_text()
+    assert svg.startswith("<?xml") and "<polyline" in svg and 'width="960"' in svg and "<title>" in svg
+    with page.expect_download() as got:
+        page.click("[data-chart-download=png]")
+    png = Path(got.value.path()).read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])  # the IHDR chunk
+    assert (width, height) == (1920, 480)  # twice the chart's size
+    assert errors == []  # the page's policy lets it draw the SVG (a blob: image), nothing else
+
+
+def test_print_keeps_the_rows_and_their_colours_and_drops_the_controls(site, browser):
+    base, ids = site
+    page = signed_in(browser, base, viewport={"width": 1280, "height": 900})
+    wait_done(page, base, ids)
+    page.goto(f"{base}/analyses/{ids['long']}/")
+    page.emulate_media(media="print")
+    assert not page.locator("#results-controls").is_visible() and not page.locator(".topbar").is_visible()
+    hidden = page.eval_on_selector_all(
+        ".results-table tbody tr",
+        "rows => rows.filter(r => getComputedStyle(r).contentVisibility === 'auto').length",
+    )
+    assert hidden == 0
+    adjust = page.evaluate("getComputedStyle(document.querySelector('.results-table td')).printColorAdjust")
+    assert adjust == "exact"
+    assert page.pdf()[:4] == b"%PDF"
