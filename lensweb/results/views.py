@@ -10,6 +10,7 @@ from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.cache import patch_cache_control
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -23,7 +24,7 @@ from lensweb.analyses import services as analyses_services
 from lensweb.analyses.errors import QueueFull, QuotaExceeded, SubmissionError
 from lensweb.analyses.models import Analysis, AnalysisRow, Generation, Probe
 
-from . import display, imports, services
+from . import display, figure, imports, services
 from .chart import metric_chart
 from .downloads import as_download
 from .models import ResultsPreference, ShareLink
@@ -121,6 +122,7 @@ def _results_context(request, analysis: Analysis, *, shared_token: str | None = 
         export_json = reverse("results:shared_export_json", args=[shared_token])
         export_csv = reverse("results:shared_export_csv", args=[shared_token])
         export_research = reverse("results:shared_export_research_json", args=[shared_token])
+        figure_url = reverse("results:shared_fulltext_figure", args=[shared_token])
     else:
         base_url = reverse("results:detail", args=[analysis.pk])
         candidates_url = base_url + "candidates/"
@@ -128,6 +130,7 @@ def _results_context(request, analysis: Analysis, *, shared_token: str | None = 
         export_json = reverse("results:export_json", args=[analysis.pk])
         export_csv = reverse("results:export_csv", args=[analysis.pk])
         export_research = reverse("results:export_research_json", args=[analysis.pk])
+        figure_url = reverse("results:fulltext_figure", args=[analysis.pk])
     is_owner = request.user.is_authenticated and analysis.owner_id == request.user.pk and not shared_token
     return {
         "cells": cells,
@@ -174,6 +177,7 @@ def _results_context(request, analysis: Analysis, *, shared_token: str | None = 
         "export_json_url": export_json,
         "export_csv_url": export_csv,
         "export_research_url": export_research,
+        "figure_url": figure_url,
         "shared_token": shared_token,
         "is_owner": is_owner,
         "can_save_preferences": request.user.is_authenticated,
@@ -416,6 +420,29 @@ def shared_export_csv(request, token):
 @require_GET
 def shared_export_research_json(request, token):
     return _export(request, _get_shared_analysis(token), "research")
+
+
+def _fulltext_figure(request, analysis: Analysis, shared_token: str | None = None) -> HttpResponse:
+    """The full-text view as one standalone HTML file, coloured as the page's display settings say."""
+    request.GET = request.GET.copy()
+    request.GET["view"] = "fulltext"
+    context = {**_results_context(request, analysis, shared_token=shared_token), "can_grow": False}
+    body = render_to_string("results/partials/figure-fulltext.html", context, request=request)
+    title = f"Analysis #{analysis.pk} · full text"
+    return as_download(
+        figure.standalone(title, body), "text/html; charset=utf-8", f"analysis-{analysis.pk}-fulltext.html"
+    )
+
+
+@require_GET
+def fulltext_figure(request, analysis_id):
+    return _fulltext_figure(request, _get_analysis_for_user(request, analysis_id))
+
+
+@login_not_required
+@require_GET
+def shared_fulltext_figure(request, token):
+    return _fulltext_figure(request, _get_shared_analysis(token), shared_token=token)
 
 
 # --- history, delete, import ---------------------------------------------------------------------------

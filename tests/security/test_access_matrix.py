@@ -53,6 +53,7 @@ SITE: dict[str, list] = {
     "results:export_json": [site("GET", LOGIN, 200, 404, 200)],
     "results:export_csv": [site("GET", LOGIN, 200, 404, 200)],
     "results:export_research_json": [site("GET", LOGIN, 200, 404, 200)],
+    "results:fulltext_figure": [site("GET", LOGIN, 200, 404, 200)],
     "results:candidates": [site("GET", LOGIN, 200, 404, 200)],
     "results:generation_export_json": [site("GET", LOGIN, 200, 404, 200)],
     "results:generation_export_csv": [site("GET", LOGIN, 200, 404, 200)],
@@ -74,6 +75,7 @@ SITE: dict[str, list] = {
     "results:shared_export_json": [site("GET", 200, 200, 200, 200)],
     "results:shared_export_csv": [site("GET", 200, 200, 200, 200)],
     "results:shared_export_research_json": [site("GET", 200, 200, 200, 200)],
+    "results:shared_fulltext_figure": [site("GET", 200, 200, 200, 200)],
     # monitoring (LENSWEB_METRICS_TOKEN set: no loopback exception)
     "healthz": [site("GET", 200, 200, 200, 200)],
     "readyz": [site("GET", 200, 200, 200, 200)],
