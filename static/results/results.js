@@ -181,6 +181,54 @@
     showChosen();
   });
 
+  // --- keyboard: j/k next/previous position, ←/→ its words, t/r/f the three views, Enter a token's row ------
+  var VIEW_KEYS = { t: "table", r: "transposed", f: "fulltext" };
+  var ITEMS = "#results-table tbody tr[id^=pos-], #transposed .tcol, #fulltext .tb[id^=f-]";
+
+  function typing(el) { return el && (el.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(el.tagName)); }
+  function focusItem(item) {
+    if (!item.hasAttribute("tabindex")) item.setAttribute("tabindex", "-1");
+    item.focus({ preventScroll: true });
+    item.scrollIntoView({ block: "nearest" });
+  }
+  document.addEventListener("keydown", function (e) {
+    if (e.altKey || e.ctrlKey || e.metaKey || typing(e.target)) return;
+    var key = e.key, active = document.activeElement;
+    if (VIEW_KEYS[key]) {
+      var radio = document.querySelector("#results-controls input[name=view][value=" + VIEW_KEYS[key] + "]");
+      if (radio && !radio.checked) {
+        radio.checked = true;
+        radio.dispatchEvent(new Event("change", { bubbles: true }));  // the form asks the server (htmx)
+      }
+      e.preventDefault();
+      return;
+    }
+    var items = Array.prototype.slice.call(document.querySelectorAll(ITEMS));
+    if ((key === "j" || key === "k") && items.length) {
+      var here = active && active.closest ? active.closest(ITEMS) : null, at = items.indexOf(here);
+      var next = key === "j" ? Math.min(items.length - 1, at + 1) : Math.max(0, at - 1);
+      focusItem(items[next]);
+      e.preventDefault();
+      return;
+    }
+    if ((key === "ArrowRight" || key === "ArrowLeft") && active && active.closest) {
+      var row = active.closest("tr[id^=pos-], .tcol");
+      var words = row ? Array.prototype.slice.call(row.querySelectorAll(".w")) : [];
+      if (!words.length) return;
+      var i = words.indexOf(active);
+      words[key === "ArrowRight" ? Math.min(words.length - 1, i + 1) : Math.max(0, i - 1)].focus();
+      e.preventDefault();
+      return;
+    }
+    if (key === "Enter" && active && active.matches && active.matches("#fulltext .tb[id^=f-]:not(.unanalysed):not(.queued)")) {
+      var url = new URL(window.location.href);  // its row: the table view, at its position
+      url.searchParams.set("view", "table");
+      url.hash = "pos-" + active.id.slice(2);
+      window.location.assign(url.toString());
+      e.preventDefault();
+    }
+  });
+
   // --- the chart as a file: SVG as drawn (it carries its own colours and fonts), PNG at twice its size ----
   function save(blob, name) {
     var link = document.createElement("a");

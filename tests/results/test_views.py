@@ -7,6 +7,7 @@ import re
 
 import pytest
 from django.urls import reverse
+from django.utils.html import escape
 
 from lensweb.analyses import colours
 from lensweb.analyses.models import Analysis, AnalysisRow, WorkerRecord
@@ -74,11 +75,14 @@ def test_explanation_words_carry_salience_and_id(owner_client, analysis):
     row = services.rows_of(analysis)[7]
     html = page(owner_client, analysis)
     scale = colours.build_scheme(services.rows_of(analysis))["salience"]
-    for _word, s, tid in zip(
+    for word, s, tid in zip(
         row["explanation_tokens"], row["token_salience"], row["explanation_token_ids"], strict=True
     ):
-        span = f'<span class="w {scale.css_class(s)}" data-s="{colours.fmt(s, True)}" data-i="{tid}">'
+        span = f'<span class="w {scale.css_class(s)}" data-s="{colours.fmt(s, True)}" data-i="{tid}" tabindex="-1"'
         assert span in html
+        # its value in its accessible name, for a keyboard or a screen reader (no hover needed)
+        label = f"“{escape(word.strip() or word)}”, salience {colours.fmt(s, True)}, token id {tid}"
+        assert f'{span} aria-label="{label}">' in html
 
 
 def test_the_same_value_has_the_same_colour_in_every_view(owner_client, analysis):

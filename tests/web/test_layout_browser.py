@@ -225,3 +225,35 @@ def test_print_keeps_the_rows_and_their_colours_and_drops_the_controls(site, bro
     adjust = page.evaluate("getComputedStyle(document.querySelector('.results-table td')).printColorAdjust")
     assert adjust == "exact"
     assert page.pdf()[:4] == b"%PDF"
+
+
+def test_the_keyboard_moves_between_rows_words_and_views(site, browser):
+    base, ids = site
+    page = signed_in(browser, base, viewport={"width": 1280, "height": 900})
+    wait_done(page, base, ids)
+    page.goto(f"{base}/analyses/{ids['long']}/?view=table&sort=position&dir=asc")
+    focused = "() => { const a = document.activeElement; return a.id || a.className; }"
+    page.keyboard.press("j")
+    assert page.evaluate(focused) == "pos-0"
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    page.keyboard.press("k")
+    assert page.evaluate(focused) == "pos-1"
+    page.keyboard.press("ArrowRight")  # into the row: its first word, its value in its accessible name
+    label = page.evaluate("document.activeElement.getAttribute('aria-label')")
+    assert page.evaluate("document.activeElement.classList.contains('w')") and "salience" in label
+    page.keyboard.press("ArrowRight")
+    assert page.evaluate("document.activeElement.getAttribute('aria-label')") != label
+    page.keyboard.press("f")  # the full-text view, through the form (and the address bar)
+    page.wait_for_selector("#fulltext")
+    assert "view=fulltext" in page.url
+    page.keyboard.press("j")
+    page.keyboard.press("j")
+    assert page.evaluate(focused) == "f-1"
+    page.keyboard.press("Enter")  # a token's row: the table, at its position
+    page.wait_for_selector("#results-table")
+    assert "view=table" in page.url and page.url.endswith("#pos-1")
+    page.keyboard.press("r")
+    page.wait_for_selector("#transposed")
+    page.keyboard.press("t")
+    page.wait_for_selector("#results-table")
