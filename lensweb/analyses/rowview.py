@@ -145,7 +145,10 @@ def words_html(view: RowView, scale: Scale, current_token: bool) -> SafeString:
     for word in view.words:
         attrs, said = "", [f"“{word.text.strip() or word.text}”"]
         if word.salience is not None:
-            attrs, said = f' data-s="{fmt(word.salience, True)}"', [*said, f"salience {fmt(word.salience, True)}"]
+            attrs, said = (
+                f' data-s="{fmt(word.salience, True)}"',
+                [*said, f"salience {fmt(word.salience, True)}"],
+            )
         if word.token_id is not None:
             attrs += f' data-i="{int(word.token_id)}"'
             said.append(f"token id {int(word.token_id)}")
@@ -154,5 +157,7 @@ def words_html(view: RowView, scale: Scale, current_token: bool) -> SafeString:
         parts.append(f'<span class="w {scale.css_class(word.salience)}"{attrs}>{escape(word.text)}</span>')
     if current_token:
         label = escape(f"[{view.token}], the current token, added by the lens")
-        parts.append(f'<span class="w cur" data-c="1" tabindex="-1" aria-label="{label}">[{escape(view.token)}]</span>')
+        parts.append(
+            f'<span class="w cur" data-c="1" tabindex="-1" aria-label="{label}">[{escape(view.token)}]</span>'
+        )
     return mark_safe("".join(parts))
