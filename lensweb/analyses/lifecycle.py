@@ -253,7 +253,8 @@ def do_finish_job(
             return _queue_again_for_added_positions(job, worker_id)
         changes = {}
         if model is Analysis:
-            changes["metadata"] = {**job.metadata, "summary": summarize(job_id)}
+            untrained = bool(job.metadata.get("untrained"))
+            changes["metadata"] = {**job.metadata, "summary": summarize(job_id, untrained=untrained)}
         elif model is Generation and result is not None:
             changes["result"] = result
             changes["progress_done"] = max(

@@ -8,8 +8,10 @@ from .families import FIRST_TRAINED, LENS, NLA, is_nla
 from .models import AnalysisRow
 
 
-def summarize(job_id: int) -> dict:
-    return summarize_rows(AnalysisRow.objects.filter(analysis_id=job_id).values_list("data", flat=True))
+def summarize(job_id: int, untrained: bool = False) -> dict:
+    """`untrained`: the lens was never trained at all (the demo lens): its note says so."""
+    rows = AnalysisRow.objects.filter(analysis_id=job_id).values_list("data", flat=True)
+    return summarize_rows(rows, untrained=untrained)
 
 
 # The positions a summary's means leave out: the Consistency Lenses were never trained on positions 0–5
@@ -37,7 +39,7 @@ def summary_rows(rows: list[dict], nla: bool) -> tuple[list[dict], dict]:
     return usual or pool, {"trained_from": first, "untrained": untrained, "outliers": outliers}
 
 
-def summarize_rows(rows, nla: bool | None = None) -> dict:
+def summarize_rows(rows, nla: bool | None = None, untrained: bool = False) -> dict:
     """Row count; mean and max mse, mean cos (and an NLA's mean fve and mse_nrm) over the positions the lens
     was trained on, ‖A‖ outliers left out (summary_rows), with which positions those are and a note that says
     so. `nla`: the family, by default from the rows (an NLA's carry mse_nrm)."""
@@ -56,6 +58,9 @@ def summarize_rows(rows, nla: bool | None = None) -> dict:
             summary[f"mean_{key}"] = sum(values) / len(values)
     summary["trained_from"] = left["trained_from"]
     summary["mean_positions"] = [positions[0], positions[-1]]
+    summary["over"] = len(used)  # 1: a single position's numbers, not a mean
+    if untrained:
+        summary["untrained"] = True
     if left["untrained"]:
         summary["left_out"] = [left["untrained"][0], left["untrained"][-1]]
     if left["outliers"]:
@@ -76,8 +81,11 @@ def summary_note(summary: dict) -> str:
     first = summary["trained_from"]
     a, b = summary["mean_positions"]
     parts = [_positions_text(a, b)]
+    if summary.get("over") == 1:
+        parts[0] += " only"
     if "left_out" in summary:
-        parts.append(f"{_positions_text(*summary['left_out'])} left out: not trained on")
+        why = "as a trained lens' would be" if summary.get("untrained") else "not trained on"
+        parts.append(f"{_positions_text(*summary['left_out'])} left out: {why}")
     elif a < first:
         parts[0] += f", none trained on (training starts at position {first})"
     outliers = summary.get("outliers_left_out") or []

@@ -77,6 +77,20 @@ UNTRAINED_NOTES = {
     LENS: UNTRAINED_NOTE,
     NLA: "The autoencoder was trained on positions 50 and later only: read earlier rows with care.",
 }
+# A lens that was never trained at all (the demo lens): the first positions are greyed as a trained lens'
+# would be (position 0 and the attention sinks there mislead it the same way), said without "trained".
+NEVER_TRAINED_NOTE = (
+    "This lens was not trained; positions 0–{last} are greyed as for a trained lens, which never learns them."
+)
+
+
+def untrained_note(family: str, metadata: dict | None) -> str:
+    """What the greyed first positions mean for this analysis' lens."""
+    if (metadata or {}).get("untrained"):
+        return NEVER_TRAINED_NOTE.format(last=EARLY_POSITIONS[family] - 1)
+    return UNTRAINED_NOTES[family]
+
+
 SALIENCE_NOTES = {
     LENS: "Salience = relative increase of the mse when that explanation token is replaced by a space: "
     "positive (orange in the safe palette) carries information.",
@@ -95,6 +109,15 @@ def metrics_of(family: str, rows: list[dict]) -> tuple[str, ...]:
         if m not in PLAIN_COLUMNS
         and (m not in SPARSE_METRICS or any(num(r.get(m)) is not None for r in rows))
     )
+
+
+def column_choices(family: str, rows: list[dict], metrics: tuple[str, ...], has_logit_lens: bool) -> list:
+    """The Columns panel: (column, label, computed) for every column the family has; a column this analysis
+    did not compute (KL not asked for, rows stored before ‖A‖ was) is offered unticked and disabled, so the
+    viewer's preference for it stays for the analyses that have it."""
+    computed = set(metrics) | {"logit_lens"} if has_logit_lens else set(metrics)
+    computed |= {m for m in PLAIN_COLUMNS if any(num(r.get(m)) is not None for r in rows)}
+    return [(c, COLUMN_LABELS[c], c in computed) for c in (*FAMILY_METRICS[family], "logit_lens")]
 
 
 def compare_metrics(family: str, rows: list[dict]) -> tuple[str, ...]:
@@ -274,7 +297,10 @@ def summary_items(family: str, rows: list[dict]) -> list[tuple[str, str]]:
     for metric in metrics_of(family, rows):
         values = [r[metric] for r in used if num(r.get(metric)) is not None and math.isfinite(r[metric])]
         if values and metric != "kl":
-            items.append((f"mean {COLUMN_LABELS[metric]}", number(sum(values) / len(values))))
+            label = (
+                f"mean {COLUMN_LABELS[metric]}" if len(used) > 1 else COLUMN_LABELS[metric]
+            )  # one: no mean
+            items.append((label, number(sum(values) / len(values))))
     if items:
         items.append(("", summarize_rows(rows, nla=family == NLA)["note"]))
     return items

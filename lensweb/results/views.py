@@ -113,7 +113,8 @@ def _results_context(request, analysis: Analysis, *, shared_token: str | None = 
     columns = [c["key"] for c in metric_columns]
     if has_ll and "logit_lens" in state.columns:
         columns.append("logit_lens")
-    offered = [*display.FAMILY_METRICS[family], "logit_lens"]
+    choices = display.column_choices(family, rows, metrics, has_ll)
+    offered = [c for c, _label, computed in choices if computed]  # the ticks this form can change
     chart_title, chart = _chart(rows, family, metrics)
     if shared_token:
         base_url = reverse("results:shared", args=[shared_token])
@@ -152,7 +153,7 @@ def _results_context(request, analysis: Analysis, *, shared_token: str | None = 
         "columns": columns,
         "metric_columns": metric_columns,
         "numeric_columns": len(metric_columns),
-        "column_choices": [(c, display.COLUMN_LABELS[c]) for c in offered],
+        "column_choices": choices,
         "offered_columns": offered,
         "sort_choices": [(m, display.COLUMN_LABELS[m]) for m in metrics],
         "sort_columns": [c["key"] for c in metric_columns],
@@ -166,7 +167,7 @@ def _results_context(request, analysis: Analysis, *, shared_token: str | None = 
         "chart": chart,
         "chart_title": chart_title,
         "metadata_items": display.metadata_items(analysis),
-        "untrained_note": display.UNTRAINED_NOTES[family],
+        "untrained_note": display.untrained_note(family, analysis.metadata),
         "early_range": display.early_range(family),
         "salience_note": display.SALIENCE_NOTES[family],
         "candidate_metric": display.COLUMN_LABELS[display.CANDIDATE_METRIC[family]],
@@ -629,7 +630,12 @@ def compare(request):
         salience_scale=scheme["salience"],
         state=state,
         colours_version=colours.palette_version(),
-        untrained_notes=sorted({display.UNTRAINED_NOTES[f] for f in families}),
+        untrained_notes=sorted(
+            {
+                display.untrained_note(f, side["analysis"].metadata)
+                for f, side in zip(families, sides, strict=True)
+            }
+        ),
         early_range=display.early_range(families[0] if early[0] <= early[1] else families[1]),
     )
     return render(request, "results/compare.html", context)
