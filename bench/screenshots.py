@@ -1,7 +1,7 @@
 """Screenshots of the results views with the demo lens (SmolLM2-135M, untrained, Patchscope-style):
 two short analyses of one text computed here with the engine (best of 4 with candidates, KL and logit
-lens; best of 1), stored in a temporary site, then table, transposed, full text, chart, history, compare
-and the shared view rendered in Debian's Chromium. Writes docs/screenshots/*.png.
+lens; best of 1), stored in a temporary site, then table, transposed, full text, chart, history, compare,
+the shared view, a 390 px phone and dark mode rendered in Debian's Chromium. Writes docs/screenshots/*.png.
 
 usage: python bench/screenshots.py [--out docs/screenshots]
 """
@@ -78,7 +78,7 @@ def store(runs):
             finished_at=now,
         )
         AnalysisRow.objects.bulk_create(
-            [AnalysisRow(analysis=analysis, position=r["position"], data=r) for r in result.rows]
+            [AnalysisRow(analysis=analysis, position=r["position"], data=r.to_dict()) for r in result.rows]
         )
         created.append(analysis)
     link = ShareLink.objects.create(analysis=created[0], created_by=demo)
@@ -124,6 +124,19 @@ def shoot(site, analyses, token, out: Path):
         save("history")
         page.goto(site.url(f"/analyses/compare/?a={a.pk}&b={b.pk}"))
         save("compare", full=True)
+        for name, options in (
+            ("results-phone", {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2}),
+            ("results-dark", {"viewport": {"width": 1400, "height": 1000}, "color_scheme": "dark"}),
+        ):
+            other = browser.new_context(**options)
+            view = other.new_page()
+            login(view, site)
+            view.goto(site.url(f"/analyses/{a.pk}/"))
+            view.wait_for_selector("#results-table")
+            path = out / f"{name}.png"
+            view.screenshot(path=str(path))
+            print(f"  wrote {path.relative_to(ROOT)}")
+            other.close()
         anonymous = browser.new_context(viewport={"width": 1400, "height": 1000})
         shared = anonymous.new_page()
         shared.goto(site.url(f"/s/{token}/?view=transposed"))
