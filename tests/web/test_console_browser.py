@@ -3,31 +3,16 @@ switching views: the server sends updates only for what the page shows (htmx:oob
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
-from tests.live import chromium, live_server
+from tests.live import chromium
 
-from .conftest import scaled, write_tiny_registry
+from .conftest import scaled
+from .test_browser import server, submit  # noqa: F401, F811  (server: a fixture: one job at a time, one row a batch)
 
 pytestmark = [pytest.mark.browser]
 
 TEXT = "The capital of France is Paris, famous for the Eiffel Tower and its long history of art and science."
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("console")
-    with live_server(
-        tmp,
-        setup=[["ensure_demo_user"]],
-        LENSWEB_LENS_REGISTRY=str(write_tiny_registry(tmp)),
-        LENSWEB_ROWS_BUDGET="1",  # one position a batch: the rows stream for a while
-        LENSWEB_POLL_INTERVAL="0.5",
-        LENSWEB_SHARED_JOBS="1",  # one job at a time: the others wait in the queue, their places moving
-    ) as base:
-        yield base
 
 
 DROP = """() => {
@@ -46,19 +31,7 @@ def watch(page) -> list[str]:
     return errors
 
 
-def submit(page, text: str) -> int:
-    previous = page.locator("#analysis-form .flash.ok").all_inner_texts()
-    page.fill("#id_text", text)
-    page.click("#analysis-form button[type=submit]")
-    page.wait_for_function(
-        "old => { const f = document.querySelector('#analysis-form .flash.ok');"
-        " return f && !old.includes(f.innerText); }",
-        arg=previous,
-    )
-    return int(re.search(r"#(\d+)", page.inner_text("#analysis-form .flash.ok")).group(1))
-
-
-def test_no_console_error_while_streaming_reconnecting_and_filtering(server):
+def test_no_console_error_while_streaming_reconnecting_and_filtering(server):  # noqa: F811
     with chromium() as browser:
         page = browser.new_page()
         page.set_default_timeout(scaled(90) * 1000)
