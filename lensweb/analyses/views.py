@@ -241,7 +241,11 @@ def generate(request):
         "gen_form": form,
         "generation": generation,
         "analysis": analysis,
-        "pending_reply": generation.pk if generation and form.action == Action.REPLY else None,
+        # the reply joins the chat builder once done ("Get reply"; "Generate, then analyse" too, its card then
+        # being its analysis')
+        "pending_reply": generation.pk
+        if generation and form.action in (Action.REPLY, Action.THEN_ANALYSE)
+        else None,
     }
     return render(request, "analyses/partials/generation-form.html", context)
 

@@ -239,12 +239,14 @@
   var appending = false;
   function checkPendingReply() {
     if (!pendingReply || appending) return;
+    // "Generate, then analyse": done, the generation's card became its analysis' card, which names it
+    var use = document.querySelector('.from-gen[data-after-generation="' + pendingReply + '"][data-use-input]');
     var card = document.getElementById("gen-" + pendingReply);
-    if (!card) return;
-    var status = card.dataset.status;
+    if (!card && !use) return;
+    var status = use ? "done" : card.dataset.status;
     if (status === "failed" || status === "cancelled") { setPending(null); return; }
     if (status !== "done") return;
-    var use = card.querySelector("[data-use-input]");
+    use = use || card.querySelector("[data-use-input]");
     if (!use) { setPending(null); return; }
     appending = true;
     fetchInput(use.dataset.useInput).then(function (input) {

@@ -131,6 +131,9 @@ def test_generate_then_analyse_is_one_card(page):
     assert page.locator(f"#gen-{generation}").count() == 0
     analysis = int(follow_up.get_attribute("id").removeprefix("job-"))
     assert page.locator(f"#rows-{analysis} tr").count() >= 5
+    # its reply joined the chat builder, as "Get reply"'s does
+    page.wait_for_function("() => document.querySelectorAll('#chat-turns [data-turn]').length === 3")
+    assert turns(page)[2][0] == "assistant" and turns(page)[2][1].strip()
 
 
 def test_continuations_and_use_as_input(page):
