@@ -25,6 +25,31 @@ CHROMIUM_ARGS = [
 ]
 
 
+def site_environ(tmp: Path, **env: str) -> dict[str, str]:
+    """The environment of the live site whose SQLite database is in `tmp` (live_server's, less its address)."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    environ.update(
+        DJANGO_SETTINGS_MODULE="lensweb.settings.base",
+        DATABASE_URL=f"sqlite:///{tmp / 'live.sqlite3'}",
+        SECRET_KEY="browser-test",
+        **env,
+    )
+    return environ
+
+
+def manage_shell(tmp: Path, code: str, **env: str) -> str:
+    """`manage.py shell -c code` against the live site in `tmp` (its database, its settings); its stdout."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=REPO,
+        env=site_environ(tmp, **env),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
 @contextlib.contextmanager
 def live_server(
     tmp: Path,
@@ -43,16 +68,7 @@ def live_server(
     if browser:
         require(shutil.which(CHROMIUM) is not None, f"{CHROMIUM} is not installed")
     port = free_port()
-    environ = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
-    environ.update(
-        DJANGO_SETTINGS_MODULE="lensweb.settings.base",
-        DATABASE_URL=f"sqlite:///{tmp / 'live.sqlite3'}",
-        SECRET_KEY="browser-test",
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        HOST="127.0.0.1",
-        PORT=str(port),
-        **env,
-    )
+    environ = site_environ(tmp, ALLOWED_HOSTS="127.0.0.1,localhost", HOST="127.0.0.1", PORT=str(port), **env)
     for step in (["migrate", "--noinput", "-v0"], *setup):
         done = subprocess.run(
             [sys.executable, "manage.py", *step], cwd=REPO, env=environ, capture_output=True, text=True

@@ -134,7 +134,7 @@ class AnalysisRun:
     def _end(self, job: Analysis, task) -> None:
         result = task.result()
         timings = dict(result.timings or {})
-        work = sum(timings.get(phase, 0.0) for phase in ("activations", "decode", "encode", "salience", "kl"))
+        work = sum(seconds for phase, seconds in timings.items() if phase != "total")  # its phases' share
         timings["work_s"] = round(work, 3)  # its share of the shared batches' time (lensweb.rates)
         timings["shared_with"] = len(task.partners)  # how many other jobs had positions in its batches
         self._finish(job, status=result.status, timings=timings, error=task.error)

@@ -4,16 +4,13 @@ full-text view wraps like prose at 1280 px with its hover box on screen, and dar
 from __future__ import annotations
 
 import json
-import os
 import struct
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.live import REPO, chromium, live_server
+from tests.live import chromium, live_server, manage_shell
 
 from .conftest import scaled, write_tiny_registry
 
@@ -42,22 +39,8 @@ def site(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("layout")
     env = {"LENSWEB_LENS_REGISTRY": str(write_tiny_registry(tmp)), "LENSWEB_POLL_INTERVAL": "0.5"}
     with live_server(tmp, setup=[["ensure_demo_user"]], **env) as base:
-        shell = {
-            **{k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")},
-            "DJANGO_SETTINGS_MODULE": "lensweb.settings.base",
-            "DATABASE_URL": f"sqlite:///{tmp / 'live.sqlite3'}",
-            "SECRET_KEY": "browser-test",
-            **env,
-        }
-        done = subprocess.run(
-            [sys.executable, "manage.py", "shell", "-c", SEED % {"long": " ".join([PARAGRAPH] * 3)}],
-            cwd=REPO,
-            env=shell,
-            capture_output=True,
-            text=True,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
-        yield base, json.loads(done.stdout.strip().splitlines()[-1])
+        out = manage_shell(tmp, SEED % {"long": " ".join([PARAGRAPH] * 3)}, **env)
+        yield base, json.loads(out.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")

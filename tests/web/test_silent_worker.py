@@ -3,10 +3,7 @@ of an ETA. The server renders what it knows; the page counts on by itself (a dea
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from datetime import timedelta
 
 import pytest
@@ -14,7 +11,7 @@ from django.utils import timezone
 
 from lensweb.analyses import fragments, rates, services
 from lensweb.analyses.models import Analysis, PositionRate
-from tests.live import REPO, chromium, live_server
+from tests.live import chromium, live_server, manage_shell
 
 from .conftest import scaled, write_tiny_registry
 
@@ -72,13 +69,6 @@ def test_the_card_counts_a_silent_worker_by_itself(tmp_path):
         live_server(tmp_path, setup=[["ensure_demo_user"]], ready="/healthz", **env) as base,
         chromium() as browser,
     ):
-        shell = {
-            **{k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")},
-            "DJANGO_SETTINGS_MODULE": "lensweb.settings.base",
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'live.sqlite3'}",
-            "SECRET_KEY": "browser-test",
-            **env,
-        }
         claim = (
             "from django.contrib.auth import get_user_model\n"
             "from lensweb.analyses import services\n"
@@ -86,14 +76,7 @@ def test_the_card_counts_a_silent_worker_by_itself(tmp_path):
             f"services.do_submit(demo, None, {{'text': {TEXT!r}}}, {{}})\n"
             "services.claim_next_job(services.register_worker(device='cpu'))\n"
         )
-        done = subprocess.run(
-            [sys.executable, "manage.py", "shell", "-c", claim],
-            cwd=REPO,
-            env=shell,
-            capture_output=True,
-            text=True,
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
+        manage_shell(tmp_path, claim, **env)
         page = browser.new_page()
         page.set_default_timeout(scaled(30) * 1000)
         page.goto(f"{base}/")
