@@ -1,7 +1,7 @@
 """The lens engine: Consistency Lens inference with PyTorch + transformers. Knows nothing of Django.
 
 Public surface: inference.engine, the one door (torch-free at import; README "Architecture"):
-    engine.load_registry() -> LensRegistry       lenses from LENSWEB_LENS_REGISTRY (TOML) or the demo lens
+    engine.load_registry() -> LensRegistry       lenses from LENSWEB_LENS_REGISTRY (TOML) or the demo lens and NLA
     engine.load(spec)                            the lens of the spec's family (inference.families)
     engine.tokenizer(spec), engine.identity(spec)  cheap, without weights: bounds checks and cache keys
     engine.prepare_input(tokenizer, input, options)  token ids and positions to analyse

@@ -71,8 +71,8 @@ def ensure_demo_base(
     target = cache_dir / f"{DIR_PREFIX}-{_short_file_hash(gguf)}"
     if _is_complete(target):
         return target
-    _make_cache_dir(cache_dir)
-    with _exclusive_lock(cache_dir / f".{target.name}.lock"):
+    make_cache_dir(cache_dir)
+    with exclusive_lock(cache_dir / f".{target.name}.lock"):
         if _is_complete(target):  # another process finished it while we waited for the lock
             return target
         started = time.monotonic()
@@ -191,7 +191,7 @@ def _is_complete(directory: Path) -> bool:
     return directory.is_dir() and all((directory / name).is_file() for name in REQUIRED_FILES)
 
 
-def _make_cache_dir(cache_dir: Path) -> None:
+def make_cache_dir(cache_dir: Path) -> None:
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -201,7 +201,7 @@ def _make_cache_dir(cache_dir: Path) -> None:
 
 
 @contextmanager
-def _exclusive_lock(lock_path: Path) -> Iterator[None]:
+def exclusive_lock(lock_path: Path) -> Iterator[None]:
     """flock is released by the kernel when the process dies, so a crash never leaves a stale lock."""
     try:
         handle = lock_path.open("a")
@@ -223,7 +223,7 @@ def _convert_atomically(gguf: Path, target: Path) -> None:
         staging.chmod(0o755)  # mkdtemp makes it 0700; a web server running as another user must read it
         _write_tokenizer(gguf, staging)  # first: it rejects a GGUF that is not SmolLM2 within seconds
         _write_model(gguf, staging)
-        _make_durable_and_readable(staging)
+        make_durable_and_readable(staging)
         if target.exists():  # an incomplete leftover from outside this code; never use it
             shutil.rmtree(target)
         os.rename(staging, target)
@@ -270,13 +270,15 @@ def _write_tokenizer(gguf: Path, out_dir: Path) -> None:
     tokenizer.backend_tokenizer.model.save(str(out_dir))
 
 
-def _make_durable_and_readable(directory: Path) -> None:
+def make_durable_and_readable(directory: Path) -> None:
     """Flush the files and open them to other users before the rename.
 
     fsync: after a power cut the final name never shows empty files. chmod: safetensors writes 0600, and
     the web server may run as another user than the one that converted.
     """
     for path in directory.iterdir():
+        if path.is_symlink():  # another folder's file, made durable there
+            continue
         path.chmod(0o644)
         with path.open("rb") as handle:
             os.fsync(handle.fileno())

@@ -173,13 +173,11 @@ def load_lens(spec: LensSpec, device: str | None = None, dtype: str | None = Non
         model = load_model(base, dev, dt, spec.quant)
         tokenizer = load_tokenizer_from(base)
         ckpt = demo_checkpoint(model, tokenizer)
-        untrained = True
     else:
         ckpt = read_checkpoint(spec.checkpoint)
         base = _base_location(spec, ckpt)
         model = load_model(base, dev, dt, spec.quant)
         tokenizer = load_tokenizer_from(base)
-        untrained = False
     t_model = time.perf_counter()
     orig = load_model(spec.donor_model, dev, dt, spec.quant) if spec.donor_model else model
     if orig is not model:
@@ -197,7 +195,7 @@ def load_lens(spec: LensSpec, device: str | None = None, dtype: str | None = Non
         dtype=dt,
         base_path=base,
         identity=_identity(ckpt.sha256, base, spec.donor_model),
-        untrained=untrained,
+        untrained=spec.untrained or spec.is_demo,
         patched_blocks=ckpt.patched_blocks(num_layers(model)),
         null_token_id=_null_token_id(tokenizer),
     )

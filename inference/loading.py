@@ -33,6 +33,7 @@ def pick_dtype(device: torch.device, requested: str | None = None) -> torch.dtyp
 # Models loaded lenses hold, by (files, dtype): lenses of one base model share its weights in memory, and a
 # lens loaded while another of its base is held reads no weights. Weak: the last lens gone, the model goes.
 _SHARED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+WEIGHTS = (".safetensors", ".bin")  # with config.json, what a model is read from
 _SHARED_LOCK = threading.Lock()
 
 
@@ -53,17 +54,20 @@ def load_model(location: str, device: torch.device, dtype: torch.dtype, quant: s
 
 
 def _share_key(location: str, device: torch.device, dtype: torch.dtype, quant: str) -> tuple | None:
-    """The directory's resolved path and its files' names, sizes and mtimes (a model replaced in place is
-    another), with the dtype and the quantisation the engine will apply; None for what is not a readable
-    directory."""
+    """The files the model is read from (config and weights), resolved, with their sizes and mtimes (a model
+    replaced in place is another), the dtype and the quantisation the engine will apply; None for what is not
+    a readable directory. Resolved: a directory whose files link to another's (the demo NLA's AV) is the
+    same model."""
     from .quant import pick_quant
 
     try:
-        path = Path(location).resolve()
-        files = tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir()))
+        model_files = [f for f in Path(location).iterdir() if f.name == "config.json" or f.suffix in WEIGHTS]
+        files = tuple(sorted((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in model_files))
     except OSError:
         return None
-    return str(path), files, str(dtype), pick_quant(device, quant)  # a quantised model is another model
+    if not files:
+        return None
+    return files, str(dtype), pick_quant(device, quant)  # a quantised model is another model
 
 
 def _read_model(location: str, device: torch.device, dtype: torch.dtype):

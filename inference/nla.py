@@ -23,9 +23,17 @@ from typing import Any
 import torch
 
 from . import ENGINE_VERSION
+from .demo_base import ensure_demo_base
 from .driver import analyze as drive
 from .errors import CheckpointError
-from .loading import load_model, load_tokenizer_from, model_fingerprint, pick_device, pick_dtype
+from .loading import (
+    load_model,
+    load_tokenizer_from,
+    model_fingerprint,
+    model_width,
+    pick_device,
+    pick_dtype,
+)
 from .metrics import norm_range
 from .models import KV, hidden_size, num_layers, run_prefix
 from .nla_format import (
@@ -83,7 +91,11 @@ class NLALens:
     quant: str = ""  # "int8": its models' blocks' Linear layers quantised (inference.quant)
 
     kind = "nla"
-    untrained = False  # not known from the files; the sidecar's stage is provenance only
+
+    @property
+    def untrained(self) -> bool:
+        """The registry says so (the demo pair); the sidecar's stage is provenance only."""
+        return self.spec.untrained
 
     @property
     def orig(self):
@@ -154,6 +166,8 @@ def is_nla_folder(path: str | Path) -> bool:
 
 def nla_files(spec: LensSpec) -> tuple:
     """Where the pair's files are (AV, AR, base), unchecked: what a changed file is noticed by."""
+    if spec.is_demo:  # follows from the demo base, as the demo lens does
+        return (spec.checkpoint, None, None)
     folder = spec.checkpoint and Path(spec.checkpoint)
     return (
         spec.av or (folder and str(folder / "av")),
@@ -163,7 +177,13 @@ def nla_files(spec: LensSpec) -> tuple:
 
 
 def nla_paths(spec: LensSpec) -> tuple[Path, Path]:
-    """(AV directory, AR directory): the registry's `av` and `ar`, else the folder's av/ and ar/."""
+    """(AV directory, AR directory): the registry's `av` and `ar`, else the folder's av/ and ar/ (the demo
+    pair's built on first use: call it where weights load, in workers)."""
+    if spec.is_demo:
+        from .demo_nla import ensure_demo_nla
+
+        folder = ensure_demo_nla()
+        return folder / "av", folder / "ar"
     if spec.av or spec.ar:
         if not (spec.av and spec.ar):
             raise CheckpointError(f"NLA lens {spec.id!r} names only one of 'av' and 'ar'; expected both")
@@ -201,6 +221,8 @@ def base_location(spec: LensSpec, av_meta: dict[str, Any], av_dir: Path) -> str:
 
 def nla_tokenizer(spec: LensSpec):
     """The base model's tokenizer, which analysed texts are tokenised with."""
+    if spec.is_demo:  # the demo base's: web processes never build the demo pair
+        return load_tokenizer_from(str(ensure_demo_base()))
     av_dir, _ = nla_paths(spec)
     return load_tokenizer_from(base_location(spec, read_sidecar(av_dir, "av"), av_dir))
 
@@ -208,6 +230,8 @@ def nla_tokenizer(spec: LensSpec):
 def nla_width(spec: LensSpec) -> int:
     """The width of the activations the pair explains: its AV sidecar's d_model (checked against the models
     when the pair loads), without loading weights."""
+    if spec.is_demo:
+        return model_width(str(ensure_demo_base()))
     av_dir, _ = nla_paths(spec)
     width = read_sidecar(av_dir, "av").get("d_model")
     if not isinstance(width, int) or width < 1:
@@ -217,13 +241,19 @@ def nla_width(spec: LensSpec) -> int:
 
 def nla_spec_identity(spec: LensSpec) -> str:
     """A content hash of the three models, the sidecars and the settings that change a row."""
+    settings = f"|var={spec.nla_baseline_rawvar}|max_new={_max_new_tokens(spec)}"
+    if spec.is_demo:  # its files follow from the demo base and inference.demo_nla, as the demo lens' do
+        from .demo_nla import demo_nla_sha256
+
+        base = model_fingerprint(str(ensure_demo_base()))
+        return hashlib.sha256(f"nla-demo|{demo_nla_sha256()}|{base}{settings}".encode()).hexdigest()[:32]
     av_dir, ar_dir = nla_paths(spec)
     base = base_location(spec, read_sidecar(av_dir, "av"), av_dir)
     h = hashlib.sha256(b"nla|")
     h.update(_files_sha(av_dir, ar_dir).encode())
     for location in (str(av_dir), str(ar_dir), base):
         h.update(b"|" + model_fingerprint(location).encode())
-    h.update(f"|var={spec.nla_baseline_rawvar}|max_new={_max_new_tokens(spec)}".encode())
+    h.update(settings.encode())
     return h.hexdigest()[:32]
 
 

@@ -14,6 +14,8 @@ from .families import KINDS
 DEMO_CHECKPOINT = "demo"
 LENS_KINDS = KINDS  # a Consistency Lens checkpoint ("lens"); a Natural Language Autoencoder pair ("nla")
 NLA_ONLY_KEYS = ("av", "ar", "nla_baseline_rawvar", "max_new_tokens")
+# the untrained demo AV never stops on its own: 32 tokens a row, the golden SmolLM2 pair's bound
+DEMO_NLA_MAX_NEW_TOKENS = 32
 QUANTS = ("", "int8")  # a lens' `quant`, and LENSWEB_CPU_QUANT (inference.quant applies them)
 
 
@@ -34,6 +36,7 @@ class LensSpec:
     # "int8": 8-bit weights for this lens wherever it runs (inference.quant: bitsandbytes on CUDA, torch's
     # dynamic int8 on a CPU); "": as LENSWEB_CPU_QUANT says on a CPU, full precision on a GPU
     quant: str = ""
+    untrained: bool = False  # never trained (the demo lens and pair): every page says so
 
     @property
     def is_demo(self) -> bool:
@@ -49,6 +52,7 @@ DEMO_SPEC = LensSpec(
     name="Demo: SmolLM2-135M-Instruct, layer 8 (untrained)",
     checkpoint=DEMO_CHECKPOINT,
     default=True,
+    untrained=True,
     description=(
         "An untrained, Patchscope-style lens: the decoder and encoder prompts are the token embeddings of a "
         "few-shot dictionary prompt (chosen by measurement, bench/results/demo-prompts.md) and both "
@@ -56,6 +60,22 @@ DEMO_SPEC = LensSpec(
         "activation, not what a trained lens would."
     ),
 )
+
+DEMO_NLA_SPEC = LensSpec(
+    id="demo-nla-smollm2-l8",
+    name="Demo NLA: SmolLM2-135M-Instruct, layer 8 (untrained)",
+    checkpoint=DEMO_CHECKPOINT,
+    kind="nla",
+    untrained=True,
+    max_new_tokens=DEMO_NLA_MAX_NEW_TOKENS,
+    description=(
+        "An untrained Natural Language Autoencoder pair built from the demo base as the research code's "
+        "SmolLM2 fixture is: the verbaliser is SmolLM2 itself, the reconstructor its first 9 blocks with a "
+        "fixed random head. Explanations show what SmolLM2 says about an injected layer-8 activation and "
+        "reconstruct nothing (fve below 0); try it for the workflow, not for what it says."
+    ),
+)
+DEMO_SPECS = (DEMO_SPEC, DEMO_NLA_SPEC)  # what a server without a registry file serves
 
 
 @dataclass(frozen=True)
@@ -81,10 +101,10 @@ class LensRegistry:
 
 
 def load_registry(path: str | Path | None = None) -> LensRegistry:
-    """Read the registry file (or LENSWEB_LENS_REGISTRY); without either, the demo lens alone."""
+    """Read the registry file (or LENSWEB_LENS_REGISTRY); without either, the demo lens and the demo NLA."""
     path = path or os.environ.get("LENSWEB_LENS_REGISTRY") or None
     if path is None:
-        return LensRegistry((DEMO_SPEC,))
+        return LensRegistry(DEMO_SPECS)
     path = Path(path).expanduser()
     try:
         data = tomllib.loads(path.read_text())
@@ -130,7 +150,18 @@ def _spec_from_table(entry: dict, index: int, base_dir: Path) -> LensSpec:
         default=bool(entry.get("default", False)),
         description=str(entry.get("description", "")),
         quant=_quant(entry, where),
+        untrained=_untrained(entry, where, checkpoint == DEMO_CHECKPOINT),
     )
+
+
+def _untrained(entry: dict, where: str, demo: bool) -> bool:
+    """`untrained = true` labels a lens that was never trained; the demo lens and pair always are."""
+    value = entry.get("untrained", demo)
+    if not isinstance(value, bool):
+        raise RegistryError(f"{where}: 'untrained' is {value!r}; expected true or false")
+    if demo and not value:
+        raise RegistryError(f"{where}: the demo lens is untrained; drop 'untrained = false'")
+    return value
 
 
 def _quant(entry: dict, where: str) -> str:
@@ -166,8 +197,9 @@ def _nla_spec_from_table(entry: dict, where: str, base_dir: Path) -> LensSpec:
         raise RegistryError(f"{where}: give both 'av' and 'ar'")
     if not has_pair and "checkpoint" not in entry:
         raise RegistryError(f"{where} needs 'checkpoint' (a folder holding av/ and ar/) or 'av' and 'ar'")
-    if entry.get("checkpoint") == DEMO_CHECKPOINT:
-        raise RegistryError(f"{where}: the demo lens is a Consistency Lens; an NLA needs its av/ and ar/")
+    demo = entry.get("checkpoint") == DEMO_CHECKPOINT  # the demo pair, built from the demo base
+    if demo and entry.get("base_model"):
+        raise RegistryError(f"{where}: the demo pair brings its own base model; drop 'base_model'")
     var = entry.get("nla_baseline_rawvar")
     if var is not None and (
         isinstance(var, bool) or not isinstance(var, int | float) or not math.isfinite(var) or var <= 0
@@ -179,7 +211,13 @@ def _nla_spec_from_table(entry: dict, where: str, base_dir: Path) -> LensSpec:
     return LensSpec(
         id=entry["id"],
         name=entry["name"],
-        checkpoint=str(_relative_to(base_dir, entry["checkpoint"])) if "checkpoint" in entry else "",
+        checkpoint=(
+            DEMO_CHECKPOINT
+            if demo
+            else str(_relative_to(base_dir, entry["checkpoint"]))
+            if "checkpoint" in entry
+            else ""
+        ),
         base_model=_maybe_path(base_dir, entry.get("base_model")),
         default=bool(entry.get("default", False)),
         description=str(entry.get("description", "")),
@@ -187,8 +225,9 @@ def _nla_spec_from_table(entry: dict, where: str, base_dir: Path) -> LensSpec:
         av=str(_relative_to(base_dir, entry["av"])) if has_pair else None,
         ar=str(_relative_to(base_dir, entry["ar"])) if has_pair else None,
         nla_baseline_rawvar=None if var is None else float(var),
-        max_new_tokens=steps,
+        max_new_tokens=DEMO_NLA_MAX_NEW_TOKENS if demo and steps is None else steps,
         quant=_quant(entry, where),
+        untrained=_untrained(entry, where, demo),
     )
 
 

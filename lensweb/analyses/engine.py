@@ -88,7 +88,7 @@ class InferenceEngine:
     def lens_notes(self, spec) -> dict[str, Any]:
         """What the page says about a lens before any job has loaded it (the demo lens is the untrained,
         Patchscope-style one; a loaded lens' metadata says `untrained` too)."""
-        return {"untrained": bool(spec.is_demo), "description": spec.description or ""}
+        return {"untrained": spec.untrained, "description": spec.description or ""}
 
     def tokenizer(self, spec):
         """Cached per lens while its files are unchanged (a replaced or broken checkpoint is read again,

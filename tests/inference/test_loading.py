@@ -10,7 +10,7 @@ from inference.analysis import analyze
 from inference.checkpoints import read_checkpoint
 from inference.errors import CheckpointError, ModelLoadError, RegistryError, UnknownLensError
 from inference.lens import load_lens
-from inference.registry import DEMO_SPEC, LensSpec, load_registry
+from inference.registry import DEMO_NLA_SPEC, DEMO_SPEC, LensSpec, load_registry
 from inference.types import AnalysisInput, AnalysisOptions
 
 from .golden import golden_dir, tiny_spec
@@ -161,11 +161,18 @@ def test_unloadable_base_and_donor(tmp_path):
 
 def test_a_donor_plays_orig(tiny_lens, tmp_path):
     spec = tiny_spec("tiny_patch2_percur")
-    copy = tmp_path / "donor"  # the base's weights in another folder: a donor of its own, not shared
+    copy = tmp_path / "donor"  # the base's weights in another folder, its config copied: a model of its own
     shutil.copytree(spec.base_model, copy, copy_function=lambda src, dst: Path(dst).symlink_to(src))
+    (copy / "config.json").unlink()
+    shutil.copyfile(Path(spec.base_model) / "config.json", copy / "config.json")
     donor = LensSpec(**{**spec.__dict__, "donor_model": str(copy)})
     lens = load_lens(donor, device="cpu")
     assert lens.orig is not lens.model
+    linked = tmp_path / "linked"  # every file a link to the base's: the same model, shared in memory
+    shutil.copytree(spec.base_model, linked, copy_function=lambda src, dst: Path(dst).symlink_to(src))
+    assert (
+        load_lens(LensSpec(**{**spec.__dict__, "donor_model": str(linked)}), device="cpu").orig is lens.model
+    )
     opts = AnalysisOptions(temperature=1.0, salience=False)
     a = analyze(lens, AnalysisInput(text="Hello there"), opts)
     b = analyze(tiny_lens, AnalysisInput(text="Hello there"), opts)
@@ -198,7 +205,8 @@ default = true
     with pytest.raises(UnknownLensError, match="unknown lens 'zzz'; this server has: a, b"):
         registry.get("zzz")
     monkeypatch.delenv("LENSWEB_LENS_REGISTRY")
-    assert load_registry().lenses == (DEMO_SPEC,)
+    assert load_registry().lenses == (DEMO_SPEC, DEMO_NLA_SPEC)
+    assert load_registry().default == DEMO_SPEC
 
 
 @pytest.mark.parametrize(

@@ -16,12 +16,19 @@ from inference.limits import Limits
 from inference.metrics import orig_forward
 from inference.nla_analysis import ar_input_ids, injected_rows, reconstruct, score
 from inference.nla_format import injection_sites, parse_explanation
+from inference.registry import DEMO_NLA_SPEC
 from inference.types import AnalysisInput, AnalysisOptions
 
 from .nla_fixtures import cached_nla, golden, golden_tensors, smol_spec, tiny_spec
 
 TEXTS = ["T1", "T2code", "T3chat"]
-PAIRS = [pytest.param("tiny", id="tiny"), pytest.param("smol", id="smol", marks=pytest.mark.slow)]
+# "demo": the pair the engine builds for itself (inference.demo_nla) must give the SmolLM2 pair's goldens
+PAIRS = [
+    pytest.param("tiny", id="tiny"),
+    pytest.param("smol", id="smol", marks=pytest.mark.slow),
+    pytest.param("demo", id="demo", marks=pytest.mark.slow),
+]
+GOLDEN_OF = {"tiny": "tiny", "smol": "smol", "demo": "smol"}
 GREEDY = Limits(min_temperature=0.0)
 REL = 1e-5
 
@@ -45,6 +52,8 @@ def _nla(which, request):
     # max_new_tokens 32: the golden's setting (README "Work-around 2")
     if which == "smol":
         return cached_nla(smol_spec(request.getfixturevalue("smol_base"), max_new_tokens=32))
+    if which == "demo":
+        return cached_nla(DEMO_NLA_SPEC)
     return cached_nla(tiny_spec(max_new_tokens=32))
 
 
@@ -55,7 +64,7 @@ def _vector_close(got: torch.Tensor, want: torch.Tensor, where: str) -> None:
 
 @pytest.mark.parametrize("which", PAIRS)
 def test_av_prompt_and_injection_position(which, request):
-    nla, gold = _nla(which, request), golden(which)
+    nla, gold = _nla(which, request), golden(GOLDEN_OF[which])
     assert nla.prompt_ids == gold["av_prompt"]["ids"]
     assert nla.av_tokenizer.convert_ids_to_tokens(nla.prompt_ids) == gold["av_prompt"]["tokens"]
     assert nla.injection_position == gold["av_prompt"]["injection_position"]
@@ -65,7 +74,7 @@ def test_av_prompt_and_injection_position(which, request):
 
 @pytest.mark.parametrize("which", PAIRS)
 def test_activations_and_injected_embeddings_are_exact(which, request):
-    nla, tensors = _nla(which, request), golden_tensors(which)
+    nla, tensors = _nla(which, request), golden_tensors(GOLDEN_OF[which])
     p = nla.injection_position
     for text_id in TEXTS:
         saved = tensors["texts"][text_id]
@@ -91,9 +100,9 @@ def test_activations_and_injected_embeddings_are_exact(which, request):
 @pytest.mark.parametrize("which", PAIRS)
 @pytest.mark.parametrize("text_id", TEXTS)
 def test_every_golden_position(which, text_id, request):
-    nla, gold = _nla(which, request), golden(which)
+    nla, gold = _nla(which, request), golden(GOLDEN_OF[which])
     text = gold["texts"][text_id]
-    tensors = golden_tensors(which)["texts"][text_id]
+    tensors = golden_tensors(GOLDEN_OF[which])["texts"][text_id]
     result = analyze(
         nla, AnalysisInput(text=text["text"]), AnalysisOptions(temperature=0.0, salience=False), limits=GREEDY
     )
@@ -122,7 +131,7 @@ def test_every_golden_position(which, text_id, request):
 @pytest.mark.parametrize("which", PAIRS)
 def test_fixed_explanations_score_as_in_the_reference(which, request):
     """The AR on ordinary English, independent of the AV: ids, recon, and its scores at every position."""
-    nla, gold, tensors = _nla(which, request), golden(which), golden_tensors(which)
+    nla, gold, tensors = _nla(which, request), golden(GOLDEN_OF[which]), golden_tensors(GOLDEN_OF[which])
     fixed = gold["fixed_explanations"]
     with torch.inference_mode():
         recon = reconstruct(nla, [f["text"] for f in fixed])

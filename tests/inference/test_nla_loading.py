@@ -284,7 +284,12 @@ base_model = "Qwen/Qwen2.5-7B-Instruct"
         ('kind = "nla"\nav = "a"', r"give both 'av' and 'ar'"),
         ('kind = "nla"', r"needs 'checkpoint' \(a folder holding av/ and ar/\) or 'av' and 'ar'"),
         ('kind = "nla"\ncheckpoint = "p"\ndonor_model = "d"', r"drop 'donor_model'"),
-        ('kind = "nla"\ncheckpoint = "demo"', r"the demo lens is a Consistency Lens"),
+        ('kind = "nla"\ncheckpoint = "demo"\nbase_model = "b"', r"the demo pair brings its own base model"),
+        ('kind = "nla"\ncheckpoint = "demo"\nuntrained = false', r"the demo lens is untrained"),
+        (
+            'kind = "nla"\ncheckpoint = "p"\nuntrained = "yes"',
+            r"'untrained' is 'yes'; expected true or false",
+        ),
         (
             'kind = "nla"\ncheckpoint = "p"\nnla_baseline_rawvar = -1',
             r"'nla_baseline_rawvar' is -1; expected",

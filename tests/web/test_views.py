@@ -70,6 +70,18 @@ def test_the_demo_lens_is_announced_as_untrained(tiny_engine):
     assert tiny_engine.lens_notes(tiny_engine.default_lens())["untrained"] is False
 
 
+def test_the_demo_nla_pair_is_announced_as_untrained(tiny_engine):
+    from django.template.loader import render_to_string
+
+    from inference.registry import DEMO_NLA_SPEC
+
+    notes = tiny_engine.lens_notes(DEMO_NLA_SPEC)
+    assert notes == {"untrained": True, "description": DEMO_NLA_SPEC.description}
+    html = render_to_string("analyses/partials/lens-info.html", {"lenses": [(DEMO_NLA_SPEC, notes)]})
+    assert 'class="lens untrained"' in html and "Natural Language Autoencoder" in html
+    assert "(untrained)" in html and "reconstruct nothing" in html
+
+
 def test_a_row_renders_tokens_salience_and_metrics():
     from lensweb.analyses.fragments import row_view
 
