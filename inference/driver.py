@@ -82,7 +82,7 @@ def begin(
         on_progress=on_progress,
         should_cancel=should_cancel,
         first_batch=first_batch,
-        metadata=family.metadata(lens, prepared, options, steps),
+        metadata={**family.metadata(lens, prepared, options, steps), **prepared.glyph_metadata()},
         started=started,
     )
     task.timings["activations"] += spent

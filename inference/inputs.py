@@ -6,6 +6,7 @@ import math
 
 from .chat import chat_template_info
 from .errors import InputError, OptionError
+from .glyphs import glyph_spans
 from .limits import DEFAULT_LIMITS, Limits
 from .options import short
 from .types import AnalysisInput, AnalysisOptions, PreparedInput
@@ -38,7 +39,13 @@ def prepare_input(
     positions = list(range(start, len(ids)))
     if options.positions is not None:  # AnalysisOptions.validate refuses it beside last_n_messages
         positions = chosen_positions(options.positions, len(ids))
-    return PreparedInput(token_ids=ids, tokens=tokens, positions=positions, rendered_text=rendered)
+    return PreparedInput(
+        token_ids=ids,
+        tokens=tokens,
+        positions=positions,
+        rendered_text=rendered,
+        glyphs=glyph_spans(tokenizer, ids, tokens),
+    )
 
 
 def chosen_positions(asked, n_tokens: int) -> list[int]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from . import options
 from .errors import InputError, OptionError
+from .glyphs import glyph_metadata
 from .limits import DEFAULT_LIMITS, Limits
 from .options import option, short
 from .rows import Row
@@ -181,10 +182,15 @@ class PreparedInput:
     tokens: list[str]
     positions: list[int]
     rendered_text: str
+    glyphs: list[tuple[int, int, str]] = field(default_factory=list)  # glyphs split over tokens (.glyphs)
 
     @property
     def total(self) -> int:
         return len(self.positions)
+
+    def glyph_metadata(self) -> dict:
+        """{"glyphs": [[start, end, text], …]} for an analysis' metadata, or {} (inference.glyphs)."""
+        return glyph_metadata(self.glyphs)
 
 
 @dataclass

@@ -189,6 +189,23 @@ class Scale:
         step = self.step(value)
         return "" if step is None else f"{self.prefix}{self._colour_index(step)}"
 
+    def _ramp(self, palette: str) -> tuple[str, ...]:
+        ramps = PALETTES.get(palette, PALETTES[DEFAULT_PALETTE])
+        return ramps["diverging" if self.diverging else "sequential"]
+
+    def colours(self, value, palette: str) -> tuple[str, str] | None:
+        """(background, text) of `value` as hex: what its css_class stands for, for a file with no stylesheet
+        (the SVG figure); None for no number."""
+        step = self.step(value)
+        if step is None:
+            return None
+        colour = self._ramp(palette)[self._colour_index(step)]
+        return colour, _text_colour(colour)
+
+    def legend_colours(self, palette: str) -> list[str]:
+        """The legend's swatches as hex, lowest value first (legend()'s order)."""
+        return [self._ramp(palette)[self._colour_index(i)] for i in range(self.steps)]
+
     def _value_at(self, t: float) -> float:
         if self.log:
             lo, hi = math.log10(self.lo), math.log10(self.hi)

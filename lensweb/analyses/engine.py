@@ -163,11 +163,12 @@ class InferenceEngine:
         return lens_cache().holds((spec, files_stamp(spec)))
 
     def metadata(self, lens, prepared=None) -> dict[str, Any]:
-        """The lens' metadata; with `prepared`, a job's too: the positions it analyses and its token ids
-        (what a later text's prefix is matched against: analyses.prefixes)."""
+        """The lens' metadata; with `prepared`, a job's too: the positions it analyses, its token ids (what a
+        later text's prefix is matched against: analyses.prefixes) and the glyphs split over its tokens."""
         metadata = dict(lens.metadata())
         if prepared is not None:
             metadata.update(positions=list(prepared.positions), token_ids=list(prepared.token_ids))
+            metadata.update(prepared.glyph_metadata())
         return metadata
 
     def analyze(self, lens, inp, options, **kwargs):

@@ -66,13 +66,24 @@ EARLY_NOTES = {
 }
 
 
-def row_view(data: dict, columns: tuple | None = None) -> RowView:
+def row_view(data: dict, columns: tuple | None = None, glyphs: dict | None = None) -> RowView:
     """A card's row (rowview.RowView, as the results pages have it) with its words on the fixed salience
-    scale and its card's metric cells; `columns`: those cells (by default every column of the row's family)."""
+    scale and its card's metric cells; `columns`: those cells (by default every column of the row's family);
+    `glyphs`: its analysis' split glyphs (rowview.glyph_parts)."""
     family = row_family(data)
-    view = rowview.row_view(data, FIRST_TRAINED[family]).coloured(CARD_SALIENCE_SCALE)
+    view = rowview.row_view(data, FIRST_TRAINED[family], glyphs).coloured(CARD_SALIENCE_SCALE)
     view.cells = [view.text(key) for key, _, _ in (columns or CARD_COLUMNS[family])]
     return view
+
+
+def job_glyphs(job: Analysis) -> dict:
+    """The job's split glyphs (rowview.glyph_parts), read from its metadata once per job object: a batch's
+    rows render with the same one."""
+    metadata = job.metadata or {}
+    cached = getattr(job, "_glyph_parts", None)
+    if cached is None or cached[0] is not metadata.get("glyphs"):
+        cached = job._glyph_parts = (metadata.get("glyphs"), rowview.glyph_parts(metadata))
+    return cached[1]
 
 
 def render_row(job: Analysis, data: dict) -> str:
@@ -82,7 +93,7 @@ def render_row(job: Analysis, data: dict) -> str:
         "analyses/partials/row.html",
         {
             "job": job,
-            "row": row_view(data, columns),
+            "row": row_view(data, columns, job_glyphs(job)),
             "logit_lens": logit_lens,
             "early_note": EARLY_NOTES[family],
         },

@@ -11,7 +11,18 @@ from lensweb.analyses import colours
 from lensweb.analyses.colours import UNTRAINED_POSITIONS, ColourScheme, build_scale
 from lensweb.analyses.families import FIRST_TRAINED, LENS, NLA, family_of  # noqa: F401  (family_of: API)
 from lensweb.analyses.rowtext import logit_lens_text, number, visible  # noqa: F401  (this module's API too)
-from lensweb.analyses.rowview import NORM_OUTLIER_NOTE, RowView, norm_text, num, row_view, words_html  # noqa: F401
+from lensweb.analyses.rowview import (  # noqa: F401  (this module's API too)
+    NORM_OUTLIER_NOTE,
+    GlyphPart,
+    RowView,
+    ShownToken,
+    glyph_parts,
+    norm_text,
+    num,
+    row_view,
+    shown_token,
+    words_html,
+)
 from lensweb.analyses.summaries import summarize_rows, summary_rows
 
 from .models import ResultsPreference
@@ -237,13 +248,17 @@ def candidates(data: dict, family: str = LENS) -> list[dict] | None:
 
 
 def row_views(
-    rows: list[dict], scheme: ColourScheme, add_current: bool, early: int = UNTRAINED_POSITIONS
+    rows: list[dict],
+    scheme: ColourScheme,
+    add_current: bool,
+    early: int = UNTRAINED_POSITIONS,
+    glyphs: dict[int, GlyphPart] | None = None,
 ) -> list[RowView]:
     """The rows as the results pages show them: each with its words coloured by salience and its colour
-    class per metric on the page's scheme."""
+    class per metric on the page's scheme; `glyphs`: the analysis' split glyphs (glyph_parts)."""
     views = []
     for data in rows:
-        view = row_view(data, early)
+        view = row_view(data, early, glyphs)
         view.words_html = words_html(view, scheme["salience"], add_current)
         view.classes = {m: scheme[m].css_class(getattr(view, m)) for m in FULLTEXT_METRICS}
         views.append(view)
@@ -251,25 +266,35 @@ def row_views(
 
 
 @dataclass
-class PendingToken:
+class PendingToken(ShownToken):
     """A token of the full text without a row: `queued` (the analysis computes it now) or `unanalysed`
     (its owner may click it to add it)."""
 
     position: int
     token: str
     state: str
+    glyph: GlyphPart | None = None
 
 
-def fulltext_cells(views: list[RowView], tokens: list[str] | None, computing: set[int]) -> list:
-    """Every token of the input in order: its row view where it has one, else a PendingToken. Without the
-    input's tokens (an imported analysis of a lens not served here) the rows alone."""
+def fulltext_cells(
+    views: list[RowView],
+    tokens: list[str] | None,
+    computing: set[int],
+    glyphs: dict[int, GlyphPart] | None = None,
+) -> list:
+    """Every token of the input in order: its row view where it has one, else a PendingToken (a split
+    glyph's part shown as its rows are: `glyphs`). Without the input's tokens (an imported analysis of a lens
+    not served here) the rows alone."""
     if tokens is None:
         return list(views)
     by_position = {v.position: v for v in views}
-    return [
-        by_position.get(p) or PendingToken(p, visible(t), "queued" if p in computing else "unanalysed")
-        for p, t in enumerate(tokens)
-    ]
+    glyphs = glyphs or {}
+
+    def pending(p: int, token: str) -> PendingToken:
+        text, glyph = shown_token(token, glyphs.get(p))
+        return PendingToken(p, text, "queued" if p in computing else "unanalysed", glyph)
+
+    return [by_position.get(p) or pending(p, t) for p, t in enumerate(tokens)]
 
 
 def sort_and_filter(views: list[RowView], display: Display) -> list[RowView]:

@@ -10,12 +10,12 @@ from datetime import datetime
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import CharField, Q, Value
 from django.utils import timezone
 
 from lensweb.analyses import services as analyses_services
 from lensweb.analyses import signals
-from lensweb.analyses.models import Analysis, AnalysisRow
+from lensweb.analyses.models import Analysis, AnalysisRow, Generation
 from lensweb.analyses.quotas import check_daily_positions
 
 from . import display, export, imports
@@ -99,11 +99,19 @@ def do_delete(user, analysis_id) -> None:
     analysis.delete()
 
 
+def do_delete_generation(user, generation_id) -> None:
+    """As do_delete: an unfinished generation is cancelled first, so its worker stops writing tokens."""
+    generation = analyses_services.get_generation_for(user, generation_id, write=True)
+    if not generation.is_final:
+        analyses_services.do_cancel_generation(user, generation.pk)
+    generation.delete()
+
+
 # --- history -------------------------------------------------------------------------------------------
 
 
-def history(user, q: str = "", lens: str = "", status: str = ""):
-    found = Analysis.objects.filter(owner=user).order_by("-created_at", "-id")
+def _filtered(model, user, q: str, lens: str, status: str):
+    found = model.objects.filter(owner=user).order_by("-created_at", "-id")
     if q:
         found = found.filter(Q(input__text__icontains=q) | Q(input__messages__icontains=q))
     if lens:
@@ -111,6 +119,51 @@ def history(user, q: str = "", lens: str = "", status: str = ""):
     if status:
         found = found.filter(status=status)
     return found
+
+
+def history(user, q: str = "", lens: str = "", status: str = ""):
+    """`user`'s analyses, newest first (the API's history: analyses only)."""
+    return _filtered(Analysis, user, q, lens, status)
+
+
+def generation_history(user, q: str = "", lens: str = "", status: str = ""):
+    """`user`'s generations with history's filters (`q` searches the prompt), newest first."""
+    return _filtered(Generation, user, q, lens, status)
+
+
+class Timeline:
+    """`user`'s analyses and generations in one list, newest first, that a Paginator can page: a page's keys
+    come from one UNION query and only that page's jobs are loaded."""
+
+    def __init__(self, user, q: str = "", lens: str = "", status: str = ""):
+        self.analyses = history(user, q, lens, status)
+        self.generations = generation_history(user, q, lens, status)
+        self.counts = {"analyses": self.analyses.count(), "generations": self.generations.count()}
+
+    def count(self) -> int:
+        return self.counts["analyses"] + self.counts["generations"]
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def _keys(self, found, kind: str):
+        return found.annotate(job_kind=Value(kind, output_field=CharField())).values_list(
+            "job_kind", "id", "created_at"
+        )
+
+    def __getitem__(self, index: slice) -> list[Analysis | Generation]:
+        keys = list(
+            self._keys(self.analyses.order_by(), Analysis.kind)
+            .union(self._keys(self.generations.order_by(), Generation.kind), all=True)
+            .order_by("-created_at", "-id", "job_kind")[index]
+        )
+        loaded = {
+            Analysis.kind: self.analyses.in_bulk([pk for kind, pk, _ in keys if kind == Analysis.kind]),
+            Generation.kind: self.generations.in_bulk(
+                [pk for kind, pk, _ in keys if kind == Generation.kind]
+            ),
+        }
+        return [loaded[kind][pk] for kind, pk, _ in keys if pk in loaded[kind]]
 
 
 def _cursor(job: Analysis) -> str:
@@ -187,8 +240,12 @@ def generation_download(generation, kind: str, raw: bool = False) -> tuple[bytes
 
 
 def lenses_used(user) -> list[str]:
-    return list(
-        Analysis.objects.filter(owner=user).order_by("lens_id").values_list("lens_id", flat=True).distinct()
+    """The lenses of `user`'s analyses and generations: history's lens filter."""
+    return sorted(
+        {
+            *Analysis.objects.filter(owner=user).values_list("lens_id", flat=True).distinct(),
+            *Generation.objects.filter(owner=user).values_list("lens_id", flat=True).distinct(),
+        }
     )
 
 

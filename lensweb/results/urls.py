@@ -14,6 +14,7 @@ urlpatterns = [
     path("analyses/<id:analysis_id>/export.json", views.export_json, name="export_json"),
     path("analyses/<id:analysis_id>/export.csv", views.export_csv, name="export_csv"),
     path("analyses/<id:analysis_id>/fulltext.html", views.fulltext_figure, name="fulltext_figure"),
+    path("analyses/<id:analysis_id>/fulltext.svg", views.fulltext_svg, name="fulltext_svg"),
     path(
         "analyses/<id:analysis_id>/export.research.json",
         views.export_research_json,
@@ -29,6 +30,7 @@ urlpatterns = [
         views.generation_export_csv,
         name="generation_export_csv",
     ),
+    path("generations/<id:generation_id>/delete/", views.delete_generation, name="delete_generation"),
     path("analyses/<id:analysis_id>/candidates/<id:position>/", views.candidates, name="candidates"),
     path("analyses/<id:analysis_id>/scores/<id:position>/", views.scores, name="scores"),
     path("analyses/<id:analysis_id>/share/", views.share, name="share"),
@@ -41,6 +43,7 @@ urlpatterns = [
     path("s/<str:token>/export.json", views.shared_export_json, name="shared_export_json"),
     path("s/<str:token>/export.csv", views.shared_export_csv, name="shared_export_csv"),
     path("s/<str:token>/fulltext.html", views.shared_fulltext_figure, name="shared_fulltext_figure"),
+    path("s/<str:token>/fulltext.svg", views.shared_fulltext_svg, name="shared_fulltext_svg"),
     path(
         "s/<str:token>/export.research.json",
         views.shared_export_research_json,

@@ -89,7 +89,8 @@ def _results_context(request, analysis: Analysis, *, shared_token: str | None = 
     state = display.Display.from_request(request.GET, preference, metrics)
     scheme = colours.build_scheme(rows, state.scale, state.palette, early)
     add_current = bool((analysis.metadata or {}).get("add_current_token"))
-    views = display.row_views(rows, scheme, add_current, early)
+    glyphs = display.glyph_parts(analysis.metadata)  # tokens that are parts of one split glyph
+    views = display.row_views(rows, scheme, add_current, early, glyphs)
     shown = display.sort_and_filter(views, state) if state.view == "table" else views
     cells: list = []
     if state.view == "fulltext":
@@ -99,7 +100,7 @@ def _results_context(request, analysis: Analysis, *, shared_token: str | None = 
             v.fulltext_label = colours.METRIC_LABELS[state.metric]
         read = None if (analysis.metadata or {}).get("imported") else services.input_tokens(analysis)
         tokens, asked = read if read else (None, set())
-        cells = display.fulltext_cells(views, tokens, asked if not analysis.is_final else set())
+        cells = display.fulltext_cells(views, tokens, asked if not analysis.is_final else set(), glyphs)
     has_kl = "kl" in metrics
     has_ll = any(v.logit_lens for v in views)
     metric_columns = _metric_columns(state.columns, metrics)
@@ -124,6 +125,7 @@ def _results_context(request, analysis: Analysis, *, shared_token: str | None = 
         export_csv = reverse("results:shared_export_csv", args=[shared_token])
         export_research = reverse("results:shared_export_research_json", args=[shared_token])
         figure_url = reverse("results:shared_fulltext_figure", args=[shared_token])
+        figure_svg_url = reverse("results:shared_fulltext_svg", args=[shared_token])
     else:
         base_url = reverse("results:detail", args=[analysis.pk])
         candidates_url = base_url + "candidates/"
@@ -132,6 +134,7 @@ def _results_context(request, analysis: Analysis, *, shared_token: str | None = 
         export_csv = reverse("results:export_csv", args=[analysis.pk])
         export_research = reverse("results:export_research_json", args=[analysis.pk])
         figure_url = reverse("results:fulltext_figure", args=[analysis.pk])
+        figure_svg_url = reverse("results:fulltext_svg", args=[analysis.pk])
     is_owner = request.user.is_authenticated and analysis.owner_id == request.user.pk and not shared_token
     return {
         "cells": cells,
@@ -179,6 +182,7 @@ def _results_context(request, analysis: Analysis, *, shared_token: str | None = 
         "export_csv_url": export_csv,
         "export_research_url": export_research,
         "figure_url": figure_url,
+        "figure_svg_url": figure_svg_url,
         "shared_token": shared_token,
         "is_owner": is_owner,
         "can_save_preferences": request.user.is_authenticated,
@@ -423,11 +427,16 @@ def shared_export_research_json(request, token):
     return _export(request, _get_shared_analysis(token), "research")
 
 
-def _fulltext_figure(request, analysis: Analysis, shared_token: str | None = None) -> HttpResponse:
-    """The full-text view as one standalone HTML file, coloured as the page's display settings say."""
+def _fulltext_context(request, analysis: Analysis, shared_token: str | None) -> dict:
+    """The full-text view's context, coloured as the page's display settings say; nothing to click."""
     request.GET = request.GET.copy()
     request.GET["view"] = "fulltext"
-    context = {**_results_context(request, analysis, shared_token=shared_token), "can_grow": False}
+    return {**_results_context(request, analysis, shared_token=shared_token), "can_grow": False}
+
+
+def _fulltext_figure(request, analysis: Analysis, shared_token: str | None = None) -> HttpResponse:
+    """The full-text view as one standalone HTML file."""
+    context = _fulltext_context(request, analysis, shared_token)
     body = render_to_string("results/partials/figure-fulltext.html", context, request=request)
     title = f"Analysis #{analysis.pk} · full text"
     return as_download(
@@ -446,6 +455,36 @@ def shared_fulltext_figure(request, token):
     return _fulltext_figure(request, _get_shared_analysis(token), shared_token=token)
 
 
+def _fulltext_svg(request, analysis: Analysis, shared_token: str | None = None) -> HttpResponse:
+    """The full-text view as one standalone SVG image, on the same colours as the HTML figure."""
+    context = _fulltext_context(request, analysis, shared_token)
+    layer = (analysis.metadata or {}).get("layer")
+    caption = " · ".join(
+        [f"Analysis #{analysis.pk}", analysis.lens_id, *([f"layer {layer}"] if layer is not None else [])]
+    )
+    content = figure.fulltext_svg(
+        context["cells"],
+        metric=context["state"].metric,
+        scale=context["metric_scale"],
+        palette=context["state"].palette,
+        title=f"Analysis #{analysis.pk} · full text",
+        caption=f"{caption} · {context['family_name']}",
+        note=f"{context['early_range']} are faded: {context['untrained_note']}",
+    )
+    return as_download(content, "image/svg+xml", f"analysis-{analysis.pk}-fulltext.svg")
+
+
+@require_GET
+def fulltext_svg(request, analysis_id):
+    return _fulltext_svg(request, _get_analysis_for_user(request, analysis_id))
+
+
+@login_not_required
+@require_GET
+def shared_fulltext_svg(request, token):
+    return _fulltext_svg(request, _get_shared_analysis(token), shared_token=token)
+
+
 # --- history, delete, import ---------------------------------------------------------------------------
 
 
@@ -456,14 +495,13 @@ def history(request):
     status = request.GET.get("status") or ""
     if status not in Analysis.Status.values:
         status = ""
-    page = Paginator(services.history(request.user, q, lens, status), HISTORY_PAGE_SIZE).get_page(
-        request.GET.get("page")
-    )
-    shared_ids = set(
-        ShareLink.objects.filter(analysis__in=list(page.object_list)).values_list("analysis_id", flat=True)
-    )
+    timeline = services.Timeline(request.user, q, lens, status)
+    page = Paginator(timeline, HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
+    analyses = [job for job in page.object_list if isinstance(job, Analysis)]
+    shared_ids = set(ShareLink.objects.filter(analysis__in=analyses).values_list("analysis_id", flat=True))
     context = {
         "page": page,
+        "counts": timeline.counts,
         "q": q,
         "lens": lens,
         "status": status,
@@ -484,6 +522,18 @@ def delete(request, analysis_id):
     if _is_htmx(request):
         return HttpResponse("")  # the row's hx-swap="outerHTML" removes it
     messages.info(request, f"Analysis #{analysis_id} deleted.")
+    return redirect("results:history")
+
+
+@require_POST
+def delete_generation(request, generation_id):
+    try:
+        services.do_delete_generation(request.user, generation_id)
+    except Generation.DoesNotExist:
+        raise Http404("no such generation") from None
+    if _is_htmx(request):
+        return HttpResponse("")  # the row's hx-swap="outerHTML" removes it
+    messages.info(request, f"Generation #{generation_id} deleted.")
     return redirect("results:history")
 
 
@@ -584,7 +634,8 @@ def compare(request):
     sides = []
     for analysis, rows, family, first in zip((a, b), (rows_a, rows_b), families, early, strict=True):
         metrics = display.compare_metrics(family, rows)
-        views = display.row_views(rows, scheme, bool(analysis.metadata.get("add_current_token")), first)
+        add_current = bool(analysis.metadata.get("add_current_token"))
+        views = display.row_views(rows, scheme, add_current, first, display.glyph_parts(analysis.metadata))
         sides.append(
             {
                 "analysis": analysis,

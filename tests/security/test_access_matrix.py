@@ -54,6 +54,7 @@ SITE: dict[str, list] = {
     "results:export_csv": [site("GET", LOGIN, 200, 404, 200)],
     "results:export_research_json": [site("GET", LOGIN, 200, 404, 200)],
     "results:fulltext_figure": [site("GET", LOGIN, 200, 404, 200)],
+    "results:fulltext_svg": [site("GET", LOGIN, 200, 404, 200)],
     "results:candidates": [site("GET", LOGIN, 200, 404, 200)],
     "results:generation_export_json": [site("GET", LOGIN, 200, 404, 200)],
     "results:generation_export_csv": [site("GET", LOGIN, 200, 404, 200)],
@@ -68,6 +69,7 @@ SITE: dict[str, list] = {
     ],
     "results:add_positions": [site("POST", LOGIN, 302, 404, 404, data={"positions": "0"})],
     "results:delete": [site("POST", LOGIN, 302, 404, 404)],
+    "results:delete_generation": [site("POST", LOGIN, 302, 404, 404)],  # staff read any, delete their own
     "results:preferences": [site("POST", LOGIN, 302, 302, 302, data={"scale": "fixed"})],
     "results:colours_css": [site("GET", 200, 200, 200, 200)],
     "results:shared": [site("GET", 200, 200, 200, 200)],  # the token is the capability
@@ -76,6 +78,7 @@ SITE: dict[str, list] = {
     "results:shared_export_csv": [site("GET", 200, 200, 200, 200)],
     "results:shared_export_research_json": [site("GET", 200, 200, 200, 200)],
     "results:shared_fulltext_figure": [site("GET", 200, 200, 200, 200)],
+    "results:shared_fulltext_svg": [site("GET", 200, 200, 200, 200)],
     # monitoring (LENSWEB_METRICS_TOKEN set: no loopback exception)
     "healthz": [site("GET", 200, 200, 200, 200)],
     "readyz": [site("GET", 200, 200, 200, 200)],
