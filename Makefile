@@ -62,6 +62,7 @@ bench: install
 	$(PY) bench/cache.py
 	$(PY) bench/results_page.py
 	$(PY) bench/demo_prompts.py
+	$(PY) bench/chat_temperature.py
 	$(PY) bench/fleet.py
 	$(PY) bench/concurrency.py
 

@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     _lens_args(gen)
     _input_args(gen)
     _option_args(gen, GenerationOptions)
+    # unset: the default of what is asked for (a chat reply's CHAT_TEMPERATURE, or a continuation's)
+    gen.set_defaults(temperature=None)
     gen.add_argument("--json", action="store_true")
     gen.set_defaults(func=_generate)
     return ap
@@ -235,7 +237,12 @@ def _print_nla_table(result) -> None:
 def _generate(args) -> int:
     from .generation import generate
 
-    options = _options(args, GenerationOptions)
+    given = {
+        opt.name: value
+        for opt in options_of(GenerationOptions)
+        if (value := getattr(args, opt.name)) is not None
+    }
+    options = GenerationOptions.from_dict(given, chat=args.messages is not None)
     lens = _load(args)
     t0 = time.perf_counter()
     out = generate(lens, _input(args), options, limits=CLI_LIMITS)

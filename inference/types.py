@@ -214,6 +214,12 @@ class AnalysisResult:
         return {"status": self.status, "metadata": self.metadata, "rows": rows, "timings": self.timings}
 
 
+# A chat reply's temperature when none is given (a plain continuation keeps GenerationOptions.temperature's):
+# the sampled temperature whose replies were most often right with the demo model,
+# bench/results/chat-temperature.md (bench/chat_temperature.py).
+CHAT_TEMPERATURE = 0.6
+
+
 @dataclass(frozen=True)
 class GenerationOptions:
     n: int = option(
@@ -229,7 +235,9 @@ class GenerationOptions:
     temperature: float = option(
         1.0,
         label="Temperature",
-        help="Sampling temperature; 0 is greedy: one answer.",
+        help="Sampling temperature; 0 is greedy: one answer. Unset, a chat reply (chat_reply, or a chat's "
+        f"messages) takes {CHAT_TEMPERATURE:g}, measured with the demo model (bench/results/chat-temperature.md); "
+        "a continuation 1.",
         low=0.0,
         high="max_temperature",
     )
@@ -248,7 +256,11 @@ class GenerationOptions:
         return options.as_dict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GenerationOptions:
+    def from_dict(cls, data: dict[str, Any], *, chat: bool = False) -> GenerationOptions:
+        """The options `data` names, the rest their defaults; a reply (`chat_reply`, or the input is a chat:
+        `chat`) without a temperature takes CHAT_TEMPERATURE. A temperature given always wins."""
+        if "temperature" not in data and (chat or data.get("chat_reply") is True):
+            data = {**data, "temperature": CHAT_TEMPERATURE}
         return options.from_dict(cls, data)
 
 

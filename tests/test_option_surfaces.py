@@ -74,7 +74,11 @@ def test_the_generation_form_has_each_option_but_the_buttons_own(opt):
 
     form = GenerationForm(limits=DEFAULT_LIMITS)
     assert form.fields[opt.name].label == opt.label
-    assert form.fields[opt.name].initial == opt.default
+    if opt.name == "temperature":  # empty: the default of what is asked for, shown as the placeholder
+        assert form.fields[opt.name].initial is None and not form.fields[opt.name].required
+        assert form.fields[opt.name].widget.attrs["placeholder"] == f"{opt.default:g}"
+    else:
+        assert form.fields[opt.name].initial == opt.default
     assert opt.name in [bound.name for bound in form.option_fields]
     assert "chat_reply" not in form.fields
 
@@ -115,7 +119,9 @@ def test_the_cli_has_a_flag_for_each_option(command, opt):
 
     flag = "--" + opt.name.replace("_", "-")
     base = [command, "--checkpoint", "demo", "--text", "x"]
-    assert getattr(_parser().parse_args(base), opt.name) == opt.default
+    # generate's temperature is unset unless given: GenerationOptions.from_dict picks a reply's or a continuation's
+    unset = None if (command, opt.name) == ("generate", "temperature") else opt.default
+    assert getattr(_parser().parse_args(base), opt.name) == unset
     value = other_value(opt)
     if opt.kind == "bool":
         argv = [flag] if value else ["--no-" + opt.name.replace("_", "-")]
@@ -124,6 +130,41 @@ def test_the_cli_has_a_flag_for_each_option(command, opt):
     else:
         argv = [flag, str(value)]
     assert getattr(_parser().parse_args(base + argv), opt.name) == value
+
+
+def test_a_reply_without_a_temperature_takes_the_measured_chat_default():
+    from inference.types import CHAT_TEMPERATURE
+
+    assert GenerationOptions.from_dict({}).temperature == GenerationOptions.temperature == 1.0
+    assert GenerationOptions.from_dict({"chat_reply": True}).temperature == CHAT_TEMPERATURE
+    assert GenerationOptions.from_dict({}, chat=True).temperature == CHAT_TEMPERATURE
+    assert GenerationOptions.from_dict({"chat_reply": True, "temperature": 1.0}).temperature == 1.0
+    assert GenerationOptions.from_dict({"temperature": 0}, chat=True).temperature == 0
+    temperature = next(o for o in GENERATION if o.name == "temperature")
+    assert f"takes {CHAT_TEMPERATURE:g}" in temperature.help  # said wherever the help is (API, CLI)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--text", "x", "--chat-reply"], "chat"),
+        (["--messages", '[{"role": "user", "content": "x"}]'], "chat"),
+        (["--text", "x", "--chat-reply", "--temperature", "1.0"], 1.0),
+        (["--text", "x"], 1.0),
+    ],
+)
+def test_the_cli_generate_takes_the_default_of_what_is_asked(monkeypatch, capsys, argv, expected):
+    import inference.__main__ as cli
+    import inference.generation
+    from inference.types import CHAT_TEMPERATURE
+
+    seen = []
+    monkeypatch.setattr(cli, "_load", lambda args: None)
+    monkeypatch.setattr(
+        inference.generation, "generate", lambda lens, inp, options, **_: seen.append(options) or {}
+    )
+    assert cli.main(["generate", "--checkpoint", "demo", "--json", *argv]) == 0
+    assert seen[0].temperature == (CHAT_TEMPERATURE if expected == "chat" else expected)
 
 
 def test_imports_default_every_option_and_keep_a_files_own():

@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from inference.limits import Limits
 from inference.options import option_names, options_of
-from inference.types import AnalysisOptions, GenerationOptions
+from inference.types import CHAT_TEMPERATURE, AnalysisOptions, GenerationOptions
 
 from .limits import limits as deployment_limits
 from .option_fields import form_field, option_fields
@@ -270,7 +270,29 @@ NO_CHAT = {
 
 
 LAST_N_MESSAGES = next(o for o in options_of(AnalysisOptions) if o.name == "last_n_messages")
+TEMPERATURE = next(o for o in options_of(GenerationOptions) if o.name == "temperature")
 GENERATION_FORM_OPTIONS = (option_names(GenerationOptions) - {"chat_reply"}) | {"last_n_messages"}
+
+
+def temperature_field(limits: Limits, *, chat: bool) -> forms.Field:
+    """The generation form's temperature: empty unless typed, so that the submission takes the default of
+    what it asks for (a reply: CHAT_TEMPERATURE; a continuation: the declared one), which the placeholder
+    shows for the prompt mode chosen (static/js/app.js swaps it when the mode changes)."""
+    low, high = TEMPERATURE.bounds(limits)
+    field = form_field(
+        TEMPERATURE,
+        limits,
+        help_text=f"Sampling temperature; 0 is greedy: one answer ({low:g}–{high:g}). Empty: "
+        f"{TEMPERATURE.default:g} for a continuation; replies to a chat default to {CHAT_TEMPERATURE:g} "
+        "(measured with the demo model: bench/results/chat-temperature.md).",
+    )
+    field.required, field.initial = False, None
+    defaults = {"text": f"{TEMPERATURE.default:g}", "chat": f"{CHAT_TEMPERATURE:g}"}
+    field.widget.attrs.update(
+        placeholder=defaults["chat" if chat else "text"],
+        **{"data-default-text": defaults["text"], "data-default-chat": defaults["chat"]},
+    )
+    return field
 
 
 class GenerationForm(forms.Form):
@@ -316,6 +338,7 @@ class GenerationForm(forms.Form):
         # The declared generation options (chat_reply is the buttons' to say), then the follow-up analysis'
         # last N messages ("Generate, then analyse").
         self.fields.update(option_fields(GenerationOptions, limits, skip=("chat_reply",)))
+        self.fields["temperature"] = temperature_field(limits, chat=self["mode"].value() == PromptMode.CHAT)
         self.fields["last_n_messages"] = form_field(
             LAST_N_MESSAGES,
             limits,
@@ -414,15 +437,18 @@ class GenerationForm(forms.Form):
         plain text's reply is the reply to it as one user turn."""
         data = self.cleaned_data
         single = self.action in (Action.REPLY, Action.THEN_ANALYSE)
-        return {
+        options = {
             "n": 1 if single else data["n"],
             "max_new_tokens": data["max_new_tokens"],
-            "temperature": data["temperature"],
             "top_p": data["top_p"],
             "seed": data["seed"],
             "chat_reply": self.action == Action.REPLY
             or (self.is_chat and self.action == Action.THEN_ANALYSE),
         }
+        # left empty: the default of what is asked for (GenerationOptions.from_dict: a reply's, a continuation's)
+        if data["temperature"] is not None:
+            options["temperature"] = data["temperature"]
+        return options
 
     def carried(self) -> dict:
         """The submitted values as `initial` for a fresh form (another lens chosen: no errors shown)."""

@@ -114,7 +114,7 @@ def check_generation_submission(lens_id: str | None, input_data: dict, options_d
     spec = lens_spec(engine, lens_id)
     inp = _input(input_data, bounds)
     try:
-        options = GenerationOptions.from_dict(options_data).validate(bounds)
+        options = GenerationOptions.from_dict(options_data, chat=inp.is_chat).validate(bounds)
         if options.temperature == 0 and options.n > 1:  # transformers refuses greedy with several samples
             raise OptionError(
                 "n must be 1 with temperature 0 (greedy decoding gives one answer); raise temperature"

@@ -93,6 +93,10 @@
     var chosen = form.querySelector("input[name='gen-mode']:checked");
     var mode = chosen ? chosen.value : "text";
     form.querySelectorAll("[data-mode]").forEach(function (el) { el.hidden = el.dataset.mode !== mode; });
+    // an empty temperature takes the default of what is asked for: a reply's in chat mode, else a continuation's
+    form.querySelectorAll("input[data-default-chat]").forEach(function (input) {
+      input.placeholder = mode === "chat" ? input.dataset.defaultChat : input.dataset.defaultText;
+    });
   }
 
   document.addEventListener("change", function (e) {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from inference.types import CHAT_TEMPERATURE
 from lensweb.analyses.models import Analysis, Generation
 
 from .conftest import error_of
@@ -36,6 +37,25 @@ def test_submit_and_read_a_queued_generation(api, alice, alice_key, live_worker)
     assert response["Location"] == body["url"] == f"http://testserver/api/v1/generations/{generation.pk}"
     second = api.post(URL, {"messages": [{"role": "user", "content": "Hi"}]}, key=alice_key).json_body
     assert second["queue_position"] == 2
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ({"text": "Hi", "options": {"chat_reply": True}}, CHAT_TEMPERATURE),
+        ({"messages": [{"role": "user", "content": "Hi"}]}, CHAT_TEMPERATURE),  # a chat's reply
+        ({"text": "Hi", "options": {"chat_reply": True, "temperature": 0.9}}, 0.9),  # given: it wins
+        ({"text": "Hi", "options": {"chat_reply": True, "temperature": 1.0}}, 1.0),
+        ({"text": "Hi"}, 1.0),  # a continuation: the declared default
+    ],
+    ids=["chat-reply", "messages", "given", "given-default", "continuation"],
+)
+def test_an_omitted_temperature_takes_the_default_of_what_is_asked(
+    api, alice_key, live_worker, body, expected
+):
+    response = api.post(URL, body, key=alice_key)
+    assert response.status_code == 202
+    assert Generation.objects.get(pk=response.json_body["id"]).options["temperature"] == expected
 
 
 def test_no_live_worker_is_503(api, alice_key):

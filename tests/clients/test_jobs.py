@@ -334,6 +334,19 @@ def test_a_generation_is_polled_until_done(server, client, sleeps):
     assert isinstance(follow_up, Analysis) and follow_up.id == 7 and follow_up.status == "running"
 
 
+def test_a_chat_reply_leaves_its_temperature_to_the_server(server, client):
+    """Unsent, the server picks the default of what is asked for: a reply's measured one, not 1.0."""
+    queued = {"id": 4, "status": "queued", "result": None, "analysis_id": None, "error": None}
+    server.on("POST", f"{API}/generations", Reply(202, queued), Reply(202, queued))
+    client.generate("Hi", chat_reply=True)
+    client.generate("Hi", chat_reply=True, temperature=1.0)
+    sent = [request.json() for request in server.requests("POST", f"{API}/generations")]
+    assert sent == [
+        {"text": "Hi", "options": {"chat_reply": True}},
+        {"text": "Hi", "options": {"chat_reply": True, "temperature": 1.0}},
+    ]
+
+
 def test_a_generation_waits_with_a_progress_bar_over_its_tokens(server, client, sleeps, capsys):
     running = {
         "id": 4,

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from inference.types import CHAT_TEMPERATURE
 from tests.live import chromium, live_server, sign_in
 
 from .conftest import scaled, write_tiny_registry
@@ -92,6 +93,8 @@ def queued(page, what: str) -> int:
 
 def test_chat_get_reply_watch_it_stream_then_analyse_it(page):
     build_chat(page, "You answer in one short sentence.", "Where is the Eiffel Tower?")
+    # the empty temperature shows what a reply takes (a continuation's 1 in plain-text mode)
+    assert page.get_attribute("#id_gen-temperature", "placeholder") == f"{CHAT_TEMPERATURE:g}"
     page.fill("#id_gen-max_new_tokens", "48")
     page.eval_on_selector("#jobs", WATCH_STREAMING)
     page.get_by_role("button", name="Get reply", exact=True).click()

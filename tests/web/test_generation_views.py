@@ -11,6 +11,7 @@ import shutil
 import pytest
 from django.urls import reverse
 
+from inference.types import CHAT_TEMPERATURE
 from lensweb.analyses import services
 from lensweb.analyses.models import Analysis, Generation
 from tests.conftest import tiny_lens
@@ -186,6 +187,48 @@ def test_get_reply_queues_one_reply_to_the_chat_and_marks_it_pending(logged_in):
     assert f'data-pending-reply="{generation.pk}"'.encode() in page
     # the builder comes back with the turns, for the reply to be appended to
     assert b"You answer briefly.</textarea>" in page and b"Where is Paris?</textarea>" in page
+
+
+def without_temperature(data: dict) -> dict:
+    return {name: value for name, value in data.items() if name != "gen-temperature"}
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        # "Get reply" with the temperature left empty: the measured chat-reply default
+        ({**CHAT, **TURNS, "action": "reply"}, CHAT_TEMPERATURE),
+        # a chat's replies from "Generate" are replies too; a plain text's continuations keep the declared 1.0
+        ({**CHAT, **TURNS}, CHAT_TEMPERATURE),
+        (TEXT, 1.0),
+        ({**TEXT, "action": "then_analyse"}, 1.0),
+    ],
+    ids=["reply", "chat-generate", "continuation", "continuation-then-analyse"],
+)
+def test_an_empty_temperature_takes_the_default_of_what_is_asked(logged_in, data, expected):
+    post(logged_in, {**without_temperature(data), "gen-temperature": ""})
+    assert Generation.objects.get().options["temperature"] == expected
+
+
+def test_a_temperature_given_wins_over_the_reply_default(logged_in):
+    post(logged_in, {**CHAT, **TURNS, "action": "reply", "gen-temperature": 1.0})
+    options = Generation.objects.get().options
+    assert options["temperature"] == 1.0 and options["chat_reply"] is True
+
+
+def test_the_temperature_field_shows_the_default_of_the_mode(logged_in):
+    page = logged_in.get(reverse("analyses:index")).content.decode()
+    field = re.search(r'<input[^>]*name="gen-temperature"[^>]*>', page).group(0)
+    assert 'value="' not in field and 'placeholder="1"' in field  # plain text first: a continuation's
+    assert f'data-default-chat="{CHAT_TEMPERATURE:g}"' in field and 'data-default-text="1"' in field
+    after = page[page.index('name="gen-temperature"') :]
+    help_text = html.unescape(re.search(r'<small class="help">([^<]*)<', after)[1])
+    assert f"replies to a chat default to {CHAT_TEMPERATURE:g}" in help_text
+    assert "bench/results/chat-temperature.md" in help_text
+    # the form again in chat mode (another lens chosen): the reply default in the field
+    page = post(logged_in, {**without_temperature(CHAT), **TURNS, "action": "refresh"}).content.decode()
+    field = re.search(r'<input[^>]*name="gen-temperature"[^>]*>', page).group(0)
+    assert f'placeholder="{CHAT_TEMPERATURE:g}"' in field and 'value="' not in field
 
 
 def test_an_unticked_default_system_prompt_is_sent_as_off(logged_in):

@@ -210,8 +210,10 @@ class Client:
         analysis_options: dict[str, Any] | None = None,
         **options: Any,
     ) -> Generation:
-        """Submit a generation (options: n, max_new_tokens, temperature, top_p, seed, chat_reply).
-        `then_analyse=True` analyses the first sample when it is done, with `analysis_options`."""
+        """Submit a generation (options: n, max_new_tokens, temperature, top_p, seed, chat_reply); an option
+        left out takes the server's default (temperature: a chat reply's, with chat_reply=True or `messages`,
+        else a continuation's). `then_analyse=True` analyses the first sample when it is done, with
+        `analysis_options`."""
         body = submission(text, messages, lens, default_system_prompt, options)
         if then_analyse:
             body["then_analyse"] = True
