@@ -13,8 +13,15 @@ urlpatterns = [
     path("analyses/<id:analysis_id>/", views.detail, name="detail"),
     path("analyses/<id:analysis_id>/export.json", views.export_json, name="export_json"),
     path("analyses/<id:analysis_id>/export.csv", views.export_csv, name="export_csv"),
-    path("analyses/<id:analysis_id>/fulltext.html", views.fulltext_figure, name="fulltext_figure"),
-    path("analyses/<id:analysis_id>/fulltext.svg", views.fulltext_svg, name="fulltext_svg"),
+    path(
+        "analyses/<id:analysis_id>/fulltext.html",
+        views.fulltext_figure,
+        {"fmt": "html"},
+        name="fulltext_figure",
+    ),
+    path(
+        "analyses/<id:analysis_id>/fulltext.svg", views.fulltext_figure, {"fmt": "svg"}, name="fulltext_svg"
+    ),
     path(
         "analyses/<id:analysis_id>/export.research.json",
         views.export_research_json,
@@ -42,8 +49,15 @@ urlpatterns = [
     path("s/<str:token>/candidates/<id:position>/", views.shared_candidates, name="shared_candidates"),
     path("s/<str:token>/export.json", views.shared_export_json, name="shared_export_json"),
     path("s/<str:token>/export.csv", views.shared_export_csv, name="shared_export_csv"),
-    path("s/<str:token>/fulltext.html", views.shared_fulltext_figure, name="shared_fulltext_figure"),
-    path("s/<str:token>/fulltext.svg", views.shared_fulltext_svg, name="shared_fulltext_svg"),
+    path(
+        "s/<str:token>/fulltext.html",
+        views.shared_fulltext_figure,
+        {"fmt": "html"},
+        name="shared_fulltext_figure",
+    ),
+    path(
+        "s/<str:token>/fulltext.svg", views.shared_fulltext_figure, {"fmt": "svg"}, name="shared_fulltext_svg"
+    ),
     path(
         "s/<str:token>/export.research.json",
         views.shared_export_research_json,

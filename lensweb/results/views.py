@@ -434,7 +434,7 @@ def _fulltext_context(request, analysis: Analysis, shared_token: str | None) -> 
     return {**_results_context(request, analysis, shared_token=shared_token), "can_grow": False}
 
 
-def _fulltext_figure(request, analysis: Analysis, shared_token: str | None = None) -> HttpResponse:
+def _fulltext_html(request, analysis: Analysis, shared_token: str | None) -> HttpResponse:
     """The full-text view as one standalone HTML file."""
     context = _fulltext_context(request, analysis, shared_token)
     body = render_to_string("results/partials/figure-fulltext.html", context, request=request)
@@ -444,18 +444,7 @@ def _fulltext_figure(request, analysis: Analysis, shared_token: str | None = Non
     )
 
 
-@require_GET
-def fulltext_figure(request, analysis_id):
-    return _fulltext_figure(request, _get_analysis_for_user(request, analysis_id))
-
-
-@login_not_required
-@require_GET
-def shared_fulltext_figure(request, token):
-    return _fulltext_figure(request, _get_shared_analysis(token), shared_token=token)
-
-
-def _fulltext_svg(request, analysis: Analysis, shared_token: str | None = None) -> HttpResponse:
+def _fulltext_svg(request, analysis: Analysis, shared_token: str | None) -> HttpResponse:
     """The full-text view as one standalone SVG image, on the same colours as the HTML figure."""
     context = _fulltext_context(request, analysis, shared_token)
     layer = (analysis.metadata or {}).get("layer")
@@ -474,15 +463,18 @@ def _fulltext_svg(request, analysis: Analysis, shared_token: str | None = None) 
     return as_download(content, "image/svg+xml", f"analysis-{analysis.pk}-fulltext.svg")
 
 
+FULLTEXT_FIGURES = {"html": _fulltext_html, "svg": _fulltext_svg}  # a route's `fmt` (results/urls.py)
+
+
 @require_GET
-def fulltext_svg(request, analysis_id):
-    return _fulltext_svg(request, _get_analysis_for_user(request, analysis_id))
+def fulltext_figure(request, analysis_id, fmt):
+    return FULLTEXT_FIGURES[fmt](request, _get_analysis_for_user(request, analysis_id), None)
 
 
 @login_not_required
 @require_GET
-def shared_fulltext_svg(request, token):
-    return _fulltext_svg(request, _get_shared_analysis(token), shared_token=token)
+def shared_fulltext_figure(request, token, fmt):
+    return FULLTEXT_FIGURES[fmt](request, _get_shared_analysis(token), token)
 
 
 # --- history, delete, import ---------------------------------------------------------------------------
