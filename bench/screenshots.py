@@ -1,7 +1,8 @@
 """Screenshots of the results views with the demo lens (SmolLM2-135M, untrained, Patchscope-style):
 two short analyses of one text computed here with the engine (best of 4 with candidates, KL and logit
-lens; best of 1), stored in a temporary site, then table, transposed, full text, chart, history, compare,
-the shared view, a 390 px phone and dark mode rendered in Debian's Chromium. Writes docs/screenshots/*.png.
+lens; best of 1), one with the demo NLA pair and a chat reply, stored in a temporary site, then table,
+transposed, full text, chart, the NLA's table, history, compare, the shared view, a 390 px phone and dark mode
+rendered in Debian's Chromium. Writes docs/screenshots/*.png.
 
 usage: python bench/screenshots.py [--out docs/screenshots]
 """
@@ -21,6 +22,8 @@ from live import CHROMIUM, CHROMIUM_ARGS, ROOT, live_site, login  # noqa: E402
 
 TEXT = "The Eiffel Tower is in Paris, the capital of France. It was finished in 1889."
 OTHER_TEXT = "Water boils at one hundred degrees Celsius at sea level."
+NLA_TEXT = "The Eiffel Tower is in Paris."
+CHAT = [{"role": "user", "content": "What is the capital of France?"}]
 
 
 def compute():
@@ -28,10 +31,12 @@ def compute():
     os.environ.pop("LENSWEB_LENS_REGISTRY", None)
     from inference.analysis import analyze
     from inference.engine import load
+    from inference.generation import generate
     from inference.registry import load_registry
-    from inference.types import AnalysisInput, AnalysisOptions
+    from inference.types import AnalysisInput, AnalysisOptions, GenerationOptions
 
-    lens = load(load_registry().default)
+    registry = load_registry()
+    lens = load(registry.default)
     runs = []
     for text, options in (
         (TEXT, AnalysisOptions(best_of_k=4, salience=True, kl=True, logit_lens=True, keep_candidates=True)),
@@ -44,25 +49,29 @@ def compute():
             f"  analysed {len(result.rows)} positions, k = {options.best_of_k}: {time.perf_counter() - started:.1f} s"
         )
         runs.append((text, result, options.to_dict()))
-    return runs
+    nla = load(next(spec for spec in registry.lenses if spec.is_nla))  # the demo NLA pair
+    started = time.perf_counter()
+    result = analyze(nla, AnalysisInput(text=NLA_TEXT), AnalysisOptions(salience=True))
+    print(f"  analysed {len(result.rows)} positions with the demo NLA: {time.perf_counter() - started:.1f} s")
+    runs.append((NLA_TEXT, result, AnalysisOptions(salience=True).to_dict()))
+    options = GenerationOptions.from_dict({"chat_reply": True, "max_new_tokens": 48})
+    reply = generate(lens, AnalysisInput(messages=tuple(CHAT)), options)
+    return runs, (reply, options.to_dict())
 
 
-def store(runs):
+def store(runs, generation):
     from django.contrib.auth import get_user_model
     from django.utils import timezone
 
-    from lensweb.analyses.models import Analysis, AnalysisRow
+    from lensweb.analyses.models import Analysis, AnalysisRow, Generation
+    from lensweb.analyses.summaries import summarize_rows
     from lensweb.results.models import ShareLink
 
     demo = get_user_model().objects.get(username="demo")
     created = []
     for text, result, options in runs:
-        mses = [r["mse"] for r in result.rows]
-        metadata = {
-            **result.metadata,
-            "cached": False,
-            "summary": {"rows": len(mses), "mean_mse": sum(mses) / len(mses)},
-        }
+        summary = summarize_rows([r.to_dict() for r in result.rows], untrained=result.metadata["untrained"])
+        metadata = {**result.metadata, "cached": False, "summary": summary}
         now = timezone.now()
         analysis = Analysis.objects.create(
             owner=demo,
@@ -81,6 +90,20 @@ def store(runs):
             [AnalysisRow(analysis=analysis, position=r["position"], data=r.to_dict()) for r in result.rows]
         )
         created.append(analysis)
+    reply, options = generation
+    now = timezone.now()
+    Generation.objects.create(
+        owner=demo,
+        lens_id=created[0].lens_id,
+        input={"messages": CHAT},
+        options=options,
+        status="done",
+        result=reply,
+        progress_done=1,
+        progress_total=1,
+        started_at=now,
+        finished_at=now,
+    )
     link = ShareLink.objects.create(analysis=created[0], created_by=demo)
     return created, link.token
 
@@ -88,7 +111,7 @@ def store(runs):
 def shoot(site, analyses, token, out: Path):
     from playwright.sync_api import sync_playwright
 
-    a, b, _ = analyses
+    a, b, _, nla = analyses
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
@@ -120,6 +143,9 @@ def shoot(site, analyses, token, out: Path):
         page.evaluate("window.scrollBy(0, 300)")
         page.hover("#f-9")
         save("results-fulltext")
+        page.goto(site.url(f"/analyses/{nla.pk}/"))
+        page.wait_for_selector("#results-table")
+        save("results-nla", full=True)
         page.goto(site.url("/analyses/history/"))
         save("history")
         page.goto(site.url(f"/analyses/compare/?a={a.pk}&b={b.pk}"))
@@ -155,8 +181,8 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp, live_site(Path(tmp)) as site:
         print("computing the analyses with the demo lens ...")
-        runs = compute()
-        analyses, token = store(runs)
+        runs, generation = compute()
+        analyses, token = store(runs, generation)
         site.start()
         shoot(site, analyses, token, out)
 

@@ -190,6 +190,9 @@ def test_metadata_box(owner_client, alice, tiny_result):
     plain = create_analysis(alice, tiny_result)
     html = page(owner_client, plain)
     assert "<dt>cached</dt><dd>–</dd>" in html and "Untrained lens." not in html
+    nla = create_analysis(alice, tiny_result, kind="nla", untrained=True)  # the demo NLA pair's metadata
+    html = page(owner_client, nla)
+    assert "Untrained autoencoder." in html and "Patchscope" not in html and "Untrained lens." not in html
 
 
 def test_chart_is_server_side_svg_with_kl_when_present(owner_client, alice, analysis, tiny_result_k1):
