@@ -80,13 +80,19 @@ def _chart(rows: list[dict], family: str, metrics: tuple[str, ...]):
     return title, metric_chart(rows, first, early=display.EARLY_POSITIONS[family])
 
 
-def _results_context(request, analysis: Analysis, *, shared_token: str | None = None) -> dict:
+def _results_context(
+    request, analysis: Analysis, *, shared_token: str | None = None, view: str | None = None
+) -> dict:
     rows = services.rows_of(analysis)
     family = display.family_of(analysis.metadata, rows)
     metrics = display.metrics_of(family, rows)
     early = display.EARLY_POSITIONS[family]
     preference = services.preference_for(request.user)
-    state = display.Display.from_request(request.GET, preference, metrics)
+    query = request.GET
+    if view is not None:  # a figure's own view, whatever the page's was
+        query = query.copy()
+        query["view"] = view
+    state = display.Display.from_request(query, preference, metrics)
     scheme = colours.build_scheme(rows, state.scale, state.palette, early)
     add_current = bool((analysis.metadata or {}).get("add_current_token"))
     glyphs = display.glyph_parts(analysis.metadata)  # tokens that are parts of one split glyph
@@ -429,9 +435,10 @@ def shared_export_research_json(request, token):
 
 def _fulltext_context(request, analysis: Analysis, shared_token: str | None) -> dict:
     """The full-text view's context, coloured as the page's display settings say; nothing to click."""
-    request.GET = request.GET.copy()
-    request.GET["view"] = "fulltext"
-    return {**_results_context(request, analysis, shared_token=shared_token), "can_grow": False}
+    return {
+        **_results_context(request, analysis, shared_token=shared_token, view="fulltext"),
+        "can_grow": False,
+    }
 
 
 def _fulltext_html(request, analysis: Analysis, shared_token: str | None) -> HttpResponse:
