@@ -113,7 +113,7 @@ def test_the_status_strip_is_live_and_says_the_lens_is_loaded_after_a_job(page):
 
 
 def test_cancel_a_queued_and_a_running_job(page):
-    running = submit(page, LONG_TEXT)
+    running = submit(page, " ".join([LONG_TEXT] * 4))  # ~80 one-position batches: still running at the click
     queued = submit(page, LONG_TEXT + " Again.")
     page.wait_for_selector(f"#queue-{queued} strong")  # it has a queue position
     page.click(f"#status-{queued} button.cancel")
