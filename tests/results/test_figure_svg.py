@@ -114,7 +114,7 @@ def test_long_text_wraps_into_lines_and_breaks_after_a_newline():
 def test_a_control_character_in_a_token_still_makes_valid_xml(client, alice, tiny_result):
     analysis = create_analysis(alice, tiny_result)
     row = AnalysisRow.objects.get(analysis=analysis, position=3)
-    row.data = {**row.data, "token": "bad\x1bbyte", "explanation": "nul\x00here"}
+    row.data = {**row.data, "token": "bad\x1bbyte", "explanation": "bell\x07here"}
     row.save()
     client.force_login(alice)
     root = parse(client.get(reverse("results:fulltext_svg", args=[analysis.pk])))
