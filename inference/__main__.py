@@ -55,26 +55,28 @@ def _parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="continue a text, or reply to a chat")
     _lens_args(gen)
     _input_args(gen)
-    _option_args(gen, GenerationOptions)
-    # unset: the default of what is asked for (a chat reply's CHAT_TEMPERATURE, or a continuation's)
-    gen.set_defaults(temperature=None)
+    # temperature unset: the default of what is asked for (a chat reply's CHAT_TEMPERATURE, or a continuation's)
+    _option_args(gen, GenerationOptions, unset=("temperature",))
     gen.add_argument("--json", action="store_true")
     gen.set_defaults(func=_generate)
     return ap
 
 
-def _option_args(ap, cls) -> None:
-    """A flag per declared option (inference.options): `--best-of-k 4`, `--no-salience`, `--positions 3 -1`."""
+def _option_args(ap, cls, unset: tuple[str, ...] = ()) -> None:
+    """A flag per declared option (inference.options): `--best-of-k 4`, `--no-salience`, `--positions 3 -1`;
+    those in `unset` default to None (their help says what a missing value means)."""
     for opt in options_of(cls):
         flag = "--" + opt.name.replace("_", "-")
-        help_text = f"{opt.described(CLI_LIMITS).rstrip('.')}; default {opt.default}".replace("%", "%%")
+        default = None if opt.name in unset else opt.default
+        said = "" if opt.name in unset else f"; default {opt.default}"
+        help_text = f"{opt.described(CLI_LIMITS).rstrip('.')}{said}".replace("%", "%%")
         if opt.kind == "bool":
-            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=opt.default, help=help_text)
+            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         elif opt.kind == "ints":
-            ap.add_argument(flag, type=int, nargs="+", default=opt.default, help=help_text)
+            ap.add_argument(flag, type=int, nargs="+", default=default, help=help_text)
         else:
             kind = int if opt.kind == "int" else float
-            ap.add_argument(flag, type=kind, default=opt.default, help=help_text)
+            ap.add_argument(flag, type=kind, default=default, help=help_text)
 
 
 def _options(args, cls):
