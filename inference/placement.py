@@ -57,7 +57,8 @@ def free_memory() -> None:
 
 
 def nbytes(lens) -> int:
-    """The bytes of the lens' weights and tensors, each storage counted once (a shared base counts once)."""
+    """The bytes of the lens' weights and tensors (or of a tuple of lenses together), each storage counted once
+    (a shared base counts once)."""
     total, storages = 0, set()
     for tensor in _tensors(lens, set()):
         storage = tensor.untyped_storage()

@@ -45,7 +45,7 @@ class Loaded:
 class LensCache:
     load: Any  # spec -> lens (from its files)
     move: Any  # (lens, device) -> lens, or None for one that cannot leave its device (let go instead)
-    nbytes: Any  # lens -> int
+    nbytes: Any  # (lens, …) -> int: the bytes of those lenses together, a storage they share counted once
     free: Any = None  # () -> None: returns freed memory to the device (gc, the CUDA allocator's cache)
     cpu_budget: int = 0
     idle_unload_s: float = 0.0  # 0: never
@@ -74,7 +74,7 @@ class LensCache:
                     source = CPU_CACHE
                 else:
                     lens = self.load(spec)
-                    held = Held(key, lens, self.nbytes(lens), started, str(getattr(lens, "device", "cpu")))
+                    held = Held(key, lens, self.nbytes((lens,)), started, str(getattr(lens, "device", "cpu")))
                     source = "disk"
                 self.on_device = held
                 self.last = Loaded(source, self.clock() - started)
@@ -142,7 +142,8 @@ class LensCache:
                 return
         self.cpu[held.key] = held  # the most recently used: last
         evicted = False
-        while sum(h.nbytes for h in self.cpu.values()) > self.cpu_budget:
+        # together: lenses of one base (the demo lens and the demo NLA's AV) hold its weights once
+        while self.cpu and self.nbytes(tuple(h.lens for h in self.cpu.values())) > self.cpu_budget:
             self.cpu.popitem(last=False)
             evicted = True
         if moved or evicted:  # device memory to give back, or a lens let go (a full collection costs ~0.1 s)

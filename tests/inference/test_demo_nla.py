@@ -15,9 +15,11 @@ from inference.analysis import analyze
 from inference.demo_nla import demo_nla_folder, ensure_demo_nla, value_head
 from inference.families import family_of
 from inference.nla_format import SIDECAR, VALUE_HEAD, parse_config, read_sidecar
+from inference.placement import nbytes
 from inference.registry import DEMO_NLA_SPEC, DEMO_SPEC, load_registry
 from inference.types import AnalysisInput, AnalysisOptions
 
+from .golden import cached_lens
 from .nla_fixtures import cached_nla, nla_golden_dir
 
 
@@ -117,6 +119,12 @@ def test_loaded_pair_shares_the_base_and_says_untrained(smol_base):
     assert nla.identity == family_of(DEMO_NLA_SPEC).identity(DEMO_NLA_SPEC)
     other = dataclasses.replace(DEMO_NLA_SPEC, max_new_tokens=8)
     assert family_of(other).identity(other) != nla.identity  # settings change the rows
+    demo = cached_lens(DEMO_SPEC)  # the demo lens: the same base, one model in memory
+    assert demo.model is nla.base
+    base_bytes = nbytes(nla.base)
+    assert (
+        nbytes((demo, nla)) == nbytes(demo) + nbytes(nla) - base_bytes
+    )  # the worker's CPU cache counts it once
     result = analyze(nla, AnalysisInput(text="Paris is"), AnalysisOptions(salience=False))
     assert result.metadata["untrained"] is True and len(result.rows) == 2
     assert all(len(r["explanation_token_ids"]) <= 32 and r["fve_nrm"] < 0.5 for r in result.rows)

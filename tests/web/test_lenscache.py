@@ -16,6 +16,7 @@ SIZE = 100
 @dataclass(frozen=True)
 class Spec:
     id: str
+    base: str | None = None  # lenses of one base share its bytes (World.nbytes)
 
 
 class Clock:
@@ -34,15 +35,16 @@ class World:
 
     def load(self, spec):
         self.events.append(("load", spec.id))
-        return {"id": spec.id, "device": self.home}
+        return {"id": spec.id, "device": self.home, **({"base": spec.base} if spec.base else {})}
 
     def move(self, lens, device):
         self.events.append(("move", lens["id"], device))
         lens["device"] = device
         return lens
 
-    def nbytes(self, lens):
-        return SIZE
+    def nbytes(self, lenses):
+        """SIZE per base: lenses that name the same "base" share its bytes, as inference.placement counts them."""
+        return SIZE * len({lens.get("base", lens["id"]) for lens in lenses})
 
 
 class Lens(dict):
@@ -173,6 +175,18 @@ def test_a_lens_whose_files_changed_loads_anew():
     use(cache, "a", stamp=2)  # its checkpoint was replaced: the cached copy is stale
     assert [e[1] for e in world.events if e[0] == "load"] == ["a", "b", "a"]
     assert cache.state() == {"device": ["a"], "cpu_cache": ["b"]}
+
+
+def test_lenses_that_share_a_base_count_it_once_in_the_budget():
+    """The demo lens and the demo NLA hold one base: both stay in a budget that holds that base once."""
+    cache, world, _ = make(budget=SIZE)
+    for lens_id, base in (("lens", "smol"), ("nla", "smol"), ("other", None)):
+        cache.acquire(Spec(lens_id, base), (Spec(lens_id, base), 1))
+        cache.release()
+    assert cache.state() == {"device": ["other"], "cpu_cache": ["lens", "nla"]}
+    cache.acquire(Spec("third", None), (Spec("third", None), 1))
+    cache.release()  # "other" steps down: with the shared base that is two bases, over the budget
+    assert cache.state()["cpu_cache"] == ["other"]
 
 
 @pytest.mark.parametrize("budget", [SIZE, 3 * SIZE])
