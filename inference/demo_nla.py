@@ -157,12 +157,8 @@ def _write_pair(base: Path, out: Path) -> None:
     av, ar = out / "av", out / "ar"
     av.mkdir()
     ar.mkdir()
-    for name in MODEL_FILES + TOKENIZER_FILES:
-        if (base / name).is_file():  # relative links: the model cache may move as a whole
-            (av / name).symlink_to(Path("..", "..", base.name, name))
-    for name in TOKENIZER_FILES:
-        if name != "tokenizer_config.json" and (base / name).is_file():
-            (ar / name).symlink_to(Path("..", "..", base.name, name))
+    _link(base, av, MODEL_FILES + TOKENIZER_FILES)
+    _link(base, ar, tuple(name for name in TOKENIZER_FILES if name != "tokenizer_config.json"))
     tokenizer_config = json.loads((base / "tokenizer_config.json").read_text())
     tokenizer_config["bos_token"] = None  # SmolLM2 names <|im_start|> as BOS but never prepends it
     (ar / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
@@ -181,3 +177,10 @@ def _write_pair(base: Path, out: Path) -> None:
     for side, role in ((av, "av"), (ar, "ar")):
         text = yaml.safe_dump(sidecar(role, base.name), sort_keys=False, allow_unicode=True)
         (side / SIDECAR).write_text(text, encoding="utf-8")
+
+
+def _link(base: Path, side: Path, names: tuple[str, ...]) -> None:
+    """Links to the base's files that exist, relative: the model cache may move as a whole."""
+    for name in names:
+        if (base / name).is_file():
+            (side / name).symlink_to(Path("..", "..", base.name, name))

@@ -195,7 +195,7 @@ def load_lens(spec: LensSpec, device: str | None = None, dtype: str | None = Non
         dtype=dt,
         base_path=base,
         identity=_identity(ckpt.sha256, base, spec.donor_model),
-        untrained=spec.untrained or spec.is_demo,
+        untrained=spec.untrained,  # the registry's: true for the demo (registry._untrained)
         patched_blocks=ckpt.patched_blocks(num_layers(model)),
         null_token_id=_null_token_id(tokenizer),
     )

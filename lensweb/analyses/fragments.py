@@ -76,16 +76,6 @@ def row_view(data: dict, columns: tuple | None = None, glyphs: dict | None = Non
     return view
 
 
-def job_glyphs(job: Analysis) -> dict:
-    """The job's split glyphs (rowview.glyph_parts), read from its metadata once per job object: a batch's
-    rows render with the same one."""
-    metadata = job.metadata or {}
-    cached = getattr(job, "_glyph_parts", None)
-    if cached is None or cached[0] is not metadata.get("glyphs"):
-        cached = job._glyph_parts = (metadata.get("glyphs"), rowview.glyph_parts(metadata))
-    return cached[1]
-
-
 def render_row(job: Analysis, data: dict) -> str:
     family = row_family(data)
     columns, logit_lens = asked_columns(job, family)
@@ -93,7 +83,7 @@ def render_row(job: Analysis, data: dict) -> str:
         "analyses/partials/row.html",
         {
             "job": job,
-            "row": row_view(data, columns, job_glyphs(job)),
+            "row": row_view(data, columns, rowview.glyph_parts(job.metadata)),
             "logit_lens": logit_lens,
             "early_note": EARLY_NOTES[family],
         },

@@ -143,9 +143,6 @@ class Timeline:
     def count(self) -> int:
         return self.counts["analyses"] + self.counts["generations"]
 
-    def __len__(self) -> int:
-        return self.count()
-
     def _keys(self, found, kind: str):
         return found.annotate(job_kind=Value(kind, output_field=CharField())).values_list(
             "job_kind", "id", "created_at"

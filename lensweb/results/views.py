@@ -518,10 +518,7 @@ def history(request):
 def delete(request, analysis_id):
     analysis = _get_owned_analysis(request, analysis_id)
     services.do_delete(request.user, analysis.pk)
-    if _is_htmx(request):
-        return HttpResponse("")  # the row's hx-swap="outerHTML" removes it
-    messages.info(request, f"Analysis #{analysis_id} deleted.")
-    return redirect("results:history")
+    return _deleted(request, f"Analysis #{analysis_id}")
 
 
 @require_POST
@@ -530,9 +527,14 @@ def delete_generation(request, generation_id):
         services.do_delete_generation(request.user, generation_id)
     except Generation.DoesNotExist:
         raise Http404("no such generation") from None
+    return _deleted(request, f"Generation #{generation_id}")
+
+
+def _deleted(request, what: str) -> HttpResponse:
+    """History's answer to a delete: nothing for htmx (the row's hx-swap="outerHTML" removes it), else back."""
     if _is_htmx(request):
-        return HttpResponse("")  # the row's hx-swap="outerHTML" removes it
-    messages.info(request, f"Generation #{generation_id} deleted.")
+        return HttpResponse("")
+    messages.info(request, f"{what} deleted.")
     return redirect("results:history")
 
 
