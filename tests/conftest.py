@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ratewindows import hold_rate_windows
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LENSWEB_SHARED_DIR") or REPO.parent / "shared")
 GOLDEN = SHARED / "golden"  # for the fidelity tests only: golden_dir()
@@ -147,6 +149,15 @@ def tiny_registry_path() -> Path:
     """The session's registry: the tiny lens alone."""
     tiny_lens()
     return _session["path"]
+
+
+@pytest.fixture(autouse=True)
+def still_rate_windows(monkeypatch):
+    """One rate-limit window per test (tests/ratewindows.py says why)."""
+    import django_ratelimit.core
+
+    monkeypatch.setattr(django_ratelimit.core, "time", django_ratelimit.core.time)  # put back after the test
+    hold_rate_windows()
 
 
 @pytest.fixture(autouse=True)

@@ -157,6 +157,18 @@ def test_login_is_rate_limited_per_ip(client, alice, settings):
     assert other.status_code == 302
 
 
+def test_a_tests_requests_share_one_rate_window_however_long_it_runs(client, alice, settings, monkeypatch):
+    """tests/ratewindows.py: a limit a test expects is not lost to a window's edge passing mid-test."""
+    import time
+
+    settings.LENSWEB_LOGIN_RATE = "2/m"
+    statuses = [client.post("/accounts/login/", {"username": "alice", "password": "wrong"}).status_code]
+    monkeypatch.setattr(time, "time", lambda later=time.time() + 61: later)  # a window edge passes (the count lives 65 s)
+    statuses += [client.post("/accounts/login/", {"username": "alice", "password": "wrong"}).status_code]
+    statuses += [client.post("/accounts/login/", {"username": "alice", "password": "wrong"}).status_code]
+    assert statuses == [200, 200, 429]
+
+
 # --- sign-up ------------------------------------------------------------------------------------------------
 
 SIGNUP = {"username": "newcomer", "password1": "Fresh-passphrase-9", "password2": "Fresh-passphrase-9"}

@@ -143,6 +143,8 @@ def test_https_behind_the_proxy(tmp_path):
 CLIENTS = """
 import json, django
 django.setup()
+from tests.ratewindows import hold_rate_windows
+hold_rate_windows()
 from django.core.management import call_command
 from django.test import Client
 call_command("migrate", verbosity=0)
