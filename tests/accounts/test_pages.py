@@ -163,7 +163,8 @@ def test_a_tests_requests_share_one_rate_window_however_long_it_runs(client, ali
 
     settings.LENSWEB_LOGIN_RATE = "2/m"
     statuses = [client.post("/accounts/login/", {"username": "alice", "password": "wrong"}).status_code]
-    monkeypatch.setattr(time, "time", lambda later=time.time() + 61: later)  # a window edge passes (the count lives 65 s)
+    # A window's edge passes (the count itself lives 65 s).
+    monkeypatch.setattr(time, "time", lambda later=time.time() + 61: later)
     statuses += [client.post("/accounts/login/", {"username": "alice", "password": "wrong"}).status_code]
     statuses += [client.post("/accounts/login/", {"username": "alice", "password": "wrong"}).status_code]
     assert statuses == [200, 200, 429]
