@@ -90,15 +90,17 @@ UNTRAINED_NOTES = {
 }
 # A lens that was never trained at all (the demo lens): the first positions are greyed as a trained lens'
 # would be (position 0 and the attention sinks there mislead it the same way), said without "trained".
+# It follows "Positions 0–5 are greyed:" and stands alone as an early row's tooltip, so it names no range.
 NEVER_TRAINED_NOTE = (
-    "This lens was not trained; positions 0–{last} are greyed as for a trained lens, which never learns them."
+    "This lens was not trained at all; a trained one never learns these first positions, so read these rows "
+    "with care."
 )
 
 
 def untrained_note(family: str, metadata: dict | None) -> str:
     """What the greyed first positions mean for this analysis' lens."""
     if (metadata or {}).get("untrained"):
-        return NEVER_TRAINED_NOTE.format(last=EARLY_POSITIONS[family] - 1)
+        return NEVER_TRAINED_NOTE
     return UNTRAINED_NOTES[family]
 
 
@@ -310,7 +312,7 @@ def sort_and_filter(views: list[RowView], display: Display) -> list[RowView]:
     return sorted(chosen, key=lambda v: v.position, reverse=display.desc)
 
 
-def summary_items(family: str, rows: list[dict]) -> list[tuple[str, str]]:
+def summary_items(family: str, rows: list[dict], untrained: bool = False) -> list[tuple[str, str]]:
     """Means in the family's own metrics (compare's headline numbers) over the rows the history's and the
     cards' summary is over (analyses.services.summary_rows: trained positions, ‖A‖ outliers left out); last,
     with an empty label, the note that says which positions those are."""
@@ -327,7 +329,7 @@ def summary_items(family: str, rows: list[dict]) -> list[tuple[str, str]]:
             )  # one: no mean
             items.append((label, number(sum(values) / len(values))))
     if items:
-        items.append(("", summarize_rows(rows, nla=family == NLA)["note"]))
+        items.append(("", summarize_rows(rows, nla=family == NLA, untrained=untrained)["note"]))
     return items
 
 

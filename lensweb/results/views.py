@@ -643,7 +643,7 @@ def compare(request):
                 "family": family,
                 "family_name": display.FAMILY_NAMES[family],
                 "metrics": [(m, display.HEADER_LABELS[m], display.COLUMN_TITLES[m]) for m in metrics],
-                "summary": display.summary_items(family, rows),
+                "summary": display.summary_items(family, rows, bool(analysis.metadata.get("untrained"))),
                 "meta": display.metadata_items(analysis),
                 "views": {v.position: v for v in views},
             }

@@ -4,6 +4,7 @@ an untrained lens is not said to be "not trained on positions 0–5", one positi
 from __future__ import annotations
 
 import re
+from html import unescape
 
 import pytest
 from django.template.loader import render_to_string
@@ -40,13 +41,23 @@ def test_an_untrained_lens_is_not_said_to_be_untrained_on_its_first_positions(cl
     trained = page(client, create_analysis(alice, tiny_result))
     assert display.UNTRAINED_NOTE in trained
     demo = page(client, create_analysis(alice, tiny_result, untrained=True))
-    assert (
-        display.UNTRAINED_NOTE not in demo and "This lens was not trained; positions 0–5 are greyed" in demo
-    )
+    assert display.UNTRAINED_NOTE not in demo
+    assert "Positions 0–5 are greyed: This lens was not trained at all; a trained one never learns" in demo
     rows = tiny_result[0]
     note = summarize_rows(rows, untrained=True)["note"]
     assert "not trained on" not in note and "0–5 left out: as a trained lens' would be" in note
     assert "0–5 left out: not trained on" in summarize_rows(rows)["note"]
+
+
+def test_compare_says_an_untrained_lens_left_its_first_positions_out_as_a_trained_one_would(
+    client, alice, tiny_result, tiny_result_k1
+):
+    client.force_login(alice)
+    demo = create_analysis(alice, tiny_result, untrained=True)
+    trained = create_analysis(alice, tiny_result_k1)
+    html = unescape(client.get(reverse("results:compare") + f"?a={demo.pk}&b={trained.pk}").content.decode())
+    assert html.count("0–5 left out: as a trained lens' would be") == 1  # A, the untrained side
+    assert html.count("0–5 left out: not trained on") == 1  # B
 
 
 def test_one_positions_numbers_are_not_called_a_mean(alice, tiny_result):
