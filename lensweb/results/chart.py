@@ -69,11 +69,23 @@ def mse_chart(rows: list[dict]) -> SafeString:
     return metric_chart(rows)
 
 
+# The shaded first positions' label and tooltip: a trained lens was never trained on them; of a lens never
+# trained at all, only that a trained one would not have learned them either.
+EARLY_BANDS = {
+    False: ("untrained", "the lens was never trained on them"),
+    True: ("early", "a trained lens never learns them"),
+}
+
+
 def metric_chart(
-    rows: list[dict], metric: str = "mse", second: str = "kl", early: int = UNTRAINED_POSITIONS
+    rows: list[dict],
+    metric: str = "mse",
+    second: str = "kl",
+    early: int = UNTRAINED_POSITIONS,
+    untrained: bool = False,
 ) -> SafeString:
     """SVG: `metric` per position (left axis), `second` (right axis) when any row has it, positions before
-    `early` (never trained on) shaded."""
+    `early` (never trained on) shaded; for a lens never trained at all (`untrained`) the band is only early."""
     name, second_name = METRIC_LABELS[metric], METRIC_LABELS[second]
     rows = [r for r in rows if _finite(r.get(metric))]
     if not rows:
@@ -95,12 +107,13 @@ def metric_chart(
         'xmlns="http://www.w3.org/2000/svg" font-size="11" font-family="system-ui, sans-serif">'
     ]
     if first < early:
+        band, why = EARLY_BANDS[untrained]
         edge = x(min(last, early - 1)) + (x(1) - x(0)) / 2 if last > first else x1
         out.append(
             f'<rect x="{x0}" y="{y1}" width="{max(0, min(edge, x1) - x0):.1f}" height="{y0 - y1}" '
-            f'fill="#f1ece6"><title>positions 0–{early - 1}: the lens was never trained on them</title>'
+            f'fill="#f1ece6"><title>positions 0–{early - 1}: {why}</title>'
             "</rect>"
-            f'<text x="{x0 + 4}" y="{y1 + 12}" fill="#8a7a6e">untrained 0–{early - 1}</text>'
+            f'<text x="{x0 + 4}" y="{y1 + 12}" fill="#8a7a6e">{band} 0–{early - 1}</text>'
         )
     for tick in mse_axis.ticks():
         ty = mse_axis.y(tick)

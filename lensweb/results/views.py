@@ -70,14 +70,14 @@ def _metric_columns(state_columns, metrics: tuple[str, ...]) -> list[dict]:
     ]
 
 
-def _chart(rows: list[dict], family: str, metrics: tuple[str, ...]):
+def _chart(rows: list[dict], family: str, metrics: tuple[str, ...], untrained: bool):
     """(title, SVG): mse and KL for a Consistency Lens; fve (cos without a variance constant) and KL for an
     NLA."""
     first = "mse"
     if family == display.NLA:
         first = "fve_nrm" if "fve_nrm" in metrics else "cosine_similarity"
     title = f"{colours.METRIC_LABELS[first]}{' and KL' if 'kl' in metrics else ''} along the text"
-    return title, metric_chart(rows, first, early=display.EARLY_POSITIONS[family])
+    return title, metric_chart(rows, first, early=display.EARLY_POSITIONS[family], untrained=untrained)
 
 
 def _results_context(
@@ -122,7 +122,7 @@ def _results_context(
         columns.append("logit_lens")
     choices = display.column_choices(family, rows, metrics, has_ll)
     offered = [c for c, _label, computed in choices if computed]  # the ticks this form can change
-    chart_title, chart = _chart(rows, family, metrics)
+    chart_title, chart = _chart(rows, family, metrics, bool(analysis.metadata.get("untrained")))
     if shared_token:
         base_url = reverse("results:shared", args=[shared_token])
         candidates_url = base_url + "candidates/"

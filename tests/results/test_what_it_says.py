@@ -60,6 +60,22 @@ def test_compare_says_an_untrained_lens_left_its_first_positions_out_as_a_traine
     assert html.count("0–5 left out: not trained on") == 1  # B
 
 
+def test_an_untrained_lens_chart_shades_its_first_positions_as_early_not_untrained(
+    client, alice, tiny_result
+):
+    client.force_login(alice)
+    charts = [
+        re.search(
+            r'<svg class="chart".*?</svg>', page(client, create_analysis(alice, tiny_result, **meta)), re.S
+        )
+        for meta in ({}, {"untrained": True})
+    ]
+    trained, demo = (chart.group(0) for chart in charts)
+    assert ">untrained 0–5</text>" in trained and "the lens was never trained on them" in trained
+    assert ">early 0–5</text>" in demo and "a trained lens never learns them" in demo
+    assert "untrained 0–5" not in demo
+
+
 def test_one_positions_numbers_are_not_called_a_mean(alice, tiny_result):
     rows = [r for r in tiny_result[0] if r["position"] in (2, 7)]  # one trained position (7)
     summary = summarize_rows(rows)
