@@ -118,6 +118,11 @@ def test_every_page_fits_a_390_px_phone_without_horizontal_scroll(site, browser)
         if found["scroll"] > found["width"] or found["wide"]:
             too_wide[path] = found
     assert not too_wide, json.dumps(too_wide, indent=1)
+    # The top bar stays two rows (brand and account, then the links), not the tagline a word a line.
+    assert page.locator(".topbar .tagline").is_hidden()
+    brand, account = (page.locator(f".topbar {part}").bounding_box() for part in (".brand", ".logout"))
+    assert abs(brand["y"] - account["y"]) < brand["height"]
+    assert page.locator(".topbar").bounding_box()["height"] < 4 * brand["height"]
 
 
 def test_the_full_text_wraps_like_prose_and_its_hover_box_stays_on_screen(site, browser):
