@@ -121,8 +121,9 @@ def analysis_options_from(data) -> tuple[dict | None, str]:
     return form.options(), ""
 
 
-# A first visit's text: a value to submit at once (a placeholder would have to be typed over first).
-SAMPLE_TEXT = "The capital of France is Paris."
+# A first visit's text: a value to submit at once (a placeholder would have to be typed over first), long
+# enough that most of its rows are past the greyed first positions 0–5 and the summary is a mean.
+SAMPLE_TEXT = "The Eiffel Tower is in Paris, the capital of France."
 SAMPLE_PROMPT = "Once upon a time"
 
 

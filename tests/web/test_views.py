@@ -10,7 +10,9 @@ from django.urls import reverse
 from lensweb.accounts.checks import check_demo_password
 from lensweb.analyses import services
 from lensweb.analyses.colours import build_scale
+from lensweb.analyses.forms import SAMPLE_TEXT
 from lensweb.analyses.models import Analysis
+from lensweb.results.display import EARLY_POSITIONS, LENS
 
 from .conftest import TINY_NAME, write_tiny_registry
 
@@ -227,8 +229,10 @@ def test_ensure_demo_user_is_idempotent(capsys, settings, django_user_model):
 def test_a_first_visit_has_a_sample_text_to_submit_as_it_is(client, alice):
     client.force_login(alice)
     page = client.get("/").content.decode()
-    assert re.search(r"<textarea[^>]*id=\"id_text\"[^>]*>\s*The capital of France is Paris.</textarea>", page)
-    assert 'placeholder="The capital' not in page
+    sample = re.search(r"<textarea[^>]*id=\"id_text\"[^>]*>\s*([^<]+)</textarea>", page).group(1)
+    assert sample == SAMPLE_TEXT and 'placeholder="' + SAMPLE_TEXT[:9] not in page
+    # most of its positions are past the greyed first ones (a word or mark is at least one token)
+    assert len(re.findall(r"\w+|[^\w\s]", sample)) >= 2 * EARLY_POSITIONS[LENS]
 
 
 def test_the_login_page_says_the_demo_login_on_a_development_server_only(client, settings, django_user_model):
