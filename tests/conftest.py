@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ratewindows import hold_rate_windows
+from tests.ratewindows import still_clock
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("LENSWEB_SHARED_DIR") or REPO.parent / "shared")
@@ -156,8 +156,7 @@ def still_rate_windows(monkeypatch):
     """One rate-limit window per test (tests/ratewindows.py says why)."""
     import django_ratelimit.core
 
-    monkeypatch.setattr(django_ratelimit.core, "time", django_ratelimit.core.time)  # put back after the test
-    hold_rate_windows()
+    monkeypatch.setattr(django_ratelimit.core, "time", still_clock())
 
 
 @pytest.fixture(autouse=True)

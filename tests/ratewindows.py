@@ -10,7 +10,13 @@ import types
 import django_ratelimit.core
 
 
-def hold_rate_windows() -> None:
-    """From now on (in this process) django-ratelimit reads the time it was called at."""
+def still_clock() -> types.SimpleNamespace:
+    """A stand-in for django-ratelimit's `time` module whose time() is the moment it was made."""
     now = time.time()
-    django_ratelimit.core.time = types.SimpleNamespace(time=lambda: now)
+    return types.SimpleNamespace(time=lambda: now)
+
+
+def hold_rate_windows() -> None:
+    """From now on, in this process, django-ratelimit's clock stands still (a subprocess' script calls this;
+    the suite's fixture sets still_clock() through monkeypatch, which puts the real one back)."""
+    django_ratelimit.core.time = still_clock()
